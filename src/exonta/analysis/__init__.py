@@ -1,0 +1,1 @@
+"""Per-track diffusion analysis and particle-size statistics."""

@@ -1,0 +1,119 @@
+"""`exonta analyze VIDEO... --out DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._common import EXIT_BAD_INPUT, RichProgress, acquisition_flags, handle_errors, stderr_is_tty
+
+OPT_PIXEL = typer.Option(None, "--pixel-size-um", help="Pixel size in the sample plane, µm/px.")
+OPT_FPS = typer.Option(None, "--fps", help="Frame rate, frames/s.")
+OPT_EXPOSURE = typer.Option(None, "--exposure-s", help="Exposure time per frame, s (default: 1/fps).")
+OPT_TEMP = typer.Option(None, "--temperature-c", help="Sample temperature, °C (default 22).")
+OPT_VISC = typer.Option(None, "--viscosity-mpas", help="Viscosity, mPa·s (default: water at the temperature).")
+OPT_DIL = typer.Option(None, "--dilution", help="Dilution factor of the measured sample.")
+OPT_CONFIG = typer.Option(None, "--config", help="TOML file with [acquisition], [detect], [link], [sizing], "
+                          "[concentration] tables.")
+OPT_CAL = typer.Option(None, "--calibration", help="Detection-volume calibration JSON from `exonta calibrate`.")
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    try:
+        return format(float(v), spec)
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
+    """Print the size / concentration summary of one result as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    s = summary["size_nm"]
+    c = summary["concentration_per_ml"]
+    n = summary["counts"]
+    ci = s.get("ci95") or {}
+    name = Path(summary["input"].get("path") or "video").name
+    t = Table(title=f"exonta — {name}", show_header=True, header_style="bold")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_column("95% CI", justify="right")
+    for key, label in (("mode", "mode (nm)"), ("mean", "mean (nm)"), ("sd", "SD (nm)"), ("d10", "D10 (nm)"),
+                       ("d50", "D50 (nm)"), ("d90", "D90 (nm)")):
+        lohi = ci.get(key) or [None, None]
+        t.add_row(label, _fmt(s.get(key)), f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if lohi[0] is not None else "")
+    for p in s.get("peaks") or []:
+        t.add_row("peak (nm)", _fmt(p.get("diameter_nm")), f"{100 * float(p.get('number_fraction', 0)):.0f}% of particles")
+    t.add_row("concentration (particles/mL)", _fmt(c.get("value"), ".3g"),
+              f"{_fmt(c.get('ci95_low'), '.3g')}–{_fmt(c.get('ci95_high'), '.3g')}" if c.get("value") is not None else "")
+    t.add_row("particles per frame", _fmt(n.get("mean_particles_per_frame")), "")
+    t.add_row("valid tracks / tracks", f"{n.get('n_valid_tracks')} / {n.get('n_tracks')}", "")
+    dv = summary.get("drift_um_per_s") or [0, 0]
+    t.add_row("drift (µm/s)", f"{_fmt(dv[0], '.2f')}, {_fmt(dv[1], '.2f')}", "")
+    console = Console()
+    console.print(t)
+    for w in summary.get("warnings") or []:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if out_dir is not None:
+        console.print(f"results: {out_dir}")
+
+
+@handle_errors
+def command(
+    videos: list[Path] = typer.Argument(..., help="Video files (TIFF/OME-TIFF, AVI/MP4/MOV) or folders of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; one sub-folder per video."),
+    pixel_size_um: Optional[float] = OPT_PIXEL,
+    fps: Optional[float] = OPT_FPS,
+    exposure_s: Optional[float] = OPT_EXPOSURE,
+    temperature_c: Optional[float] = OPT_TEMP,
+    viscosity_mpas: Optional[float] = OPT_VISC,
+    dilution: Optional[float] = OPT_DIL,
+    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert",
+                                          help="Dark particles on a light background (bright-field)."),
+    config: Optional[Path] = OPT_CONFIG,
+    calibration: Optional[Path] = OPT_CAL,
+    threshold_snr: Optional[float] = typer.Option(None, "--threshold-snr", help="Detection threshold in noise sigmas."),
+    psf_sigma_px: Optional[float] = typer.Option(None, "--psf-sigma-px", help="Spot width (Gaussian sigma), px."),
+    min_track_length: Optional[int] = typer.Option(None, "--min-track-length", help="Minimum positions per track."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
+) -> None:
+    """Analyse NTA videos: size distribution and concentration, written to OUT/<video-name>/."""
+    from ..analysis.concentration import load_calibration
+    from ..errors import ExontaInputError
+    from ..pipeline import analyze, prepare
+
+    acq = acquisition_flags(pixel_size_um, fps, exposure_s, temperature_c, viscosity_mpas, dilution)
+    overrides: dict[str, dict[str, Any]] = {}
+    if threshold_snr is not None:
+        overrides.setdefault("detect", {})["threshold_snr"] = threshold_snr
+    if psf_sigma_px is not None:
+        overrides.setdefault("detect", {})["psf_sigma_px"] = psf_sigma_px
+    if min_track_length is not None:
+        overrides.setdefault("sizing", {})["min_track_length"] = min_track_length
+    cal = load_calibration(calibration) if calibration is not None else None
+    names = [Path(v).stem if Path(v).suffix else Path(v).name for v in videos]
+    if len(set(names)) != len(names):
+        raise ExontaInputError("two input videos have the same name; their result folders would collide — "
+                               "analyse them into different --out folders")
+    failures: list[str] = []
+    for video in videos:
+        try:
+            vid, cfg, warnings, sources = prepare(video, config_file=config, acquisition=acq, overrides=overrides,
+                                                  invert=invert)
+            with RichProgress(f"{Path(video).name}", enabled=not quiet and stderr_is_tty()) as bar:
+                result = analyze(vid, cfg, progress=bar, calibration=cal, acquisition_sources=sources,
+                                 warnings=warnings)
+            folder = result.write(out)
+        except ExontaInputError as exc:
+            if len(videos) == 1:
+                raise
+            typer.echo(f"exonta: error: {exc}", err=True)
+            failures.append(str(video))
+            continue
+        if not quiet:
+            print_summary(result.summary(), folder)
+    if failures:
+        raise typer.Exit(EXIT_BAD_INPUT)

@@ -1,0 +1,395 @@
+"""Validated configuration: acquisition metadata and analysis parameters.
+
+One model, :class:`AnalysisConfig`, holds everything a result depends on. It is
+loaded from TOML files and CLI flags and saved with every result
+(``summary.json`` ``parameters``/``acquisition``) for provenance.
+
+Acquisition values are resolved from several sources, highest precedence first
+(:func:`resolve_acquisition`):
+
+1. explicit values (CLI flags / API keyword arguments),
+2. the ``[acquisition]`` table of a ``--config`` TOML file,
+3. a sidecar next to the video: ``<video stem>.exonta.toml``, then a folder-wide
+   ``exonta.toml`` in the video's folder,
+4. metadata inside the file (OME-TIFF ``PhysicalSizeX`` / ``TimeIncrement``,
+   the container's frame rate),
+5. defaults for the values that have a safe one (temperature 22 °C with a
+   warning, exposure = frame interval with a warning, dilution 1, viscosity of
+   water at the temperature).
+
+Pixel size and frame rate have no default: if still missing, a clear
+:class:`~exonta.errors.ExontaInputError` is raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ExontaInputError
+from .physics import water_viscosity_mpas
+
+__all__ = [
+    "Acquisition",
+    "DetectParams",
+    "LinkParams",
+    "SizingParams",
+    "ConcentrationParams",
+    "AnalysisConfig",
+    "ACQUISITION_FIELDS",
+    "load_toml",
+    "resolve_acquisition",
+    "load_config",
+    "sidecar_paths",
+    "format_validation_error",
+]
+
+DEFAULT_TEMPERATURE_C = 22.0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _finite(v: float | None, name: str) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number")
+    return v
+
+
+class Acquisition(_Model):
+    """How the video was recorded.
+
+    Attributes
+    ----------
+    pixel_size_um : float
+        Size of one camera pixel in the sample plane, µm/px.
+    fps : float
+        Frame rate, frames per second (frame interval ``1/fps`` s).
+    exposure_s : float
+        Exposure time per frame in s (≤ frame interval). Sets the motion-blur
+        coefficient ``R = exposure_s * fps / 6``.
+    temperature_c : float
+        Sample temperature, °C.
+    viscosity_mpas : float
+        Medium viscosity in mPa·s; water at ``temperature_c`` (IAPWS 2008) when
+        not given.
+    dilution : float
+        Dilution factor of the measured sample (≥ 1 usually); concentrations are
+        multiplied by it to give the stock concentration.
+    """
+
+    pixel_size_um: float = Field(gt=0, le=1000)
+    fps: float = Field(gt=0, le=1e6)
+    exposure_s: float = Field(gt=0, le=3600)
+    temperature_c: float = Field(default=DEFAULT_TEMPERATURE_C, gt=-5, lt=100)
+    viscosity_mpas: float = Field(default=None, gt=0, le=1e6, validate_default=False)  # type: ignore[assignment]
+    dilution: float = Field(default=1.0, gt=0, le=1e12)
+
+    @field_validator("pixel_size_um", "fps", "exposure_s", "temperature_c", "viscosity_mpas", "dilution", mode="before")
+    @classmethod
+    def _check_finite(cls, v, info):
+        if isinstance(v, bool):
+            raise ValueError(f"{info.field_name} must be a number")
+        if v is None:
+            return v
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{info.field_name} must be a number, got {v!r}") from None
+        return _finite(fv, info.field_name)
+
+    @model_validator(mode="after")
+    def _fill(self):
+        if self.viscosity_mpas is None:
+            object.__setattr__(self, "viscosity_mpas", round(float(water_viscosity_mpas(self.temperature_c)), 6))
+        if self.exposure_s > 1.0 / self.fps * (1 + 1e-6):
+            raise ValueError(
+                f"exposure_s={self.exposure_s} is longer than the frame interval 1/fps={1.0 / self.fps:.6g} s")
+        return self
+
+    @property
+    def frame_interval_s(self) -> float:
+        """Time between frames, s."""
+        return 1.0 / self.fps
+
+    @property
+    def blur_coefficient(self) -> float:
+        """Motion-blur coefficient R for a uniform exposure (Berglund 2010): ``t_exp/(6 Δt)``."""
+        return self.exposure_s * self.fps / 6.0
+
+
+ACQUISITION_FIELDS = ("pixel_size_um", "fps", "exposure_s", "temperature_c", "viscosity_mpas", "dilution")
+
+
+class DetectParams(_Model):
+    """Spot detection and localisation parameters (see :mod:`exonta.detect`)."""
+
+    psf_sigma_px: float = Field(default=1.5, gt=0.3, le=20, description="Gaussian sigma of the in-focus spot, px")
+    threshold_snr: float = Field(default=5.0, gt=0, le=1000,
+                                 description="detection threshold in noise sigmas of the filtered image")
+    threshold: float | None = Field(default=None, ge=0,
+                                    description="manual threshold on the filtered image (overrides threshold_snr)")
+    min_separation_px: float | None = Field(default=None, gt=0, le=200,
+                                            description="minimum distance between two maxima, px (default 2.5×psf)")
+    edge_px: int | None = Field(default=None, ge=0, le=500,
+                                description="pixels excluded at every edge (default ceil(2.5×psf))")
+    background: Literal["static", "rolling", "none"] = Field(
+        default="static", description="static = temporal median over a frame subsample")
+    background_frames: int = Field(default=64, ge=1, le=10000)
+    localisation: Literal["gaussian", "radial", "centroid"] = "gaussian"
+    invert: bool = Field(default=False, description="dark particles on a light background (bright-field)")
+    chunk_frames: int = Field(default=64, ge=1, le=100000)
+
+
+class LinkParams(_Model):
+    """Linking parameters (see :mod:`exonta.track`)."""
+
+    search_range_um: float | None = Field(default=None, gt=0, le=1000,
+                                          description="max displacement per frame, µm (default from min_diameter_nm)")
+    min_diameter_nm: float = Field(default=30.0, gt=0, le=1e5,
+                                   description="smallest diameter of interest; sets the default search range")
+    memory_frames: int = Field(default=2, ge=0, le=100, description="gap closing: frames a particle may vanish")
+    drift_correction: bool = True
+    drift_smoothing_frames: int = Field(default=15, ge=1, le=10000)
+    search_miss_probability: float = Field(
+        default=1e-3, gt=0, lt=0.5,
+        description="probability that a true one-frame step of the smallest particle exceeds the default search "
+                    "range (radius = sqrt(4 D dt ln(1/p)))")
+    flow_warning_um_per_s: float = Field(default=5.0, gt=0, le=1e4,
+                                         description="warn when the mean drift/flow speed exceeds this, µm/s")
+
+
+class SizingParams(_Model):
+    """Per-track diffusion and size-distribution parameters."""
+
+    estimator: Literal["cve", "msd"] = "cve"
+    min_track_length: int = Field(default=10, ge=3, le=100000, description="minimum number of positions")
+    size_min_nm: float = Field(default=20.0, gt=0)
+    size_max_nm: float = Field(default=2000.0, gt=0)
+    n_bins: int = Field(default=120, ge=10, le=2000)
+    deconvolve: bool = True
+    regularization: float = Field(default=1e-3, ge=0)
+    bootstrap: int = Field(default=100, ge=0, le=100000)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.size_max_nm <= self.size_min_nm:
+            raise ValueError("size_max_nm must be larger than size_min_nm")
+        return self
+
+
+class ConcentrationParams(_Model):
+    """How particles per frame become particles/mL (see :mod:`exonta.analysis.concentration`)."""
+
+    nominal_depth_um: float = Field(default=10.0, gt=0, le=10000,
+                                    description="instrument default effective depth of the detection volume, µm")
+    calibration: str | None = Field(default=None, description="path of a calibration JSON from `exonta calibrate`")
+    size_correction: bool = Field(default=True, description="use the scattering model for size-resolved depth")
+    particle_refractive_index: float = Field(default=1.39, gt=1.0, lt=4.0,
+                                             description="assumed refractive index of sample particles (EVs ≈ 1.39)")
+    medium_refractive_index: float = Field(default=1.333, gt=1.0, lt=2.0)
+
+
+class AnalysisConfig(_Model):
+    """Everything a result depends on."""
+
+    acquisition: Acquisition | None = None
+    detect: DetectParams = Field(default_factory=DetectParams)
+    link: LinkParams = Field(default_factory=LinkParams)
+    sizing: SizingParams = Field(default_factory=SizingParams)
+    concentration: ConcentrationParams = Field(default_factory=ConcentrationParams)
+
+    def parameters_dict(self) -> dict[str, Any]:
+        """All analysis parameters (everything except the acquisition), JSON-ready."""
+        return self.model_dump(mode="json", exclude={"acquisition"})
+
+    def parameters_hash(self) -> str:
+        """Stable short hash of the analysis parameters (for caching and provenance)."""
+        blob = json.dumps(self.parameters_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, source: str = "") -> str:
+    """One readable sentence from a pydantic ValidationError."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        msg = e.get("msg", "invalid value")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        elif e.get("type") == "missing":
+            msg = "is required"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    where = f" in {source}" if source else ""
+    return f"invalid configuration{where}: " + "; ".join(parts)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, turning every failure into an ExontaInputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ExontaInputError(f"config file not found: {p}")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ExontaInputError(f"config file {p} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ExontaInputError(f"cannot read config file {p}: {exc.strerror}") from None
+
+
+def sidecar_paths(video_path: str | Path) -> list[Path]:
+    """Sidecar files that may describe a video, highest precedence first."""
+    p = Path(video_path)
+    base = p if p.is_dir() else p.with_suffix("")
+    name = base.name
+    cands = [base.parent / f"{name}.exonta.toml"]
+    if p.is_dir():
+        cands.append(p / "exonta.toml")
+    cands.append(p.parent / "exonta.toml")
+    return [c for c in cands if c.is_file()]
+
+
+def _split_config_dict(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a TOML dict into (acquisition values, analysis sections); validate keys."""
+    data = dict(data)
+    acq = dict(data.pop("acquisition", {}) or {})
+    if not isinstance(acq, dict):
+        raise ExontaInputError(f"[acquisition] in {source} must be a table")
+    allowed = {"detect", "link", "sizing", "concentration"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ExontaInputError(
+            f"unknown section or key {sorted(unknown)[0]!r} in {source}; allowed: "
+            f"[acquisition], {', '.join('[' + a + ']' for a in sorted(allowed))}")
+    bad = set(acq) - set(ACQUISITION_FIELDS)
+    if bad:
+        raise ExontaInputError(
+            f"unknown acquisition key {sorted(bad)[0]!r} in {source}; allowed: {', '.join(ACQUISITION_FIELDS)}")
+    return acq, data
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_acquisition(
+    explicit: dict[str, Any] | None = None,
+    config_acquisition: dict[str, Any] | None = None,
+    sidecar_acquisition: dict[str, Any] | None = None,
+    file_metadata: dict[str, Any] | None = None,
+    source_name: str = "the video",
+) -> tuple[Acquisition, list[str], dict[str, str]]:
+    """Merge acquisition values by precedence and validate them.
+
+    Parameters
+    ----------
+    explicit, config_acquisition, sidecar_acquisition, file_metadata : dict or None
+        Values from CLI/API, ``--config`` file, sidecar file and the video's own
+        metadata, in decreasing precedence. ``None`` values are ignored.
+    source_name : str
+        Used in error messages.
+
+    Returns
+    -------
+    acquisition : Acquisition
+    warnings : list of str
+        Defaults that were applied (temperature, exposure).
+    sources : dict
+        Which source each field came from (``"cli"``, ``"config"``,
+        ``"sidecar"``, ``"file"``, ``"default"``).
+    """
+    layers = [("file", file_metadata), ("sidecar", sidecar_acquisition), ("config", config_acquisition),
+              ("cli", explicit)]
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, layer in layers:
+        for k, v in (layer or {}).items():
+            if v is None:
+                continue
+            if k not in ACQUISITION_FIELDS:
+                raise ExontaInputError(f"unknown acquisition key {k!r}; allowed: {', '.join(ACQUISITION_FIELDS)}")
+            merged[k] = v
+            sources[k] = name
+    warnings: list[str] = []
+    for req, flag in (("pixel_size_um", "--pixel-size-um"), ("fps", "--fps")):
+        if req not in merged:
+            raise ExontaInputError(
+                f"{req} is not known for {source_name}: give {flag}, put it in the [acquisition] table of a "
+                f"--config file or a sidecar file, or record it in the file's metadata")
+    if "temperature_c" not in merged:
+        merged["temperature_c"] = DEFAULT_TEMPERATURE_C
+        sources["temperature_c"] = "default"
+        warnings.append(f"temperature not given; assumed {DEFAULT_TEMPERATURE_C:g} °C (set --temperature-c)")
+    if "exposure_s" not in merged:
+        try:
+            merged["exposure_s"] = 1.0 / float(merged["fps"])
+        except (TypeError, ValueError, ZeroDivisionError):
+            merged["exposure_s"] = None
+        sources["exposure_s"] = "default"
+        warnings.append("exposure time not given; assumed equal to the frame interval (set --exposure-s)")
+    if "viscosity_mpas" not in merged:
+        sources["viscosity_mpas"] = "default"
+    if "dilution" not in merged:
+        sources["dilution"] = "default"
+    try:
+        acq = Acquisition(**merged)
+    except ValidationError as exc:
+        raise ExontaInputError(format_validation_error(exc, f"acquisition settings for {source_name}")) from None
+    return acq, warnings, sources
+
+
+def load_config(
+    video_path: str | Path | None = None,
+    config_file: str | Path | None = None,
+    explicit_acquisition: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    file_metadata: dict[str, Any] | None = None,
+) -> tuple[AnalysisConfig, list[str], dict[str, str]]:
+    """Build the validated :class:`AnalysisConfig` for one video.
+
+    Analysis sections merge in the same precedence as acquisition values:
+    ``overrides`` > ``config_file`` > sidecar files > defaults.
+
+    Returns
+    -------
+    config : AnalysisConfig
+    warnings : list of str
+    sources : dict
+        Source of each acquisition field.
+    """
+    cfg_acq: dict[str, Any] = {}
+    cfg_rest: dict[str, Any] = {}
+    if config_file is not None:
+        cfg_acq, cfg_rest = _split_config_dict(load_toml(config_file), str(config_file))
+    side_acq: dict[str, Any] = {}
+    side_rest: dict[str, Any] = {}
+    if video_path is not None:
+        for sc in reversed(sidecar_paths(video_path)):  # lowest precedence first
+            a, r = _split_config_dict(load_toml(sc), str(sc))
+            side_acq.update(a)
+            side_rest = _deep_update(side_rest, r)
+    rest = _deep_update(_deep_update(side_rest, cfg_rest), overrides or {})
+    name = Path(video_path).name if video_path is not None else "the video"
+    acq, warnings, sources = resolve_acquisition(explicit_acquisition, cfg_acq, side_acq, file_metadata, name)
+    try:
+        cfg = AnalysisConfig(acquisition=acq, **rest)
+    except ValidationError as exc:
+        raise ExontaInputError(format_validation_error(exc, "analysis parameters")) from None
+    except TypeError as exc:
+        raise ExontaInputError(f"invalid analysis parameters: {exc}") from None
+    return cfg, warnings, sources

@@ -1,0 +1,73 @@
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from exonta.errors import ExontaInputError
+from exonta.io import results
+
+
+def test_write_result_dir_is_complete_and_replaces(tmp_path):
+    df = pd.DataFrame({"a": [1, 2]})
+    out = results.write_result_dir(tmp_path, "v1", {"summary.json": {"schema": results.SUMMARY_SCHEMA, "x": float("nan")},
+                                                    "t.parquet": df, "t.csv": df, "n.txt": "hi"})
+    assert sorted(p.name for p in out.iterdir()) == ["n.txt", "summary.json", "t.csv", "t.parquet"]
+    assert json.loads((out / "summary.json").read_text())["x"] is None  # NaN → null, valid JSON
+    assert pd.read_parquet(out / "t.parquet").equals(df)
+    results.write_result_dir(tmp_path, "v1", {"summary.json": {"schema": results.SUMMARY_SCHEMA, "x": 2}})
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temp or old folders left behind
+
+
+def test_failed_writer_leaves_nothing(tmp_path):
+    def boom(path):
+        path.write_text("partial")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        results.write_result_dir(tmp_path, "v", {"a.txt": "ok", "b.txt": boom})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_input_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(ExontaInputError, match="not writable"):
+        results.write_result_dir(ro, "v", {"a.txt": "x"})
+
+
+def test_unwritable_output_path_under_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ExontaInputError, match="cannot create output folder"):
+        results.write_result_dir(f / "sub", "v", {"a.txt": "x"})
+
+
+def test_safe_name_cannot_escape():
+    assert results.safe_name("../../etc") == "_.._etc"
+    assert "/" not in results.safe_name("a/b\\c") and results.safe_name("..") == "unnamed"
+    assert results.safe_name("Probe µ 1") == "Probe µ 1"
+
+
+def test_atomic_write_text_and_read_summary(tmp_path):
+    p = tmp_path / "summary.json"
+    results.atomic_write_text(p, json.dumps({"schema": results.SUMMARY_SCHEMA}))
+    assert results.read_summary(tmp_path)["schema"] == results.SUMMARY_SCHEMA
+    p.write_text("{broken")
+    with pytest.raises(ExontaInputError, match="not valid JSON"):
+        results.read_summary(tmp_path)
+    p.write_text('{"schema": "other"}')
+    with pytest.raises(ExontaInputError, match="not an exonta summary"):
+        results.read_summary(tmp_path)
+
+
+def test_config_to_toml_round_trip():
+    import tomllib
+
+    text = results.config_to_toml({"acquisition": {"fps": 30.0, "name": 'a "q"', "skip": None},
+                                   "detect": {"invert": True, "n": 3}}, header="made by test")
+    data = tomllib.loads(text)
+    assert data == {"acquisition": {"fps": 30.0, "name": 'a "q"'}, "detect": {"invert": True, "n": 3}}
