@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
       libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1
-      libdbus-1-3 libgl1 libfontconfig1 poppler-utils chromium fonts-dejavu-core)
+      libdbus-1-3 libgl1 libfontconfig1 libpango-1.0-0 libpangoft2-1.0-0 poppler-utils chromium
+      chromium-driver fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

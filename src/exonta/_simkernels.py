@@ -38,11 +38,17 @@ def _uniform(s):
 
 
 @njit(cache=True)
-def _normal(s):
-    """Standard normal deviate (Box–Muller, one of the pair) and the new state."""
-    u1, s = _uniform(s)
-    u2, s = _uniform(s)
-    return math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2), s
+def _normal_pair(s):
+    """Two independent standard normal deviates (Marsaglia polar method) and the new state."""
+    while True:
+        u1, s = _uniform(s)
+        u2, s = _uniform(s)
+        v1 = 2.0 * u1 - 1.0
+        v2 = 2.0 * u2 - 1.0
+        r2 = v1 * v1 + v2 * v2
+        if 0.0 < r2 < 1.0:
+            f = math.sqrt(-2.0 * math.log(r2) / r2)
+            return v1 * f, v2 * f, s
 
 
 @njit(cache=True)
@@ -152,56 +158,106 @@ def _render_spots(out, x_px, y_px, sigma_px, photons, max_sigmas, eps_photons):
 
 
 @njit(cache=True)
-def _camera(signal, bg_rest, base_cdf, base_guide, adu_values, adu_cdf, adu_guide,
+def _slow_pixel(rest, u, q, base_cdf, base_guide, gain, read_noise_e, offset_adu, max_adu, s, spare):
+    """ADU value of a pixel whose ``Poisson(rest)`` part is not known to be 0.
+
+    For ``rest < 12`` the caller has drawn ``u`` and found ``u ≥ exp(−rest)``:
+    the inversion goes on from k = 1. For larger ``rest`` the transformed
+    rejection sampler is used (``u`` unused). ``spare`` is a cached normal
+    deviate (NaN when none). Returns ``(adu, state, spare)``.
+    """
+    if rest < 12.0:
+        p = math.exp(-rest)
+        cdf = p
+        k_rest = 0
+        while u > cdf and k_rest < 1000:
+            k_rest += 1
+            p *= rest / k_rest
+            cdf += p
+        e = float(k_rest)
+    else:
+        e, s = _poisson(rest, s)
+    u, s = _uniform(s)
+    k = base_guide[q, int(u * base_guide.shape[1])]
+    while base_cdf[q, k] < u:
+        k += 1
+    e += k
+    if read_noise_e > 0.0:
+        if spare == spare:
+            nz = spare
+            spare = math.nan
+        else:
+            nz, spare, s = _normal_pair(s)
+        e += read_noise_e * nz
+    v = math.floor(gain * e + offset_adu + 0.5)
+    if v < 0.0:
+        v = 0.0
+    elif v > max_adu:
+        v = max_adu
+    return v, s, spare
+
+
+@njit(cache=True)
+def _camera(signal, level, bg_rest, bg_p0, base_cdf, base_guide, adu_ok, adu_values, adu_cdf, adu_guide,
             gain, read_noise_e, offset_adu, max_adu, seed, out):
     """Camera model: shot noise, read noise, gain, offset, rounding, saturation.
 
     Every pixel collects ``Poisson(λ)`` photo-electrons with
-    ``λ = λ_base + bg_rest + signal``, adds ``N(0, read_noise_e²)`` and is
-    converted as ``floor(gain·e + offset + 0.5)`` clipped to ``[0, max_adu]``.
-    Pixels with ``bg_rest + signal == 0`` draw their final ADU value directly
-    from the exact precomputed distribution (``adu_*``); the others draw
-    ``Poisson(λ_base)`` from its table (``base_*``) plus ``Poisson(rest)``
-    (sum of independent Poisson variables) plus the read noise.
+    ``λ = λ_q + bg_rest + signal`` (``λ_q`` the background level ``q = level[r, c]``,
+    ``bg_rest`` the small remainder of the background above it), adds
+    ``N(0, read_noise_e²)`` and is converted as ``floor(gain·e + offset + 0.5)``
+    clipped to ``[0, max_adu]``. As a sum of independent Poisson variables,
+    ``e = Poisson(λ_q) + Poisson(rest)``: when the second part is 0 (always when
+    ``rest == 0``) the final ADU value is drawn directly from the exact
+    precomputed distribution of a pure-background pixel of level q
+    (``adu_*[q]``); otherwise ``Poisson(λ_q)`` comes from its table
+    (``base_*[q]``) and the read noise is added explicitly.
 
     Parameters
     ----------
     signal, bg_rest : (h, w) float64
-        Expected signal photons and background above ``λ_base``.
-    base_cdf, base_guide : float64 and int64 arrays
-        CDF of ``Poisson(λ_base)`` over k = 0.. and its guide table.
-    adu_values, adu_cdf, adu_guide : arrays
-        Distribution of the ADU value of a pure-background pixel.
+        Expected signal photons; background above the pixel's level.
+    level : (h, w) int64
+        Background level index of each pixel.
+    bg_p0 : (h, w) float64
+        ``exp(−bg_rest)``, precomputed.
+    base_cdf, base_guide : (L, K) float64, (L, G) int64
+        CDF of ``Poisson(λ_q)`` over k = 0.. (padded with 1) and guide tables.
+    adu_ok : (L,) bool
+        Whether level q has an ADU table (very bright backgrounds have none:
+        their pixels all take the explicit path).
+    adu_values, adu_cdf, adu_guide : (L, M) out dtype, (L, M) float64, (L, G') int64
+        Distribution of the ADU value of a pure-background pixel of each level.
     seed : uint64
         SplitMix64 state for this frame.
     out : (h, w) uint8 or uint16, filled
     """
     s = seed
+    spare = math.nan
     h, w = signal.shape
-    ga = adu_guide.size
-    gb = base_guide.size
+    ga = adu_guide.shape[1]
     for r in range(h):
         for c in range(w):
-            rest = signal[r, c] + bg_rest[r, c]
-            if rest == 0.0:
-                u, s = _uniform(s)
-                k = adu_guide[int(u * ga)]
-                while adu_cdf[k] < u:
-                    k += 1
-                out[r, c] = adu_values[k]
-                continue
+            sig = signal[r, c]
+            rest = sig + bg_rest[r, c]
+            q = level[r, c]
+            ok = adu_ok[q]
+            if rest > 0.0 or not ok:
+                # e = Poisson(λ_q) + Poisson(rest); when the second part is 0 the level table is exact
+                if rest < 12.0:
+                    u, s = _uniform(s)
+                    if not ok or u >= (bg_p0[r, c] if sig == 0.0 else math.exp(-rest)):
+                        v, s, spare = _slow_pixel(rest, u, q, base_cdf, base_guide, gain, read_noise_e,
+                                                  offset_adu, max_adu, s, spare)
+                        out[r, c] = v
+                        continue
+                else:
+                    v, s, spare = _slow_pixel(rest, 0.0, q, base_cdf, base_guide, gain, read_noise_e,
+                                              offset_adu, max_adu, s, spare)
+                    out[r, c] = v
+                    continue
             u, s = _uniform(s)
-            k = base_guide[int(u * gb)]
-            while base_cdf[k] < u:
+            k = adu_guide[q, int(u * ga)]
+            while adu_cdf[q, k] < u:
                 k += 1
-            e, s = _poisson(rest, s)
-            e += k
-            if read_noise_e > 0.0:
-                nz, s = _normal(s)
-                e += read_noise_e * nz
-            v = math.floor(gain * e + offset_adu + 0.5)
-            if v < 0.0:
-                v = 0.0
-            elif v > max_adu:
-                v = max_adu
-            out[r, c] = v
+            out[r, c] = adu_values[q, k]

@@ -175,9 +175,18 @@ class SizingParams(_Model):
     size_max_nm: float = Field(default=2000.0, gt=0)
     n_bins: int = Field(default=120, ge=10, le=2000)
     deconvolve: bool = True
-    regularization: float = Field(default=1e-3, ge=0)
+    regularization: float = Field(
+        default=1e-5, ge=0,
+        description="weight of the roughness penalty ∫(d³ log density / d(ln d)³)² of the deconvolved size "
+                    "distribution, against the total log-likelihood of all tracks (0 = unpenalised NPMLE)")
     bootstrap: int = Field(default=100, ge=0, le=100000)
     seed: int = 0
+    localization_error: Literal["brightness", "pooled", "per_track"] = Field(
+        default="brightness",
+        description="localisation variance used in the likelihood: CVE estimates pooled within brightness "
+                    "(mean_mass) groups, pooled over all tracks, or each track's own (biased) CVE estimate")
+    peak_prominence: float = Field(default=0.05, gt=0, lt=1,
+                                   description="minimum prominence of a reported peak, fraction of the maximum density")
 
     @model_validator(mode="after")
     def _range(self):
@@ -196,6 +205,28 @@ class ConcentrationParams(_Model):
     particle_refractive_index: float = Field(default=1.39, gt=1.0, lt=4.0,
                                              description="assumed refractive index of sample particles (EVs ≈ 1.39)")
     medium_refractive_index: float = Field(default=1.333, gt=1.0, lt=2.0)
+    brightness_column: Literal["signal", "snr", "mass"] = Field(
+        default="signal", description="detection brightness used for the depth model (signal: the spot peak, "
+                                      "like the filtered peak the detector thresholds on)")
+    soft_threshold: bool = Field(default=True, description="depth model with detection probability "
+                                                          "Phi(peak_snr - threshold_snr) instead of a hard cut")
+    defocus_model: bool = Field(default=True, description="fit the defocus widening of the spots (size_px) in the "
+                                                        "calibration and use it in the depth model")
+    wing_radius_factor: float = Field(default=3.0, ge=0, le=20,
+                                      description="do not count maxima within this many spot sigmas of a brighter "
+                                                  "defocused spot (0: count every detection)")
+    min_depth_fraction: float = Field(default=0.2, gt=0, le=1,
+                                      description="floor of the modelled depth, as a fraction of the calibrant's")
+    block_residence_factor: float = Field(default=2.0, ge=1, le=100,
+                                          description="bootstrap block length in mean residence times")
+    bootstrap_resamples: int = Field(default=1000, ge=10, le=1_000_000)
+    seed: int = Field(default=0, ge=0)
+    min_particles_per_frame: float = Field(default=10.0, ge=0, description="warn below this many per frame")
+    max_particles_per_frame: float = Field(default=150.0, gt=0, description="warn (dilute) above this many")
+    max_overlap_fraction: float = Field(default=0.1, gt=0, le=1,
+                                        description="warn when this share of spots has a neighbour closer than "
+                                                    "the detector's minimum separation")
+    min_valid_tracks: int = Field(default=100, ge=0, description="warn below this many valid tracks")
 
 
 class AnalysisConfig(_Model):

@@ -278,7 +278,7 @@ def analyze(
     from .analysis.distribution import size_distribution
     from .detect import locate_frames
     from .track import link_features
-    from .track.drift import estimate_drift, no_drift, subtract_drift
+    from .track.drift import DriftResult, estimate_drift, subtract_drift
 
     prog = _StageProgress(progress)
     timings: dict[str, float] = {}
@@ -319,13 +319,15 @@ def analyze(
 
     t = time.perf_counter()
     prog(0, 1, "link")
-    tracks = link_features(features, acq, config.link)
+    link_progress = prog.stage("link")
+    tracks = link_features(features, acq, config.link,
+                           progress=lambda fraction, _msg: link_progress(int(1000 * fraction), 1000))
     if config.link.drift_correction and len(tracks):
         drift = estimate_drift(tracks, acq, config.link)
         tracks = subtract_drift(tracks, drift)
-    else:
-        drift = no_drift(tracks, acq)
-        tracks = subtract_drift(tracks, drift)
+    else:  # x_corrected / y_corrected stay equal to x / y
+        drift = DriftResult(drift_px=pd.DataFrame({"frame": np.arange(n_frames), "dx_px": 0.0, "dy_px": 0.0}),
+                            velocity_um_per_s=(0.0, 0.0))
     warnings += list(getattr(drift, "warnings", []) or [])
     prog(1, 1, "link")
     timings["link"] = time.perf_counter() - t

@@ -45,3 +45,71 @@ def dst_loglik_kernel(track_index, one_minus_cos, power, sigma2_um2, alpha_um2, 
             a = alpha_um2[j]
             lam = a + s2 - 2.0 * blur_r * a * c
             out[t, j] -= log2pi + math.log(lam) + 0.5 * p / lam
+
+
+@numba.njit(cache=False, nogil=True)
+def posterior_gram_kernel(lik, w, lw, c, gram_out, colsum_out):  # pragma: no cover
+    """Posterior Gram matrix and column sums of a mixture fit.
+
+    With ``q_ij = lik_ij w_j / lw_i``: ``gram_out = Σ_i c_i q_i q_iᵀ`` and
+    ``colsum_out = Σ_i c_i q_i``.  Posteriors below ``1e-13`` are skipped (the
+    rows are concentrated on a few bins), so the cost is ``O(n · k²)`` with
+    ``k`` the number of bins a track's posterior really covers.
+
+    Parameters
+    ----------
+    lik : float64[n, m]
+    w : float64[m]
+    lw : float64[n]
+        ``lik @ w``.
+    c : float64[n]
+    gram_out : float64[m, m]
+        Overwritten.
+    colsum_out : float64[m]
+        Overwritten.
+    """
+    n, m = lik.shape
+    gram_out[:, :] = 0.0
+    colsum_out[:] = 0.0
+    q = np.empty(m)
+    nz = np.empty(m, dtype=np.int64)
+    for i in range(n):
+        k = 0
+        inv = 1.0 / lw[i]
+        for j in range(m):
+            v = lik[i, j] * w[j] * inv
+            if v > 1e-13:
+                q[k] = v
+                nz[k] = j
+                k += 1
+        ci = c[i]
+        for a in range(k):
+            qa = ci * q[a]
+            ja = nz[a]
+            colsum_out[ja] += qa
+            for b in range(k):
+                gram_out[ja, nz[b]] += qa * q[b]
+
+
+@numba.njit(cache=False, nogil=True)
+def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, sigma2_um2, alpha_um2, blur_r,
+                                   d1_out, d2_out):  # pragma: no cover
+    """First and second derivatives of :func:`dst_loglik_kernel`'s output with respect to σ².
+
+    With ``g = 2 c_e`` (``∂λ/∂σ²``): ``∂ℓ/∂σ² = Σ_e g (p/(2λ²) − 1/λ)`` and
+    ``∂²ℓ/∂(σ²)² = Σ_e g² (1/λ² − p/λ³)``.  Added to ``d1_out``, ``d2_out``
+    (float64[n_tracks, n_bins]) in place.
+    """
+    n_bins = alpha_um2.shape[0]
+    for e in range(track_index.shape[0]):
+        t = track_index[e]
+        c = one_minus_cos[e]
+        p = power[e]
+        g = 2.0 * c
+        s2 = 2.0 * sigma2_um2[t] * c
+        for j in range(n_bins):
+            a = alpha_um2[j]
+            lam = a + s2 - 2.0 * blur_r * a * c
+            inv = 1.0 / lam
+            d1_out[t, j] += g * (0.5 * p * inv * inv - inv)
+            d2_out[t, j] += g * g * (inv * inv - p * inv * inv * inv)

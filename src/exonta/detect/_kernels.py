@@ -8,8 +8,9 @@ Per-frame pipeline (:func:`_process_frame`)::
 
     raw ─prepare─▶ W = sign·(raw − background)              (float32)
         ─bandpass─▶ F = G_σ * W − box_mean(W)               (matched filter)
-        ─noise────▶ σ_F = 1.4826·MAD(F) on a pixel subsample
-        ─maxima───▶ pixels with F > thr that are the maximum of F in a disc
+        ─noise────▶ σ_F = 3σ-clipped RMS of F per 16-px tile (shot noise
+                    varies with the illumination), bilinearly interpolated
+        ─maxima───▶ pixels with F > k·σ_F that are the maximum of F in a disc
                     of radius min_separation (ties broken by raster index)
         ─refine───▶ Gaussian LSQ fit / radial symmetry / centroid per candidate
 
@@ -22,7 +23,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 # Columns of the per-spot output array, in order.
 FIELDS = ("x", "y", "mass", "signal", "size_px", "background", "snr")
@@ -49,6 +50,7 @@ Settings = namedtuple(
         "mode",           # int: MODE_GAUSSIAN / MODE_RADIAL / MODE_CENTROID
         "roi_half",       # int: half-width of the fitting ROI / aperture radius
         "sigma0",         # float: PSF sigma, px (fit start value)
+        "noise_tile",     # int: side of the tiles of the local noise estimate, px
     ],
 )
 
@@ -103,31 +105,41 @@ def _bandpass(img, gauss, box_half, gh, bh, out):
     gh, bh : float32 (h, w)
         Scratch: row-filtered Gaussian and row box sums.
     out : float32 (h, w)
+
+    Notes
+    -----
+    Loops are ordered tap-outer / pixel-inner so that LLVM vectorises them.
     """
     h, w = img.shape
     r = gauss.shape[0] // 2
     nb = 2 * box_half + 1
     inv_area = np.float32(1.0 / (nb * nb))
-    # ---- horizontal pass
+    pad = max(r, box_half)
+    row = np.empty(w + 2 * pad, np.float32)
+    # ---- horizontal pass on a padded copy of each row
     for y in range(h):
+        for x in range(w + 2 * pad):
+            row[x] = img[y, _clamp(x - pad, w)]
+        # (slices: indices are then plain loop counters, which LLVM vectorises)
+        g_out = gh[y]
+        b_out = bh[y]
+        src = row[pad - r:pad - r + w]
+        g0 = gauss[0]
         for x in range(w):
-            if x >= r and x < w - r:
-                acc = np.float32(0.0)
-                for k in range(2 * r + 1):
-                    acc += gauss[k] * img[y, x + k - r]
-            else:
-                acc = np.float32(0.0)
-                for k in range(2 * r + 1):
-                    acc += gauss[k] * img[y, _clamp(x + k - r, w)]
-            gh[y, x] = acc
-        s = 0.0  # float64 running sum: no drift along the row
-        for k in range(-box_half, box_half + 1):
-            s += img[y, _clamp(k, w)]
-        bh[y, 0] = s
-        for x in range(1, w):
-            s += img[y, _clamp(x + box_half, w)] - img[y, _clamp(x - box_half - 1, w)]
-            bh[y, x] = s
-    # ---- vertical pass
+            g_out[x] = g0 * src[x]
+        for k in range(1, 2 * r + 1):
+            gk = gauss[k]
+            src = row[pad - r + k:pad - r + k + w]
+            for x in range(w):
+                g_out[x] += gk * src[x]
+        src = row[pad - box_half:pad - box_half + w]
+        for x in range(w):
+            b_out[x] = src[x]
+        for k in range(1, nb):
+            src = row[pad - box_half + k:pad - box_half + k + w]
+            for x in range(w):
+                b_out[x] += src[x]
+    # ---- vertical pass: running box sum (float64, no drift) + Gaussian taps
     acc_b = np.zeros(w, np.float64)
     for k in range(-box_half, box_half + 1):
         yy = _clamp(k, h)
@@ -135,68 +147,142 @@ def _bandpass(img, gauss, box_half, gh, bh, out):
             acc_b[x] += bh[yy, x]
     for y in range(h):
         if y > 0:
-            ya = _clamp(y + box_half, h)
-            yr = _clamp(y - box_half - 1, h)
+            add = bh[_clamp(y + box_half, h)]
+            sub = bh[_clamp(y - box_half - 1, h)]
             for x in range(w):
-                acc_b[x] += bh[ya, x] - bh[yr, x]
+                acc_b[x] += add[x] - sub[x]
+        o_row = out[y]
         for x in range(w):
-            out[y, x] = -np.float32(acc_b[x]) * inv_area
+            o_row[x] = -np.float32(acc_b[x]) * inv_area
         for k in range(2 * r + 1):
-            yy = _clamp(y + k - r, h)
+            src = gh[_clamp(y + k - r, h)]
             g = gauss[k]
             for x in range(w):
-                out[y, x] += g * gh[yy, x]
+                o_row[x] += g * src[x]
+
+
+# RMS of a unit normal truncated at ±3σ: corrects the clipped estimate.
+_CLIP_K = 3.0
+_CLIP_CORR = 0.9865867
 
 
 @njit(cache=True, nogil=True)
-def _robust_sigma(f, edge, target_samples):
-    """Robust noise sigma of ``f``: 1.4826·MAD on a regular pixel subsample.
+def _clipped_sigma(f, y0, y1, x0, x1, n_iter):
+    """Robust noise sigma of ``f[y0:y1, x0:x1]`` by iterative 3σ clipping.
 
-    Only pixels at least ``edge`` from every border are used; the grid step is
-    chosen to give about ``target_samples`` samples. Spots are sparse, so the
-    median absolute deviation is insensitive to them.
+    Start with the standard deviation of all pixels, then repeatedly keep the
+    pixels within mean ± 3σ and recompute (σ corrected by the ratio
+    0.98659 of a ±3σ-truncated normal), until the kept set stops changing or
+    ``n_iter`` passes. Spots are sparse outliers and get clipped; no sorting,
+    so it is cheap enough for many small tiles. Returns 0 for an empty region.
     """
-    h, w = f.shape
-    y0, y1 = edge, h - edge
-    x0, x1 = edge, w - edge
     if y1 <= y0 or x1 <= x0:
         return 0.0
-    n_px = (y1 - y0) * (x1 - x0)
-    step = max(1, int(math.sqrt(n_px / max(target_samples, 1))))
-    ny = (y1 - y0 + step - 1) // step
-    nx = (x1 - x0 + step - 1) // step
-    buf = np.empty(ny * nx, np.float64)
-    n = 0
-    for y in range(y0, y1, step):
-        for x in range(x0, x1, step):
-            buf[n] = f[y, x]
-            n += 1
-    med = np.median(buf[:n])
-    for i in range(n):
-        buf[i] = abs(buf[i] - med)
-    return 1.4826 * np.median(buf[:n])
+    lo = -np.inf
+    hi = np.inf
+    prev = -1
+    sd = 0.0
+    for it in range(n_iter):
+        s1 = 0.0
+        s2 = 0.0
+        n = 0
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                v = f[y, x]
+                if v >= lo and v <= hi:
+                    s1 += v
+                    s2 += v * v
+                    n += 1
+        if n < 2:
+            break
+        mean = s1 / n
+        sd = math.sqrt(max(s2 / n - mean * mean, 0.0))
+        if it > 0:
+            sd /= _CLIP_CORR
+        if n == prev:
+            break
+        prev = n
+        lo = mean - _CLIP_K * sd
+        hi = mean + _CLIP_K * sd
+    return sd
 
 
 @njit(cache=True, nogil=True)
-def _find_maxima(f, thr, edge, sep_dy, sep_dx, rows, cols, vals):
-    """Local maxima of ``f`` above ``thr`` with a minimum separation.
+def _n_tiles(n, edge, tile):
+    """Number of noise tiles along an axis of length n (interior [edge, n-edge))."""
+    return max(1, (n - 2 * edge) // tile)
 
-    A pixel p is kept when ``f[p] > thr`` and, for every offset d of the disc
-    (``sep_dy``, ``sep_dx``), ``f[p] > f[p+d]`` or (``f[p] == f[p+d]`` and p
-    comes first in raster order): exactly one maximum survives per plateau.
-    Neighbours outside the image are ignored; pixels closer than ``edge`` to a
-    border are never kept.
 
-    Returns the total number of maxima; only the first ``len(rows)`` are written.
+@njit(cache=True, nogil=True)
+def _noise_map(f, edge, grid, n_iter):
+    """Noise sigma of ``f`` per tile: the interior ``[edge, n-edge)`` of each axis
+    is split evenly into ``grid.shape`` tiles and each gets :func:`_clipped_sigma`.
+
+    Shot noise makes the noise larger where the illumination is brighter (a
+    stray-light blob); a per-tile sigma keeps the threshold at the same false-
+    positive rate everywhere.
+    """
+    h, w = f.shape
+    ny, nx = grid.shape
+    lh = max(h - 2 * edge, 0)
+    lw = max(w - 2 * edge, 0)
+    for i in range(ny):
+        y0 = edge + (i * lh) // ny
+        y1 = edge + ((i + 1) * lh) // ny
+        for j in range(nx):
+            x0 = edge + (j * lw) // nx
+            x1 = edge + ((j + 1) * lw) // nx
+            grid[i, j] = _clipped_sigma(f, y0, y1, x0, x1, n_iter)
+
+
+@njit(cache=True, nogil=True)
+def _local_sigma(grid, edge, h, w, y, x):
+    """Bilinear interpolation of the tile-noise grid between tile centres (clamped)."""
+    ny, nx = grid.shape
+    th = max(h - 2 * edge, 1) / ny
+    tw = max(w - 2 * edge, 1) / nx
+    u = min(max((y - edge) / th - 0.5, 0.0), ny - 1.0)
+    v = min(max((x - edge) / tw - 0.5, 0.0), nx - 1.0)
+    i0 = min(int(u), ny - 1)
+    j0 = min(int(v), nx - 1)
+    i1 = min(i0 + 1, ny - 1)
+    j1 = min(j0 + 1, nx - 1)
+    fu = u - i0
+    fv = v - j0
+    return ((1 - fu) * ((1 - fv) * grid[i0, j0] + fv * grid[i0, j1])
+            + fu * ((1 - fv) * grid[i1, j0] + fv * grid[i1, j1]))
+
+
+@njit(cache=True, nogil=True)
+def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, sig):
+    """Local maxima of ``f`` above a (local) threshold with a minimum separation.
+
+    A pixel p is kept when ``f[p] > max(k_sigma·σ(p), thr_abs)`` — σ(p) the
+    tile-noise ``grid`` interpolated at p (:func:`_local_sigma`) — and, for
+    every offset d of the disc (``sep_dy``, ``sep_dx``), ``f[p] > f[p+d]`` or
+    (``f[p] == f[p+d]`` and p comes first in raster order): exactly one maximum
+    survives per plateau. Neighbours outside the image are ignored; pixels
+    closer than ``edge`` to a border are never kept.
+
+    Returns the total number of maxima; only the first ``len(rows)`` are
+    written, with ``sig`` = σ(p).
     """
     h, w = f.shape
     cap = rows.shape[0]
     n = 0
     m = sep_dy.shape[0]
+    gmin = grid[0, 0]
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            gmin = min(gmin, grid[i, j])
+    thr_min = max(k_sigma * gmin, thr_abs)
     for y in range(edge, h - edge):
         for x in range(edge, w - edge):
             v = f[y, x]
-            if not v > thr:
+            if not v > thr_min:
+                continue
+            sl = _local_sigma(grid, edge, h, w, y, x)
+            if not v > max(k_sigma * sl, thr_abs):
                 continue
             ok = True
             for j in range(m):
@@ -212,7 +298,7 @@ def _find_maxima(f, thr, edge, sep_dy, sep_dx, rows, cols, vals):
                 if n < cap:
                     rows[n] = y
                     cols[n] = x
-                    vals[n] = v
+                    sig[n] = sl
                 n += 1
     return n
 
@@ -277,152 +363,209 @@ def _pixel_gauss_1d(origin, n, mu, sigma, e, de_dmu, de_ds):
 
 
 @njit(cache=True, nogil=True)
-def _gauss_sse(img, r0, r1, c0, c1, x, y, amp, sigma, b, ex, ey, dx, dy, sx, sy):
+def _gauss_sse(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dx, dy, sx, sy):
+    """Sum of squared residuals of the model ``th`` on the ROI; fills the 1-D
+    pixel-integrated Gaussians and their derivatives at ``th``."""
     nr = r1 - r0
     nc = c1 - c0
-    _pixel_gauss_1d(c0, nc, x, sigma, ex, dx, sx)
-    _pixel_gauss_1d(r0, nr, y, sigma, ey, dy, sy)
+    _pixel_gauss_1d(c0, nc, th[0], th[3], ex, dx, sx)
+    _pixel_gauss_1d(r0, nr, th[1], th[3], ey, dy, sy)
+    amp = th[2]
     sse = 0.0
     for i in range(nr):
+        base = th[4] + th[6] * (r0 + i - row)
         for j in range(nc):
-            d = img[r0 + i, c0 + j] - (b + amp * ex[j] * ey[i])
-            sse += d * d
+            if mask[i, j]:
+                d = img[r0 + i, c0 + j] - (base + th[5] * (c0 + j - col) + amp * ex[j] * ey[i])
+                sse += d * d
     return sse
 
 
 @njit(cache=True, nogil=True)
-def _fit_gaussian(img, row, col, half, sigma0, max_iter, theta):
-    """Least-squares fit of a pixel-integrated 2-D Gaussian + offset on a ROI.
+def _roi_bounds(shape, row, col, half):
+    h, w = shape
+    return max(row - half, 0), min(row + half + 1, h), max(col - half, 0), min(col + half + 1, w)
 
-    Model (per pixel, mass N, centre (x, y), width σ, offset b)::
 
-        μ(i, j) = b + N·E(j; x, σ)·E(i; y, σ),   E = pixel-integrated 1-D Gaussian
+@njit(cache=True, nogil=True)
+def _voronoi_mask(rows, cols, n, k, half, h, w, mask):
+    """Mask of the ROI of candidate k: pixels closer to k than to any other candidate.
 
-    minimised by Levenberg–Marquardt on the (2·half+1)² ROI centred on
-    (row, col), clipped to the image.
+    ``mask`` (2·half+1)² uint8 is filled for the (clipped) ROI of candidate k,
+    so that a neighbouring spot does not pull the fit; returns the number of
+    pixels kept.
+    """
+    r0, r1, c0, c1 = _roi_bounds((h, w), rows[k], cols[k], half)
+    mask[:, :] = 0
+    for i in range(r1 - r0):
+        for j in range(c1 - c0):
+            mask[i, j] = 1
+    kept = (r1 - r0) * (c1 - c0)
+    reach = 2 * half + 1
+    # candidates come in raster order: scan both ways until the rows are too far
+    for direction in (-1, 1):
+        m = k + direction
+        while 0 <= m < n:
+            dr = rows[m] - rows[k]
+            if abs(dr) > reach:
+                break
+            if abs(cols[m] - cols[k]) <= reach:
+                for i in range(r1 - r0):
+                    for j in range(c1 - c0):
+                        if mask[i, j]:
+                            yy = r0 + i
+                            xx = c0 + j
+                            d_k = (yy - rows[k]) ** 2 + (xx - cols[k]) ** 2
+                            d_m = (yy - rows[m]) ** 2 + (xx - cols[m]) ** 2
+                            if d_m < d_k:
+                                mask[i, j] = 0
+                                kept -= 1
+            m += direction
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
+    """Least-squares fit of a pixel-integrated 2-D Gaussian + background on a ROI.
+
+    Model (per pixel (i, j); mass N, centre (x, y), width σ; background offset
+    b, and with ``plane`` a tilt (b_x, b_y) for an illumination gradient)::
+
+        μ(i, j) = b + b_x·(j − col) + b_y·(i − row) + N·E(j; x, σ)·E(i; y, σ)
+
+    with E the pixel-integrated 1-D Gaussian, minimised by Levenberg–Marquardt
+    over the unmasked pixels of the (2·half+1)² ROI centred on (row, col),
+    clipped to the image.
 
     Parameters
     ----------
     img : float32 (h, w)
-        Background-subtracted frame.
+        Working (background-subtracted) frame.
+    mask : uint8 (≥ nr, ≥ nc)
+        Pixels of the clipped ROI to use (1) or ignore (0), e.g. from
+        :func:`_voronoi_mask`.
     row, col : int
         Start pixel (the detected maximum).
     half : int
         ROI half-width, px.
     sigma0 : float
         Start value of σ, px.
+    plane : bool
+        Fit the background tilt (use when no background was subtracted).
     max_iter : int
-    theta : float64 (5,)
-        Output ``(x, y, N, sigma, b)``.
+    theta : float64 (7,)
+        Output ``(x, y, N, sigma, b, b_x, b_y)`` (b_x = b_y = 0 without plane).
 
     Returns
     -------
     ok : bool
-        False when the fit failed (non-finite, N ≤ 0, σ out of range, centre
-        left the ROI); ``theta`` is then undefined.
+        False when the fit failed (too few pixels, non-finite, N ≤ 0);
+        ``theta`` is then undefined.
 
     References
     ----------
     Smith, Joseph, Rieger & Lidke, Nat. Methods 7:373 (2010) (pixel-integrated
     Gaussian model); Mortensen et al., Nat. Methods 7:377 (2010).
     """
-    h, w = img.shape
-    r0 = max(row - half, 0)
-    r1 = min(row + half + 1, h)
-    c0 = max(col - half, 0)
-    c1 = min(col + half + 1, w)
+    r0, r1, c0, c1 = _roi_bounds(img.shape, row, col, half)
     nr = r1 - r0
     nc = c1 - c0
     if nr < 3 or nc < 3:
         return False
-    # start values: offset = mean of the ROI border, mass from the peak
+    npar = 7 if plane else 5
+    # start values: offset = mean of the (unmasked) ROI border, mass from the peak
     sb = 0.0
     nbord = 0
+    npx = 0
     for i in range(nr):
         for j in range(nc):
-            if i == 0 or j == 0 or i == nr - 1 or j == nc - 1:
-                sb += img[r0 + i, c0 + j]
-                nbord += 1
-    b = sb / nbord
-    peak = img[row, col] - b
-    sigma = sigma0
-    amp = max(peak, 1e-6) * 2.0 * math.pi * sigma * sigma
-    x = float(col)
-    y = float(row)
+            if mask[i, j]:
+                npx += 1
+                if i == 0 or j == 0 or i == nr - 1 or j == nc - 1:
+                    sb += img[r0 + i, c0 + j]
+                    nbord += 1
+    if npx < 2 * npar:
+        return False
+    th = np.zeros(7)
+    tn = np.zeros(7)
+    th[4] = sb / nbord if nbord > 0 else 0.0
+    th[3] = sigma0
+    th[2] = max(img[row, col] - th[4], 1e-6) * 2.0 * math.pi * sigma0 * sigma0
+    th[0] = float(col)
+    th[1] = float(row)
     ex = np.empty(nc)
     dxv = np.empty(nc)
     sxv = np.empty(nc)
     ey = np.empty(nr)
     dyv = np.empty(nr)
     syv = np.empty(nr)
-    jtj = np.empty((5, 5))
-    jtr = np.empty(5)
-    a = np.empty((5, 5))
-    rhs = np.empty(5)
-    step = np.empty(5)
-    jac = np.empty(5)
+    jtj = np.empty((npar, npar))
+    jtr = np.empty(npar)
+    a = np.empty((npar, npar))
+    rhs = np.empty(npar)
+    step = np.empty(npar)
+    jac = np.empty(7)
     lam = 1e-3
-    sse = _gauss_sse(img, r0, r1, c0, c1, x, y, amp, sigma, b, ex, ey, dxv, dyv, sxv, syv)
+    sse = _gauss_sse(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv)
     for _ in range(max_iter):
-        # Jacobian at the current point (ex.. hold the current-point values)
+        # normal equations at the current point (ex.. hold the current-point values)
         jtj[:, :] = 0.0
         jtr[:] = 0.0
+        amp = th[2]
         for i in range(nr):
             for j in range(nc):
+                if not mask[i, j]:
+                    continue
                 exy = ex[j] * ey[i]
-                res = img[r0 + i, c0 + j] - (b + amp * exy)
+                res = img[r0 + i, c0 + j] - (th[4] + th[5] * (c0 + j - col) + th[6] * (r0 + i - row) + amp * exy)
                 jac[0] = amp * dxv[j] * ey[i]
                 jac[1] = amp * ex[j] * dyv[i]
                 jac[2] = exy
                 jac[3] = amp * (sxv[j] * ey[i] + ex[j] * syv[i])
                 jac[4] = 1.0
-                for p in range(5):
+                jac[5] = c0 + j - col
+                jac[6] = r0 + i - row
+                for p in range(npar):
                     jtr[p] += jac[p] * res
                     for q in range(p + 1):
                         jtj[p, q] += jac[p] * jac[q]
-        for p in range(5):
+        for p in range(npar):
             for q in range(p):
                 jtj[q, p] = jtj[p, q]
         accepted = False
         converged = False
         for _t in range(12):
-            for p in range(5):
-                for q in range(5):
+            for p in range(npar):
+                for q in range(npar):
                     a[p, q] = jtj[p, q]
                 a[p, p] += lam * jtj[p, p] + 1e-12
                 rhs[p] = jtr[p]
             if not _solve_small(a, rhs, step):
                 lam *= 10.0
                 continue
-            xn = x + step[0]
-            yn = y + step[1]
-            an = amp + step[2]
-            sn = sigma + step[3]
-            bn = b + step[4]
-            if (an <= 0.0 or sn < 0.25 or sn > 2.0 * half or abs(xn - col) > half
-                    or abs(yn - row) > half or not math.isfinite(xn + yn + an + sn + bn)):
+            for p in range(npar):
+                tn[p] = th[p] + step[p]
+            if (tn[2] <= 0.0 or tn[3] < 0.25 or tn[3] > 2.0 * half or abs(tn[0] - col) > half
+                    or abs(tn[1] - row) > half or not math.isfinite(tn[0] + tn[1] + tn[2] + tn[3] + tn[4])):
                 lam *= 10.0
                 continue
-            sse_n = _gauss_sse(img, r0, r1, c0, c1, xn, yn, an, sn, bn, ex, ey, dxv, dyv, sxv, syv)
+            sse_n = _gauss_sse(img, mask, r0, r1, c0, c1, row, col, tn, ex, ey, dxv, dyv, sxv, syv)
             if sse_n <= sse:
                 converged = abs(step[0]) < 1e-5 and abs(step[1]) < 1e-5 and abs(step[3]) < 1e-5
-                x, y, amp, sigma, b, sse = xn, yn, an, sn, bn, sse_n
+                th[:] = tn
+                sse = sse_n
                 lam = max(lam * 0.1, 1e-9)
                 accepted = True
                 break
             lam *= 10.0
         if not accepted:
             # restore derivative arrays at the current point; nothing improves
-            _gauss_sse(img, r0, r1, c0, c1, x, y, amp, sigma, b, ex, ey, dxv, dyv, sxv, syv)
+            _gauss_sse(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv)
             break
         if converged:
             break
-    theta[0] = x
-    theta[1] = y
-    theta[2] = amp
-    theta[3] = sigma
-    theta[4] = b
-    return amp > 0.0 and math.isfinite(x + y + amp + sigma + b)
+    theta[:] = th
+    return th[2] > 0.0 and math.isfinite(th[0] + th[1] + th[2] + th[3] + th[4])
 
 
 @njit(cache=True, nogil=True)
@@ -591,22 +734,26 @@ def _aperture(img, xc, yc, radius, out):
 
 
 @njit(cache=True, nogil=True)
-def _refine(img, row, col, mode, half, sigma0, out):
-    """Sub-pixel position and photometry of one candidate.
+def _refine(img, rows, cols, n, k, mode, half, sigma0, plane, mask, out):
+    """Sub-pixel position and photometry of candidate k of (rows, cols)[:n].
 
     Fills ``out[:6] = (x, y, mass, signal, size_px, local_background)`` in the
-    units of ``img`` (background-subtracted working frame).
+    units of ``img`` (background-subtracted working frame). ``mask`` is uint8
+    (2·half+1)² scratch.
     """
+    row = rows[k]
+    col = cols[k]
     ap = np.empty(6)
     if mode == MODE_GAUSSIAN:
-        theta = np.empty(5)
-        if _fit_gaussian(img, row, col, half, sigma0, 40, theta):
+        theta = np.empty(7)
+        _voronoi_mask(rows, cols, n, k, half, img.shape[0], img.shape[1], mask)
+        if _fit_gaussian(img, mask, row, col, half, sigma0, plane, 40, theta):
             out[0] = theta[0]
             out[1] = theta[1]
             out[2] = theta[2]
             out[3] = theta[2] / (2.0 * math.pi * theta[3] * theta[3])
             out[4] = theta[3]
-            out[5] = theta[4]
+            out[5] = theta[4] + theta[5] * (theta[0] - col) + theta[6] * (theta[1] - row)
             return
         mode = MODE_CENTROID  # fall back
     radius = max(int(math.ceil(half * 0.8)), 2)
@@ -649,31 +796,34 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
         Number of spots (may exceed ``cap``: then only ``cap`` are written and
         the caller must retry with a larger capacity).
     sigma_f : float
-        Noise of the filtered frame.
+        Median tile noise of the filtered frame.
     """
     amax = _prepare(raw, bg, s.sign, work)
     _bandpass(work, s.gauss, s.box_half, gh, bh, filt)
-    sigma_f = _robust_sigma(filt, s.edge, 40000)
+    h, w = filt.shape
+    grid = np.empty((_n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)))
+    _noise_map(filt, s.edge, grid, 8)
+    floor = max(1e-5 * amax, 1e-30)  # rounding floor: a flat frame must give no spot
     if s.threshold >= 0.0:
-        thr = s.threshold
+        n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
     else:
-        thr = s.threshold_snr * sigma_f
-    # rounding floor: a flat frame must give no spot
-    thr = max(thr, 1e-5 * amax, 1e-30)
-    n = _find_maxima(filt, thr, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
+        n = _find_maxima(filt, grid, s.threshold_snr, floor, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
+    sigma_f = np.median(grid)
     cap = rows.shape[0]
     has_bg = bg.shape[0] > 0
-    noise = sigma_f if sigma_f > 0.0 else thr / max(s.threshold_snr, 1e-30)
-    for k in range(min(n, cap)):
-        _refine(work, rows[k], cols[k], s.mode, s.roi_half, s.sigma0, out[k])
+    nk = min(n, cap)
+    mask = np.empty((2 * s.roi_half + 1, 2 * s.roi_half + 1), np.uint8)
+    for k in range(nk):
+        _refine(work, rows, cols, nk, k, s.mode, s.roi_half, s.sigma0, not has_bg, mask, out[k])
         b0 = bg[rows[k], cols[k]] if has_bg else 0.0
         out[k, 5] = b0 + s.sign * out[k, 5]
-        out[k, 6] = vals[k] / noise
+        sl = vals[k] if vals[k] > 0.0 else floor
+        out[k, 6] = filt[rows[k], cols[k]] / sl
     return n, sigma_f
 
 
 @njit(cache=True, parallel=True)
-def _locate_chunk(frames, bg, s, out, counts, noise):
+def _locate_chunk(frames, bg, s, scratch, out, counts, noise):
     """Run :func:`_process_frame` on every frame of a chunk, frames in parallel.
 
     Parameters
@@ -681,24 +831,23 @@ def _locate_chunk(frames, bg, s, out, counts, noise):
     frames : (k, h, w) uint8 / uint16 / float32
     bg : float32 (h, w) or (0, 0)
     s : Settings
+    scratch : float32 (n_workers, 4, h, w)
+        Per-worker image scratch; ``n_workers`` frames are processed at once.
     out : float64 (k, cap, N_FIELDS)
     counts : int64 (k,)
         Number of spots per frame (may exceed cap, see _process_frame).
     noise : float64 (k,)
         Filtered-frame noise sigma per frame.
     """
-    k, h, w = frames.shape
+    k = frames.shape[0]
+    nw = min(scratch.shape[0], k)
     cap = out.shape[1]
-    nw = min(get_num_threads(), k)
     for wi in prange(nw):
-        work = np.empty((h, w), np.float32)
-        gh = np.empty((h, w), np.float32)
-        bh = np.empty((h, w), np.float32)
-        filt = np.empty((h, w), np.float32)
+        ws = scratch[wi]
         rows = np.empty(cap, np.int64)
         cols = np.empty(cap, np.int64)
         vals = np.empty(cap, np.float64)
         for i in range(wi, k, nw):
-            n, sf = _process_frame(frames[i], bg, s, work, gh, bh, filt, rows, cols, vals, out[i])
+            n, sf = _process_frame(frames[i], bg, s, ws[0], ws[1], ws[2], ws[3], rows, cols, vals, out[i])
             counts[i] = n
             noise[i] = sf

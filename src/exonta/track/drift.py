@@ -9,8 +9,8 @@ the positions leaves the Brownian part.
 
 A drift/flow that is *not* the same everywhere in the field (shear in a flow
 cell, convection rolls) cannot be removed by one common correction: the
-residual velocity differences add ``≈ 1.5 u² Δt`` to the CVE estimate of ``D``
-(``u`` the residual speed), which makes particles look smaller. The field is
+residual velocity adds ``0.75 |u|² Δt`` to the (2-D, pooled) CVE estimate of
+``D`` (``u`` the residual velocity), which makes particles look smaller. The field is
 split into halves (left/right and top/bottom); when the robust mean velocities
 of the halves differ significantly (``z > 5``) and by more than
 ``max(1 µm/s, 20 % of the mean speed)``, :func:`estimate_drift` warns.
@@ -189,6 +189,11 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
             f"{100 * per_frame_um / rho:.0f} % of the linking search range ({rho:.3g} µm): tracks may break; "
             "reduce the flow or raise search_range_um")
 
+    # compare field halves on the residual steps (common time-dependent drift removed), so that a
+    # drift varying in time does not masquerade as a spatial difference
+    k = f_to - f0
+    rdx = dx - sdx[k]
+    rdy = dy - sdy[k]
     regions: dict[str, tuple[float, float]] = {}
     scale = px * fps
     for axis_name, coord, names in (("left and right", xm, ("left", "right")),
@@ -197,8 +202,10 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
         masks = (coord < cut, coord >= cut)
         stats = []
         for name, msk in zip(names, masks):
-            mx, sx = _robust_mean_se(dx[msk])
-            my, sy = _robust_mean_se(dy[msk])
+            mx, sx = _robust_mean_se(rdx[msk])
+            my, sy = _robust_mean_se(rdy[msk])
+            mx += mean_dx
+            my += mean_dy
             stats.append((mx, sx, my, sy))
             regions[name] = (mx * scale, my * scale)
         (ax, asx, ay, asy), (bx, bsx, by, bsy) = stats

@@ -1,0 +1,363 @@
+"""Spot detection and sub-pixel localisation: the public wrappers.
+
+:func:`locate` handles one frame (fast enough for an interactive preview),
+:func:`locate_frames` streams a whole video in chunks, frames of a chunk in
+parallel. Both validate their input, allocate the outputs, call the numba
+kernels of :mod:`exonta.detect._kernels` and build the features table.
+
+Algorithm (per frame)
+---------------------
+1. ``W = sign·(frame − background)``; background = static temporal median
+   (:func:`~exonta.detect.background.estimate_background`), a rolling one, or
+   none; ``sign = −1`` for dark particles (``invert``).
+2. Matched filter at the PSF width: ``F = G_σ * W − box_mean(W)`` (separable
+   Gaussian of σ = ``psf_sigma_px`` minus the mean over a (2⌈4σ⌉+1)² box),
+   which also removes smooth illumination left in ``W``.
+3. Noise ``σ_F`` = iteratively 3σ-clipped RMS of ``F`` per 16×16-px tile
+   (robust to the sparse spots; per tile because shot noise grows with the
+   illumination, e.g. under a stray-light blob), bilinearly interpolated
+   between tile centres; threshold
+   ``threshold_snr·σ_F(x, y)`` unless a manual ``threshold`` (F units) is given.
+4. Candidates: pixels above threshold that are the maximum of ``F`` within
+   ``min_separation_px`` (ties broken in raster order), at least ``edge_px``
+   from the borders.
+5. Localisation on ``W`` in a (2⌈3σ⌉+1)² ROI: ``"gaussian"`` = least-squares
+   fit of a pixel-integrated 2-D Gaussian + offset (Levenberg–Marquardt;
+   falls back to the centroid if the fit fails), ``"radial"`` = radial
+   symmetry centre (Parthasarathy 2012), ``"centroid"`` = intensity-weighted
+   centroid above the local (annulus-median) background.
+
+Columns of the features table
+-----------------------------
+``frame`` (int64, :func:`locate_frames` only), ``x``, ``y`` (px; x = column,
+y = row, centre of the top-left pixel = (0, 0)), ``mass`` (integrated intensity
+above the local background), ``signal`` (peak height above the local
+background: N/(2πσ²) for the Gaussian fit), ``size_px`` (Gaussian σ, px),
+``background`` (local background level in the raw intensity units),
+``snr`` (peak of the matched-filtered frame over its local noise σ_F: every
+spot has ``snr > threshold_snr`` when the threshold is automatic).
+
+References
+----------
+Mortensen, Churchman, Spudich & Flyvbjerg, Nat. Methods 7:377 (2010).
+Smith, Joseph, Rieger & Lidke, Nat. Methods 7:373 (2010).
+Parthasarathy, Nat. Methods 9:724 (2012).
+Crocker & Grier, J. Colloid Interface Sci. 179:298 (1996) (band-pass + local maxima).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable
+
+import numba
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from ..config import DetectParams, format_validation_error
+from ..errors import ExontaCancelled, ExontaInputError
+from . import _kernels as K
+from .background import background_from_indices, frame_source, sample_indices
+
+__all__ = ["locate", "locate_frames", "COLUMNS"]
+
+COLUMNS = ("frame",) + K.FIELDS
+_NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+_MODES = {"gaussian": K.MODE_GAUSSIAN, "radial": K.MODE_RADIAL, "centroid": K.MODE_CENTROID}
+_CAP0 = 4096
+_NO_BG = np.zeros((0, 0), np.float32)
+# Side of the tiles of the local noise estimate, px.
+NOISE_TILE_PX = 16
+# A temporal background needs a few frames, or it removes the particles themselves.
+MIN_BACKGROUND_FRAMES = 10
+
+
+def _resolve_params(params: DetectParams | None, overrides: dict[str, Any]) -> DetectParams:
+    """DetectParams from ``params`` (or defaults) updated by keyword overrides."""
+    if params is not None and not isinstance(params, DetectParams):
+        if isinstance(params, dict):
+            overrides = {**params, **overrides}
+            params = None
+        else:
+            raise ExontaInputError(f"params must be a DetectParams or a dict, got {type(params).__name__}")
+    base = params.model_dump() if params is not None else {}
+    if not overrides:
+        return params if params is not None else DetectParams()
+    try:
+        return DetectParams(**{**base, **overrides})
+    except ValidationError as exc:
+        raise ExontaInputError(format_validation_error(exc, "detection parameters")) from None
+
+
+def _disc_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (dy, dx) ≠ 0 with dy² + dx² ≤ radius², nearest first."""
+    r = int(math.floor(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    d2 = dy * dy + dx * dx
+    keep = (d2 <= radius * radius + 1e-9) & (d2 > 0)
+    dy, dx, d2 = dy[keep], dx[keep], d2[keep]
+    order = np.argsort(d2, kind="stable")
+    return np.ascontiguousarray(dy[order], np.int64), np.ascontiguousarray(dx[order], np.int64)
+
+
+def gaussian_kernel(sigma_px: float) -> np.ndarray:
+    """Normalised 1-D Gaussian (float32, radius ⌈3σ⌉) of the matched filter."""
+    r = max(int(math.ceil(3.0 * sigma_px)), 1)
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (t / sigma_px) ** 2)
+    return (g / g.sum()).astype(np.float32)
+
+
+def derived_sizes(p: DetectParams) -> dict[str, float | int]:
+    """The pixel sizes derived from the PSF width (filter box, ROI, separation, edge)."""
+    s = p.psf_sigma_px
+    return {
+        "box_half": max(int(math.ceil(4.0 * s)), 2),
+        "roi_half": max(int(math.ceil(3.0 * s)), 3),
+        "min_separation_px": float(p.min_separation_px) if p.min_separation_px is not None else 2.5 * s,
+        "edge_px": int(p.edge_px) if p.edge_px is not None else int(math.ceil(2.5 * s)),
+    }
+
+
+def _settings(p: DetectParams) -> K.Settings:
+    d = derived_sizes(p)
+    dy, dx = _disc_offsets(d["min_separation_px"])
+    return K.Settings(
+        sign=-1.0 if p.invert else 1.0,
+        gauss=gaussian_kernel(p.psf_sigma_px),
+        box_half=int(d["box_half"]),
+        threshold=float(p.threshold) if p.threshold is not None else -1.0,
+        threshold_snr=float(p.threshold_snr),
+        edge=int(d["edge_px"]),
+        sep_dy=dy,
+        sep_dx=dx,
+        mode=int(_MODES[p.localisation]),
+        roi_half=int(d["roi_half"]),
+        sigma0=float(p.psf_sigma_px),
+        noise_tile=int(NOISE_TILE_PX),
+    )
+
+
+def _kernel_frames(chunk: Any) -> np.ndarray:
+    """A C-contiguous (k, h, w) array of a dtype the kernels are compiled for."""
+    a = np.asarray(chunk)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ExontaInputError(f"frames must be 2-D images, got an array of shape {a.shape}")
+    if a.dtype.kind == "c" or a.dtype.kind not in "biuf":
+        raise ExontaInputError(f"pixel type {a.dtype} is not supported; give uint8, uint16 or float32 images")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise ExontaInputError("the frames contain NaN or infinite pixel values; replace them before detection")
+    if a.dtype not in _NATIVE:
+        a = a.astype(np.float32)
+    return np.ascontiguousarray(a)
+
+
+def _check_background(background: Any, shape: tuple[int, int]) -> np.ndarray:
+    bg = np.asarray(background, dtype=np.float32)
+    if bg.shape != tuple(shape):
+        raise ExontaInputError(
+            f"background has shape {bg.shape} but the frames are {tuple(shape)}; "
+            "estimate it from the same video with estimate_background()")
+    if not np.all(np.isfinite(bg)):
+        raise ExontaInputError("background contains NaN or infinite values")
+    return np.ascontiguousarray(bg)
+
+
+class _Workspace:
+    """Reusable per-worker float32 scratch images (allocation + page faults of
+    4 fresh (h, w) images cost as much as filtering a frame)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf: np.ndarray | None = None
+
+    def get(self, n_workers: int, shape: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """Scratch (n_workers, 4, h, w); the flag says whether it must be released."""
+        if not self._lock.acquire(blocking=False):  # in use by another thread: private copy
+            return np.empty((n_workers, 4) + tuple(shape), np.float32), False
+        b = self._buf
+        if b is None or b.shape[0] < n_workers or b.shape[2:] != tuple(shape):
+            b = self._buf = np.empty((n_workers, 4) + tuple(shape), np.float32)
+        return b[:n_workers], True
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def clear(self) -> None:
+        self._buf = None
+
+
+_WORKSPACE = _Workspace()
+
+
+def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
+    k = frames.shape[0]
+    cap = _CAP0
+    nw = max(1, min(numba.get_num_threads(), k))
+    scratch, owned = _WORKSPACE.get(nw, frames.shape[1:])
+    try:
+        while True:
+            out = np.empty((k, cap, K.N_FIELDS), np.float64)
+            counts = np.zeros(k, np.int64)
+            noise = np.zeros(k, np.float64)
+            if k == 1:  # one frame (live preview): skip the thread-pool launch
+                ws = scratch[0]
+                counts[0], noise[0] = K._process_frame(
+                    frames[0], bg, s, ws[0], ws[1], ws[2], ws[3],
+                    np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), out[0])
+            else:
+                K._locate_chunk(frames, bg, s, scratch, out, counts, noise)
+            need = int(counts.max()) if k else 0
+            if need <= cap:
+                break
+            cap = need
+    finally:
+        if owned:
+            _WORKSPACE.release()
+    data = np.concatenate([out[i, :counts[i]] for i in range(k)]) if k else np.empty((0, K.N_FIELDS))
+    return data, counts
+
+
+
+def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame: bool) -> pd.DataFrame:
+    data = np.concatenate(per_chunk) if per_chunk else np.empty((0, K.N_FIELDS))
+    cols: dict[str, np.ndarray] = {}
+    if with_frame:
+        cols["frame"] = (np.concatenate(frame_idx) if frame_idx else np.empty(0)).astype(np.int64)
+    for j, name in enumerate(K.FIELDS):
+        cols[name] = np.ascontiguousarray(data[:, j], dtype=np.float64)
+    return pd.DataFrame(cols)
+
+
+def locate(frame: Any, params: DetectParams | None = None, *, background: Any = None,
+           **kwargs: Any) -> pd.DataFrame:
+    """Detect and localise the spots of one frame.
+
+    Parameters
+    ----------
+    frame : ndarray (h, w)
+        uint8, uint16 or float image (other integer types are converted to
+        float32).
+    params : DetectParams, optional
+        Detection parameters (defaults if omitted).
+    background : ndarray (h, w), optional
+        Background in raw intensity units, e.g. from
+        :func:`~exonta.detect.estimate_background`. Without it no background
+        is subtracted (one frame has no temporal background); the band-pass
+        and the per-spot offset still handle a smooth one.
+    **kwargs
+        Overrides of :class:`~exonta.config.DetectParams` fields
+        (``psf_sigma_px=2, threshold_snr=6, localisation="radial"`` ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``x, y, mass, signal, size_px, background, snr`` (see module
+        docstring), one row per spot.
+
+    Raises
+    ------
+    ExontaInputError
+        Bad parameters, frame or background.
+    """
+    p = _resolve_params(params, kwargs)
+    a = np.asarray(frame)
+    if a.ndim != 2:
+        raise ExontaInputError(f"locate() takes one 2-D frame, got an array of shape {a.shape}; "
+                               "use locate_frames() for a stack")
+    if a.size == 0:
+        raise ExontaInputError("the frame is empty")
+    frames = _kernel_frames(a)
+    bg = _NO_BG if background is None else _check_background(background, a.shape)
+    data, _ = _run_chunk(frames, bg, _settings(p))
+    return _table([data], [], with_frame=False)
+
+
+def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
+                  progress: Callable[[int, int, str], Any] | None = None, background: Any = None,
+                  **kwargs: Any) -> pd.DataFrame:
+    """Detect and localise the spots of every frame of a stack or video.
+
+    Frames are streamed in chunks of ``chunk_frames`` (never the whole video
+    in memory); the frames of a chunk are processed in parallel (numba
+    ``prange``, all configured numba threads).
+
+    Parameters
+    ----------
+    frames_or_video : ndarray (n, h, w) or Video
+        A frame stack, or any object with ``iter_chunks(chunk_frames, start,
+        stop)`` yielding ``(first_index, ndarray (k, h, w))``, ``n_frames``,
+        ``frame_shape`` and ``read(i)`` (:class:`exonta.io` Video).
+    params : DetectParams, optional
+    progress : callable, optional
+        ``progress(done_frames, total_frames, "detect")`` after every chunk;
+        returning ``False`` cancels (:class:`~exonta.errors.ExontaCancelled`).
+    background : ndarray (h, w), optional
+        Background in raw units; overrides ``params.background``. Otherwise
+        ``"static"`` = temporal median of ``background_frames`` frames sampled
+        over the video, ``"rolling"`` = temporal median of up to
+        ``background_frames`` frames sampled within ±``background_frames`` of
+        each chunk (follows slow illumination changes), ``"none"``. With fewer
+        than 10 frames no temporal background is used.
+    **kwargs
+        Overrides of :class:`~exonta.config.DetectParams` fields.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``frame, x, y, mass, signal, size_px, background, snr``,
+        sorted by frame.
+
+    Raises
+    ------
+    ExontaInputError
+        Bad parameters, frames or background.
+    ExontaCancelled
+        The progress callback returned False.
+    """
+    p = _resolve_params(params, kwargs)
+    src = frame_source(frames_or_video)
+    n = int(src.n_frames)
+    h, w = (int(v) for v in src.frame_shape)
+    s = _settings(p)
+    mode = p.background
+    if background is not None:
+        bg = _check_background(background, (h, w))
+        mode = "given"
+    elif mode == "none" or n < MIN_BACKGROUND_FRAMES:
+        bg = _NO_BG
+        mode = "none"
+    elif mode == "static":
+        bg = background_from_indices(src, sample_indices(0, n, p.background_frames))
+    else:
+        bg = _NO_BG  # rolling: per chunk
+
+    def report(done: int) -> None:
+        if progress is not None and progress(done, n, "detect") is False:
+            raise ExontaCancelled("spot detection cancelled")
+
+    report(0)
+    per_chunk: list[np.ndarray] = []
+    frame_idx: list[np.ndarray] = []
+    done = 0
+    for first, chunk in src.iter_chunks(p.chunk_frames):
+        frames = _kernel_frames(chunk)
+        if frames.shape[1:] != (h, w):
+            raise ExontaInputError(f"frame shape changed inside the video: {frames.shape[1:]} vs {(h, w)}")
+        k = frames.shape[0]
+        if mode == "rolling":
+            mid = first + k // 2
+            lo = max(0, mid - p.background_frames)
+            hi = min(n, mid + p.background_frames)
+            bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames))
+        data, counts = _run_chunk(frames, bg, s)
+        per_chunk.append(data)
+        frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))
+        done += k
+        report(done)
+    return _table(per_chunk, frame_idx, with_frame=True)

@@ -1,0 +1,1297 @@
+"""Video readers: one :class:`Video` interface over TIFF stacks, movie files, image folders and arrays.
+
+:func:`open_video` opens
+
+* multi-page TIFF, OME-TIFF and ImageJ hyperstacks (via ``tifffile``), memory-mapped when the
+  image data are stored uncompressed and contiguously, read page by page otherwise;
+* AVI / MP4 / MOV / MKV movies (via OpenCV's FFmpeg backend, read sequentially);
+* a folder of image files (PNG, JPEG, TIFF, BMP), one image per frame in natural sort order
+  (``frame2`` before ``frame10``);
+* a single image file (a 1-frame video).
+
+Frames are delivered as grayscale ``(k, h, w)`` arrays in chunks (:meth:`Video.iter_chunks`), so
+memory does not grow with the length of the video. RGB(A) frames are converted to luminance with
+the ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B) keeping the integer type. 8- and 16-bit
+unsigned data are kept as they are, float32 is kept (and must be finite); other numeric types are
+converted to float32 (signed/32-bit integers, float16/float64) or uint8 (boolean masks).
+
+With ``invert=True`` (bright-field: dark particles on a light background) every value ``v``
+becomes ``max - v``, where ``max`` is the dtype's maximum for unsigned integers and the maximum
+of the whole video for float data.
+
+Every problem with the input file raises :class:`~exonta.errors.ExontaInputError` with one
+sentence saying which file, what is wrong and what to do; errors of ``tifffile`` and OpenCV are
+wrapped, never passed through.
+
+:func:`frames_from_array` wraps an in-memory array in the same interface (:class:`ArrayVideo`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExontaInputError
+
+__all__ = [
+    "Video",
+    "TiffVideo",
+    "OpenCVVideo",
+    "ImageFolderVideo",
+    "ImageFileVideo",
+    "ArrayVideo",
+    "open_video",
+    "frames_from_array",
+    "natural_sort_key",
+    "TIFF_EXTENSIONS",
+    "MOVIE_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "MIN_SIDE_PX",
+    "MAX_SIDE_PX",
+    "MAX_FRAME_PIXELS",
+]
+
+TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+MOVIE_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+_FOLDER_EXTENSIONS = IMAGE_EXTENSIONS + (".tif", ".tiff")
+
+#: Frames smaller than this (either side, pixels) are refused.
+MIN_SIDE_PX = 4
+#: Frames larger than this (either side, pixels) are refused.
+MAX_SIDE_PX = 65536
+#: Frames with more pixels than this are refused (guards against corrupt headers).
+MAX_FRAME_PIXELS = 1 << 28
+
+# ITU-R BT.601 luma weights, the convention of OpenCV and Pillow.
+_LUMA_RGB = (0.299, 0.587, 0.114)
+
+_LENGTH_TO_UM = {
+    "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
+    "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "pm": 1e-6, "å": 1e-4,
+    "\\u00b5m": 1.0,
+}
+_TIME_TO_S = {
+    "s": 1.0, "sec": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ns": 1e-9,
+    "min": 60.0, "h": 3600.0,
+}
+
+# Plausible ranges for values found in file metadata; anything outside is ignored as bogus.
+_PIXEL_SIZE_RANGE_UM = (1e-3, 1000.0)
+_FPS_RANGE = (1e-6, 1e6)
+_EXPOSURE_RANGE_S = (1e-9, 3600.0)
+# TIFF resolution given per inch/cm is usually a print DPI; only this range is "clearly physical".
+_RESOLUTION_PHYSICAL_UM = (0.005, 50.0)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def natural_sort_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers numerically (``frame2`` before ``frame10``).
+
+    Parameters
+    ----------
+    name : str
+        File name.
+
+    Returns
+    -------
+    tuple
+        Alternating text (lower-cased) and integer parts, then the name itself as a tie-break.
+    """
+    parts = re.split(r"(\d+)", name.lower())
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def _check_dims(height: int, width: int, where: str) -> None:
+    for side, v in (("height", height), ("width", width)):
+        if v < MIN_SIDE_PX or v > MAX_SIDE_PX:
+            raise ExontaInputError(
+                f"{where} has frames of {width}×{height} px, but the frame {side} must be between "
+                f"{MIN_SIDE_PX} and {MAX_SIDE_PX} px; check that the file is a video of the sample")
+    if height * width > MAX_FRAME_PIXELS:
+        raise ExontaInputError(
+            f"{where} has frames of {width}×{height} px, more than the {MAX_FRAME_PIXELS} pixels per frame "
+            f"exonta accepts; crop the video to the region of interest")
+
+
+def _output_dtype(src: np.dtype, where: str) -> np.dtype:
+    """dtype delivered for frames stored as ``src`` (see module docstring)."""
+    src = np.dtype(src)
+    if src.kind == "u" and src.itemsize in (1, 2):
+        return np.dtype(src.newbyteorder("="))
+    if src.kind == "f" and src.itemsize == 4:
+        return np.dtype(np.float32)
+    if src.kind == "b":
+        return np.dtype(np.uint8)
+    if src.kind in "uif":
+        return np.dtype(np.float32)
+    raise ExontaInputError(
+        f"{where} stores pixels as {src} which exonta cannot analyse; export the video as 8- or 16-bit "
+        f"unsigned integer or float32 grayscale")
+
+
+def _to_gray(frames: np.ndarray, order: str) -> np.ndarray:
+    """Convert ``(k, h, w, c)`` colour frames to ``(k, h, w)`` luminance, keeping the dtype.
+
+    ``order`` is ``"rgb"``, ``"rgba"``, ``"bgr"``, ``"bgra"`` or ``"la"`` (gray + alpha).
+    """
+    if order == "la":
+        return np.ascontiguousarray(frames[..., 0])
+    k, h, w, c = frames.shape
+    dt = frames.dtype
+    if dt in (np.uint8, np.float32):  # OpenCV is fast; its 16-bit path is only ~1e-5 accurate
+        import cv2
+
+        code = {
+            "rgb": cv2.COLOR_RGB2GRAY, "rgba": cv2.COLOR_RGBA2GRAY,
+            "bgr": cv2.COLOR_BGR2GRAY, "bgra": cv2.COLOR_BGRA2GRAY,
+        }[order]
+        flat = np.ascontiguousarray(frames).reshape(k * h, w, c)
+        if not flat.dtype.isnative:
+            flat = flat.astype(flat.dtype.newbyteorder("="))
+        return cv2.cvtColor(flat, code).reshape(k, h, w)
+    wr, wg, wb = _LUMA_RGB
+    if order.startswith("bgr"):
+        wr, wb = wb, wr  # channel 0 is blue
+    work = np.float32 if dt.itemsize <= 2 else np.float64
+    gray = (frames[..., 0].astype(work) * work(wr) + frames[..., 1].astype(work) * work(wg)
+            + frames[..., 2].astype(work) * work(wb))
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        gray = np.clip(np.rint(gray), info.min, info.max)
+    return gray.astype(dt.newbyteorder("="))
+
+
+def _order_for_samples(n: int, bgr: bool, where: str) -> str | None:
+    if n == 1:
+        return None
+    if n == 2:
+        return "la"
+    if n in (3, 4):
+        base = "bgr" if bgr else "rgb"
+        return base + ("a" if n == 4 else "")
+    raise ExontaInputError(
+        f"{where} has {n} samples per pixel; exonta reads grayscale or RGB(A) frames, so export a "
+        f"single-channel video")
+
+
+def _wrap(exc: BaseException, where: str, action: str = "reading") -> ExontaInputError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return ExontaInputError(
+        f"{where} could not be read ({action} failed: {text}); check that the file is complete and not "
+        f"corrupt, or re-export it")
+
+
+def _in_range(v: float | None, lo_hi: tuple[float, float]) -> bool:
+    return v is not None and math.isfinite(v) and lo_hi[0] <= v <= lo_hi[1]
+
+
+# --------------------------------------------------------------------------------------------
+# the interface
+# --------------------------------------------------------------------------------------------
+
+class Video:
+    """A grayscale video, read lazily in chunks.
+
+    Obtain one with :func:`open_video` or :func:`frames_from_array`. It is a context manager
+    (``close`` on exit), a napari-compatible lazy array (``shape``, ``dtype``, ``ndim``,
+    ``__getitem__``), and picklable: a file-backed video pickles as its path and re-opens the file
+    where it is unpickled (for Dask workers). A closed video re-opens its file on the next read.
+
+    Attributes
+    ----------
+    path : pathlib.Path or None
+        The file or folder (``None`` for an in-memory array).
+    name : str
+        Short name for messages (file name, or ``"in-memory array"``).
+    format : str
+        ``"tiff"``, ``"ome-tiff"``, ``"imagej-tiff"``, ``"avi"``, ``"mp4"``, ``"mov"``, ``"mkv"``,
+        ``"m4v"``, ``"image-folder"``, ``"image"`` or ``"array"``.
+    n_frames, height, width : int
+        Number of frames and frame size in pixels.
+    dtype : numpy.dtype
+        dtype of delivered frames (uint8, uint16 or float32).
+    source_dtype : numpy.dtype
+        dtype stored in the file.
+    fps : float or None
+        The file's own frame rate (frames/s), ``None`` when the file does not record one.
+    metadata : dict
+        Acquisition values recorded in the file, with exonta's names (``pixel_size_um``, ``fps``,
+        ``exposure_s``); only values actually present are included.
+    invert : bool
+        Whether values are inverted (``max - value``) for bright-field videos.
+    """
+
+    path: Path | None
+    format: str
+    n_frames: int
+    height: int
+    width: int
+    dtype: np.dtype
+    source_dtype: np.dtype
+    fps: float | None
+    metadata: dict[str, Any]
+    invert: bool
+
+    def __init__(self, path: Path | None, invert: bool = False) -> None:
+        self.path = path
+        self.invert = bool(invert)
+        self.fps = None
+        self.metadata = {}
+        self._lock = threading.RLock()
+        self._float_max: float | None = None
+
+    # -- backend hooks ---------------------------------------------------------------------
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as a new ``(k, h, w)`` array in the source dtype (native order)."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    # -- basic properties ------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else "in-memory array"
+
+    @property
+    def _where(self) -> str:
+        return f"'{self.path}'" if self.path is not None else "the in-memory array"
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return (self.height, self.width)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(n_frames, height, width)``."""
+        return (self.n_frames, self.height, self.width)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def size(self) -> int:
+        return self.n_frames * self.height * self.width
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} format={self.format} frames={self.n_frames} "
+                f"{self.width}×{self.height} {self.dtype}{' inverted' if self.invert else ''}>")
+
+    # -- reading ---------------------------------------------------------------------------
+    def _convert(self, raw: np.ndarray, start: int) -> np.ndarray:
+        """Source-dtype gray frames → delivered dtype, finite check, inversion."""
+        out = raw
+        if out.dtype != self.dtype:
+            if out.dtype.kind == "b":
+                out = out.astype(np.uint8) * np.uint8(255)
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):  # overflow → inf, caught below
+                    out = out.astype(self.dtype)
+        if self.dtype.kind == "f":
+            finite = np.isfinite(out)
+            if not finite.all():
+                bad = start + int(np.flatnonzero(~finite.reshape(len(out), -1).all(axis=1))[0])
+                raise ExontaInputError(
+                    f"frame {bad} of {self._where} contains NaN or infinite values; replace them (e.g. by "
+                    f"the background level) and save the video again")
+        if self.invert:
+            if self.dtype.kind == "u":
+                np.invert(out, out=out)  # == dtype max - value for unsigned integers
+            else:
+                out = np.subtract(np.float32(self._video_max()), out, dtype=np.float32)
+        return out
+
+    def _video_max(self) -> float:
+        if self._float_max is None:
+            m = -np.inf
+            for start in range(0, self.n_frames, 64):
+                stop = min(start + 64, self.n_frames)
+                raw = self._safe_read(start, stop)
+                saved, self.invert = self.invert, False
+                try:
+                    chunk = self._convert(raw, start)
+                finally:
+                    self.invert = saved
+                m = max(m, float(chunk.max()))
+            self._float_max = m
+        return self._float_max
+
+    def _safe_read(self, start: int, stop: int) -> np.ndarray:
+        with self._lock:
+            try:
+                raw = self._read_gray(start, stop)
+            except ExontaInputError:
+                raise
+            except MemoryError as exc:
+                raise ExontaInputError(
+                    f"frames {start}–{stop - 1} of {self._where} do not fit in memory; use smaller chunks "
+                    f"(chunk_frames) or a machine with more memory") from exc
+            except Exception as exc:  # wrap every tifffile/OpenCV/OS error
+                raise _wrap(exc, self._where) from exc
+        k = stop - start
+        if raw.shape != (k, self.height, self.width):
+            raise ExontaInputError(
+                f"frames {start}–{stop - 1} of {self._where} have shape {raw.shape[1:]} instead of "
+                f"{self.frame_shape}; the file is inconsistent, re-export it")
+        return raw
+
+    def _check_index(self, index: int) -> int:
+        i = int(index)
+        if i < 0:
+            i += self.n_frames
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {index} is out of range for {self.name} ({self.n_frames} frames)")
+        return i
+
+    def read(self, index: int) -> np.ndarray:
+        """One frame as a ``(h, w)`` array (negative indices count from the end)."""
+        i = self._check_index(index)
+        return self._convert(self._safe_read(i, i + 1), i)[0]
+
+    def read_range(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start`` to ``stop - 1`` as a ``(stop - start, h, w)`` array.
+
+        ``stop`` is clipped to ``n_frames``; an empty range gives a ``(0, h, w)`` array.
+        """
+        start, stop = self._normalise_range(start, stop)
+        if stop <= start:
+            return np.empty((0, self.height, self.width), self.dtype)
+        return self._convert(self._safe_read(start, stop), start)
+
+    def _normalise_range(self, start: int, stop: int | None) -> tuple[int, int]:
+        start = int(start)
+        stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
+        if start < 0:
+            raise ExontaInputError(f"start frame must be ≥ 0, got {start}")
+        return start, stop
+
+    def iter_chunks(self, chunk_frames: int = 64, start: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield consecutive chunks of frames.
+
+        Parameters
+        ----------
+        chunk_frames : int
+            Maximum number of frames per chunk (memory is bounded by this, not by the video).
+        start, stop : int
+            Frame range, as ``range(start, stop)``; ``stop=None`` means the end of the video.
+
+        Yields
+        ------
+        first : int
+            Index of the first frame of the chunk.
+        frames : numpy.ndarray
+            ``(k, h, w)`` grayscale frames (inverted if asked), ``1 ≤ k ≤ chunk_frames``; a new
+            array each time, safe to keep.
+        """
+        if int(chunk_frames) < 1:
+            raise ExontaInputError(f"chunk_frames must be ≥ 1, got {chunk_frames}")
+        chunk_frames = int(chunk_frames)
+        start, stop = self._normalise_range(start, stop)
+        for a in range(start, stop, chunk_frames):
+            b = min(a + chunk_frames, stop)
+            yield a, self._convert(self._safe_read(a, b), a)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for first, chunk in self.iter_chunks():
+            yield from chunk
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """NumPy-style indexing on ``(frame, row, column)``; only the frames asked for are read."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(j for j, k in enumerate(key) if k is Ellipsis)
+            fill = 3 - (len(key) - 1)
+            key = key[:i] + (slice(None),) * max(fill, 0) + key[i + 1:]
+        if len(key) == 0:
+            key = (slice(None),)
+        first, rest = key[0], key[1:]
+        if isinstance(first, (int, np.integer)):
+            frames = self.read(int(first))
+        elif isinstance(first, slice):
+            a, b, step = first.indices(self.n_frames)
+            if step == 1:
+                frames = self.read_range(a, b) if b > a else np.empty((0,) + self.frame_shape, self.dtype)
+            else:
+                idx = range(a, b, step)
+                frames = (np.stack([self.read(i) for i in idx]) if len(idx)
+                          else np.empty((0,) + self.frame_shape, self.dtype))
+        else:
+            idx = np.asarray(first)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            flat = [self.read(int(i)) for i in idx.ravel()]
+            frames = (np.stack(flat) if flat else np.empty((0,) + self.frame_shape, self.dtype))
+            frames = frames.reshape(idx.shape + self.frame_shape)
+            if idx.ndim != 1:
+                return frames[(Ellipsis,) + tuple(rest)] if rest else frames
+        if rest:
+            if frames.ndim == 2:
+                return frames[tuple(rest)]
+            return frames[(slice(None),) + tuple(rest)]
+        return frames
+
+    # -- provenance ------------------------------------------------------------------------
+    def _hash_files(self) -> list[Path]:
+        return [self.path] if self.path is not None else []
+
+    def sha256(self) -> str:
+        """SHA-256 hex digest of the file (streamed; for a folder, see :class:`ImageFolderVideo`)."""
+        h = hashlib.sha256()
+        try:
+            for p in self._hash_files():
+                with open(p, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+        except OSError as exc:
+            raise _wrap(exc, self._where, "hashing") from exc
+        return h.hexdigest()
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the file handle (a later read re-opens the file)."""
+        with self._lock:
+            self._close()
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        return (_reopen, (type(self).__name__, str(self.path), self.invert))
+
+
+def _reopen(kind: str, path: str, invert: bool) -> Video:
+    cls = {c.__name__: c for c in (TiffVideo, OpenCVVideo, ImageFolderVideo, ImageFileVideo)}[kind]
+    return cls(Path(path), invert=invert)
+
+
+# --------------------------------------------------------------------------------------------
+# TIFF
+# --------------------------------------------------------------------------------------------
+
+class TiffVideo(Video):
+    """Multi-page TIFF / OME-TIFF / ImageJ stack (first image series of the file).
+
+    Axes of the series are mapped to frames × Y × X (× samples): one leading axis of any kind
+    (T, Z, pages …) is the frame axis; several non-singleton leading axes (e.g. time and channels)
+    are refused. The series is memory-mapped when its data are uncompressed and contiguous
+    (:attr:`memmapped`), otherwise read page by page.
+    """
+
+    def __init__(self, path: Path, invert: bool = False) -> None:
+        super().__init__(path, invert)
+        self._tif = None
+        self._mm = None
+        self._whole_arr = None
+        self._memmap_ok = False
+        self._open()
+
+    @property
+    def memmapped(self) -> bool:
+        """True when frames are read from a memory map of the file."""
+        return self._memmap_ok
+
+    def _open(self) -> None:
+        import tifffile
+
+        where = self._where
+        with _TiffLogCapture() as log:
+            try:
+                tif = tifffile.TiffFile(self.path)
+            except Exception as exc:
+                raise ExontaInputError(
+                    f"{where} is not a readable TIFF file ({_short(exc)}); check that the file is complete "
+                    f"and really a TIFF, or re-export it") from exc
+            try:
+                tif.series  # noqa: B018 - parse the page chain while the log is captured
+            except Exception:
+                pass
+        try:
+            if log.broken_chain:
+                raise ExontaInputError(
+                    f"{where} is truncated or corrupt (its chain of frames points beyond the end of the "
+                    f"file); copy or export the video again")
+            self._setup(tif)
+        except ExontaInputError:
+            tif.close()
+            raise
+        except Exception as exc:
+            tif.close()
+            raise _wrap(exc, where, "opening") from exc
+        self._tif = tif
+
+    def _setup(self, tif) -> None:
+        where = self._where
+        series_list = tif.series
+        if not series_list or len(tif.pages) == 0:
+            raise ExontaInputError(f"{where} contains no images; check the file or re-export the video")
+        series = series_list[0]
+        axes, shape = series.axes, tuple(int(s) for s in series.shape)
+        if 0 in shape:
+            raise ExontaInputError(f"{where} contains 0 frames; re-export the video")
+        if "Y" not in axes or "X" not in axes or axes.index("X") != axes.index("Y") + 1:
+            raise ExontaInputError(
+                f"{where} has image axes {axes!r} without a Y×X plane; export a T×Y×X stack")
+        iy = axes.index("Y")
+        h, w = shape[iy], shape[iy + 1]
+        lead = [(a, s) for a, s in zip(axes[:iy], shape[:iy])]
+        trail = list(zip(axes[iy + 2:], shape[iy + 2:]))
+        samples, sample_pos = 1, None
+        if trail:
+            if len(trail) != 1 or trail[0][0] != "S":
+                raise ExontaInputError(
+                    f"{where} has axes {axes!r} with extra axes after X; export a T×Y×X stack")
+            samples, sample_pos = trail[0][1], "last"
+        elif lead and lead[-1][0] == "S":
+            samples, sample_pos = lead[-1][1], "before"
+            lead = lead[:-1]
+        if len(lead) > 1:
+            dims = " × ".join(f"{a}={s}" for a, s in lead)
+            raise ExontaInputError(
+                f"{where} is a hyperstack with several non-image axes ({dims}); exonta needs one "
+                f"time series of single-channel frames, so export one channel/plane as a T×Y×X stack")
+        n = lead[0][1] if lead else 1
+        _check_dims(h, w, where)
+        self._order = _order_for_samples(samples, bgr=False, where=where)
+        self._samples, self._sample_pos = samples, sample_pos
+        self.n_frames, self.height, self.width = n, h, w
+        src = np.dtype(series.dtype)
+        self.source_dtype = src
+        self.dtype = _output_dtype(src, where)
+        self._raw_shape = (n, h, w) if samples == 1 else (
+            (n, h, w, samples) if sample_pos == "last" else (n, samples, h, w))
+        self._frame_raw_shape = self._raw_shape[1:]
+
+        fsize = os.path.getsize(self.path)
+        offset = series.dataoffset
+        self._memmap_ok = False
+        if offset is not None and src.kind in "uifb":
+            nbytes = int(np.prod(self._raw_shape)) * src.itemsize
+            if offset + nbytes > fsize:
+                raise ExontaInputError(
+                    f"{where} is truncated: it should hold {n} frames ({nbytes} bytes of image data) but "
+                    f"the file ends early; copy or export the video again")
+            self._memmap_ok = True
+            self._mm_dtype = src.newbyteorder(tif.byteorder)
+            self._mm_offset = int(offset)
+        else:
+            pages = series.pages
+            if len(pages) != n or tuple(series.keyframe.shape) != self._frame_raw_shape:
+                total = int(np.prod(self._raw_shape)) * src.itemsize
+                if total > 1 << 30:
+                    raise ExontaInputError(
+                        f"{where} stores its frames in a layout exonta cannot read page by page and is too "
+                        f"large to load at once; save it as an uncompressed or one-frame-per-page TIFF")
+                self._whole = True
+            else:
+                self._whole = False
+                for i, page in enumerate(pages):
+                    if page is None:
+                        raise ExontaInputError(
+                            f"{where} is missing frame {i} (the file is truncated or refers to other files "
+                            f"that are not there); copy the complete data set")
+                    offs, counts = page.dataoffsets, page.databytecounts
+                    if not offs or max(o + c for o, c in zip(offs, counts)) > fsize or min(counts) <= 0:
+                        raise ExontaInputError(
+                            f"{where} is truncated or corrupt: the data of frame {i} lie beyond the end of "
+                            f"the file; copy or export the video again")
+        if tif.is_ome:
+            self.format = "ome-tiff"
+        elif tif.is_imagej:
+            self.format = "imagej-tiff"
+        else:
+            self.format = "tiff"
+        self.metadata = _tiff_metadata(tif)
+        self.fps = self.metadata.get("fps")
+
+    def _ensure_open(self):
+        if self._tif is None:
+            import tifffile
+
+            self._tif = tifffile.TiffFile(self.path)
+        return self._tif
+
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        k = stop - start
+        if self._memmap_ok:
+            if self._mm is None:
+                self._mm = np.memmap(self.path, dtype=self._mm_dtype, mode="r", offset=self._mm_offset,
+                                     shape=self._raw_shape)
+            raw = self._mm[start:stop]
+        else:
+            tif = self._ensure_open()
+            if self._whole:
+                if self._whole_arr is None:
+                    self._whole_arr = tif.series[0].asarray().reshape(self._raw_shape)
+                raw = self._whole_arr[start:stop]
+            else:
+                raw = tif.asarray(key=range(start, stop), series=0).reshape((k,) + self._frame_raw_shape)
+        if self._samples == 1:
+            out = np.array(raw, dtype=raw.dtype.newbyteorder("="))
+        else:
+            if self._sample_pos == "before":
+                raw = np.moveaxis(raw, 1, -1)
+            out = _to_gray(raw, self._order)
+        return out
+
+    def _close(self) -> None:
+        self._whole_arr = None
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+        if self._mm is not None:
+            mm = self._mm
+            self._mm = None
+            base = getattr(mm, "_mmap", None)
+            del mm
+            if base is not None:
+                try:
+                    base.close()
+                except (BufferError, ValueError):
+                    pass  # a view is still alive; the map is released when it is
+
+
+class _TiffLogCapture(logging.Handler):
+    """Collect tifffile's log messages while a file is opened (it logs, not raises, broken chains)."""
+
+    _MARKERS = ("invalid page offset", "invalid offset to first page", "failed to reshape")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.broken_chain = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:
+            return
+        if any(m in msg for m in self._MARKERS):
+            self.broken_chain = True
+
+    def __enter__(self) -> _TiffLogCapture:
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger("tifffile").removeHandler(self)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _ome_metadata(xml: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return out
+    pixels = next((e for e in root.iter() if _local(e.tag) == "Pixels"), None)
+    if pixels is None:
+        return out
+    a = pixels.attrib
+    px = _num(a.get("PhysicalSizeX"))
+    unit = a.get("PhysicalSizeXUnit", "µm").strip().lower()
+    if px is not None and unit in _LENGTH_TO_UM:
+        v = px * _LENGTH_TO_UM[unit]
+        if _in_range(v, _PIXEL_SIZE_RANGE_UM):
+            out["pixel_size_um"] = v
+    planes = [e for e in pixels if _local(e.tag) == "Plane"]
+    dt = _num(a.get("TimeIncrement"))
+    tunit = a.get("TimeIncrementUnit", "s").strip().lower()
+    interval = dt * _TIME_TO_S[tunit] if dt is not None and tunit in _TIME_TO_S else None
+    if interval is None or interval <= 0:
+        # fall back on the time stamps of the planes of the first channel/plane
+        stamps = []
+        for p in planes:
+            if p.get("TheC", "0") == "0" and p.get("TheZ", "0") == "0":
+                t, u = _num(p.get("DeltaT")), p.get("DeltaTUnit", "s").strip().lower()
+                if t is not None and u in _TIME_TO_S and _num(p.get("TheT")) is not None:
+                    stamps.append((int(float(p.get("TheT"))), t * _TIME_TO_S[u]))
+        if len(stamps) >= 2:
+            stamps.sort()
+            diffs = np.diff([s for _, s in stamps]) / np.diff([t for t, _ in stamps])
+            interval = float(np.median(diffs)) if np.all(np.isfinite(diffs)) else None
+    if interval is not None and interval > 0 and _in_range(1.0 / interval, _FPS_RANGE):
+        out["fps"] = 1.0 / interval
+    exposures = []
+    for p in planes:
+        e, u = _num(p.get("ExposureTime")), p.get("ExposureTimeUnit", "s").strip().lower()
+        if e is not None and u in _TIME_TO_S:
+            exposures.append(e * _TIME_TO_S[u])
+    if exposures:
+        e = float(np.median(exposures))
+        if _in_range(e, _EXPOSURE_RANGE_S):
+            out["exposure_s"] = e
+    return out
+
+
+def _resolution_um(page, unit_to_um: float | None) -> float | None:
+    tag = page.tags.get("XResolution")
+    if tag is None or unit_to_um is None:
+        return None
+    val = tag.value
+    try:
+        num, den = (val if isinstance(val, tuple) else (val, 1))[:2]
+        px_per_unit = float(num) / float(den)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not math.isfinite(px_per_unit) or px_per_unit <= 0:
+        return None
+    return unit_to_um / px_per_unit
+
+
+def _tiff_metadata(tif) -> dict[str, Any]:
+    """Acquisition values recorded in a TIFF (OME, ImageJ, Micro-Manager or baseline tags)."""
+    out: dict[str, Any] = {}
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            out.update(_ome_metadata(tif.ome_metadata))
+    except Exception:
+        pass
+    page = tif.pages[0]
+    ij = None
+    try:
+        ij = tif.imagej_metadata if tif.is_imagej else None
+    except Exception:
+        ij = None
+    if ij:
+        if "pixel_size_um" not in out:
+            unit = str(ij.get("unit", "")).strip().lower()
+            v = _resolution_um(page, _LENGTH_TO_UM.get(unit))
+            if _in_range(v, _PIXEL_SIZE_RANGE_UM):
+                out["pixel_size_um"] = v
+        fi = _num(ij.get("finterval"))
+        if "fps" not in out and fi is not None and fi > 0 and _in_range(1.0 / fi, _FPS_RANGE):
+            out["fps"] = 1.0 / fi
+    try:
+        mm = tif.micromanager_metadata if tif.is_micromanager else None
+        summary = (mm or {}).get("Summary") or {}
+        if "pixel_size_um" not in out:
+            v = _num(summary.get("PixelSize_um"))
+            if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
+                out["pixel_size_um"] = v
+        if "fps" not in out:
+            iv = _num(summary.get("Interval_ms"))
+            if iv and iv > 0 and _in_range(1000.0 / iv, _FPS_RANGE):
+                out["fps"] = 1000.0 / iv
+    except Exception:
+        pass
+    if "pixel_size_um" not in out and not ij:
+        tag = page.tags.get("ResolutionUnit")
+        unit = int(tag.value) if tag is not None else 2
+        v = _resolution_um(page, {2: 25400.0, 3: 10000.0}.get(unit))
+        if _in_range(v, _RESOLUTION_PHYSICAL_UM):
+            out["pixel_size_um"] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# movies (OpenCV)
+# --------------------------------------------------------------------------------------------
+
+class OpenCVVideo(Video):
+    """AVI / MP4 / MOV / MKV movie decoded by OpenCV (FFmpeg backend), read sequentially.
+
+    The frame count stored in the container is checked at opening (the last announced frame must
+    be decodable and be the last one); when it is missing or wrong the frames are counted by
+    decoding the file once. A file that decodes to markedly fewer frames than its header announces
+    is reported as truncated. Random access (:meth:`read`) seeks, which is slower than reading
+    forwards.
+    """
+
+    _SEEK_FORWARD_MAX = 64  # read forward instead of seeking when the target is this close
+
+    def __init__(self, path: Path, invert: bool = False) -> None:
+        super().__init__(path, invert)
+        self._cap = None
+        self._pos = 0
+        self.format = self.path.suffix.lower().lstrip(".")
+        try:
+            self._setup()
+        except ExontaInputError:
+            self._close()
+            raise
+        except Exception as exc:
+            self._close()
+            raise _wrap(exc, self._where, "opening") from exc
+
+    def _new_capture(self):
+        import cv2
+
+        cap = None
+        backends = [cv2.CAP_FFMPEG]
+        if self.path.suffix.lower() == ".avi":
+            backends.append(cv2.CAP_OPENCV_MJPEG)
+        for api in backends:
+            try:
+                cap = cv2.VideoCapture(str(self.path), api)
+            except cv2.error:
+                cap = None
+            if cap is not None and cap.isOpened():
+                return cap
+            if cap is not None:
+                cap.release()
+        raise ExontaInputError(
+            f"{self._where} could not be opened as a video (unknown codec, corrupt or not a movie file); "
+            f"check the file or convert it to an uncompressed TIFF stack")
+
+    def _ensure_open(self):
+        if self._cap is None:
+            self._cap = self._new_capture()
+            self._pos = 0
+        return self._cap
+
+    def _setup(self) -> None:
+        import cv2
+
+        cap = self._ensure_open()
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise ExontaInputError(
+                f"{self._where} contains no decodable frame (0 frames, or a corrupt file); check the "
+                f"recording or re-export it")
+        self._pos = 1
+        h, w = frame.shape[:2]
+        _check_dims(h, w, self._where)
+        self.height, self.width = int(h), int(w)
+        c = 1 if frame.ndim == 2 else frame.shape[2]
+        self._order = _order_for_samples(c, bgr=True, where=self._where)
+        self.source_dtype = np.dtype(frame.dtype)
+        self.dtype = _output_dtype(self.source_dtype, self._where)
+        fps = _num(cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if fps is not None and 0 < fps <= 1e5 else None
+        if self.fps is not None:
+            self.metadata = {"fps": self.fps}
+        reported = _num(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        reported = int(round(reported)) if reported is not None and reported > 0 else 0
+        self.n_frames = self._verify_count(reported)
+
+    def _verify_count(self, reported: int) -> int:
+        import cv2
+
+        cap = self._cap
+        if reported == 1:
+            if not cap.grab():
+                return 1
+        elif reported > 1:
+            try:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, reported - 1)
+                ok = cap.grab()
+                if ok and not cap.grab():
+                    self._close()
+                    return reported
+            except cv2.error:
+                pass
+        # header count missing or wrong: count by decoding once from the start
+        self._close()
+        cap = self._ensure_open()
+        n = 0
+        while cap.grab():
+            n += 1
+        self._close()
+        if n == 0:
+            raise ExontaInputError(
+                f"{self._where} contains no decodable frame; check the recording or re-export it")
+        if reported and n < reported - max(2, int(0.01 * reported)):
+            raise ExontaInputError(
+                f"{self._where} is truncated or corrupt: its header announces {reported} frames but only "
+                f"{n} can be decoded; copy or export the video again")
+        return n
+
+    def _seek(self, index: int) -> None:
+        import cv2
+
+        cap = self._ensure_open()
+        if index == self._pos:
+            return
+        if self._pos < index <= self._pos + self._SEEK_FORWARD_MAX:
+            while self._pos < index:
+                if not cap.grab():
+                    self._truncated(self._pos)
+                self._pos += 1
+            return
+        if index == 0:
+            self._close()
+            self._ensure_open()
+            return
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self._pos = index
+
+    def _truncated(self, index: int):
+        raise ExontaInputError(
+            f"frame {index} of {self._where} could not be decoded although the video has {self.n_frames} "
+            f"frames; the file is truncated or corrupt, copy or export it again")
+
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        self._seek(start)
+        cap = self._cap
+        out = np.empty((stop - start, self.height, self.width), self.source_dtype)
+        for j in range(stop - start):
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                self._close()
+                self._truncated(start + j)
+            self._pos += 1
+            if frame.shape[:2] != (self.height, self.width):
+                raise ExontaInputError(
+                    f"frame {start + j} of {self._where} has a different size than the first frame; the "
+                    f"file is corrupt, re-export it")
+            if self._order is None:
+                out[j] = frame if frame.ndim == 2 else frame[..., 0]
+            else:
+                out[j] = _to_gray(frame[None], self._order)[0]
+        return out
+
+    def _close(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+        self._cap = None
+        self._pos = 0
+
+
+# --------------------------------------------------------------------------------------------
+# image files and folders
+# --------------------------------------------------------------------------------------------
+
+def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
+    """Decode one image file → (array (h, w) or (h, w, c), colour order or None)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ExontaInputError(f"'{path}' contains no image; remove it or re-export it")
+            s = tif.series[0]
+            axes = s.axes
+            if axes not in ("YX", "YXS", "SYX"):
+                raise ExontaInputError(
+                    f"'{path}' holds {s.shape} ({axes}) instead of one 2-D image; a folder must hold one "
+                    f"image per frame")
+            arr = s.asarray()
+            if axes == "SYX":
+                arr = np.moveaxis(arr, 0, -1)
+            order = None if arr.ndim == 2 else _order_for_samples(arr.shape[2], False, f"'{path}'")
+            return arr, order
+    import cv2
+
+    buf = np.fromfile(path, dtype=np.uint8)
+    if buf.size == 0:
+        raise ExontaInputError(f"'{path}' is empty (0 bytes); remove it or copy it again")
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ExontaInputError(
+            f"'{path}' could not be decoded as an image; it is corrupt or not a "
+            f"{path.suffix.lstrip('.').upper()} file, replace or remove it")
+    order = None if arr.ndim == 2 else _order_for_samples(arr.shape[2], True, f"'{path}'")
+    return arr, order
+
+
+def _gray_frame(path: Path) -> np.ndarray:
+    try:
+        arr, order = _decode_image(path)
+    except ExontaInputError:
+        raise
+    except Exception as exc:
+        raise _wrap(exc, f"'{path}'", "decoding") from exc
+    if order is not None:
+        arr = _to_gray(arr[None], order)[0]
+    return np.asarray(arr, dtype=arr.dtype.newbyteorder("="))
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header, without decoding; None when unknown."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return tuple(int(v) for v in im.size)  # type: ignore[return-value]
+    except Exception:
+        return None
+
+
+class ImageFileVideo(Video):
+    """A single image file (PNG, JPEG, BMP): a 1-frame video."""
+
+    def __init__(self, path: Path, invert: bool = False) -> None:
+        super().__init__(path, invert)
+        self.format = "image"
+        frame = _gray_frame(self.path)
+        _check_dims(frame.shape[0], frame.shape[1], self._where)
+        self.n_frames, self.height, self.width = 1, int(frame.shape[0]), int(frame.shape[1])
+        self.source_dtype = frame.dtype
+        self.dtype = _output_dtype(frame.dtype, self._where)
+
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        return _gray_frame(self.path)[None].copy()
+
+
+class ImageFolderVideo(Video):
+    """A folder of image files (PNG, JPEG, TIFF, BMP), one per frame, in natural sort order.
+
+    Hidden files and other file types are ignored. All images must have the same size and pixel
+    type. :meth:`sha256` hashes, for every image in frame order, its file name (UTF-8), a NUL byte
+    and its content.
+    """
+
+    def __init__(self, path: Path, invert: bool = False) -> None:
+        super().__init__(path, invert)
+        self.format = "image-folder"
+        try:
+            entries = [p for p in self.path.iterdir()
+                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _FOLDER_EXTENSIONS]
+        except OSError as exc:
+            raise _wrap(exc, self._where, "listing the folder") from exc
+        if not entries:
+            raise ExontaInputError(
+                f"folder {self._where} contains no image files ({', '.join(_FOLDER_EXTENSIONS)}); put one "
+                f"image per frame in it or give the path of a video file")
+        self.files = sorted(entries, key=lambda p: natural_sort_key(p.name))
+        first = _gray_frame(self.files[0])
+        h, w = int(first.shape[0]), int(first.shape[1])
+        _check_dims(h, w, f"'{self.files[0]}'")
+        for p in self.files[1:]:
+            size = _header_size(p)
+            if size is not None and size != (w, h):
+                raise ExontaInputError(
+                    f"images in folder {self._where} differ in size: '{p.name}' is {size[0]}×{size[1]} px "
+                    f"but '{self.files[0].name}' is {w}×{h} px; all frames must have the same size")
+        self.n_frames, self.height, self.width = len(self.files), h, w
+        self.source_dtype = first.dtype
+        self.dtype = _output_dtype(first.dtype, self._where)
+
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.height, self.width), self.source_dtype)
+        for j, p in enumerate(self.files[start:stop]):
+            frame = _gray_frame(p)
+            if frame.shape != self.frame_shape:
+                raise ExontaInputError(
+                    f"images in folder {self._where} differ in size: '{p.name}' is "
+                    f"{frame.shape[1]}×{frame.shape[0]} px but the first image is {self.width}×{self.height} "
+                    f"px; all frames must have the same size")
+            if frame.dtype != self.source_dtype:
+                raise ExontaInputError(
+                    f"images in folder {self._where} differ in pixel type: '{p.name}' is {frame.dtype} but "
+                    f"the first image is {self.source_dtype}; save all frames with the same bit depth")
+            out[j] = frame
+        return out
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        try:
+            for p in self.files:
+                h.update(p.name.encode("utf-8") + b"\0")
+                with open(p, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+        except OSError as exc:
+            raise _wrap(exc, self._where, "hashing") from exc
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# in-memory arrays
+# --------------------------------------------------------------------------------------------
+
+class ArrayVideo(Video):
+    """An in-memory array with the :class:`Video` interface (no copy unless a conversion is needed).
+
+    Parameters
+    ----------
+    arr : array_like
+        ``(n, h, w)`` frames, ``(h, w)`` one frame, or ``(n, h, w, 3|4)`` RGB(A) frames.
+    fps : float, optional
+        Frame rate (frames/s), reported as :attr:`fps` and ``metadata["fps"]``.
+    invert : bool
+        Invert values (bright-field videos).
+    metadata : dict, optional
+        Further acquisition values (``pixel_size_um``, ``exposure_s``).
+    """
+
+    def __init__(self, arr: Any, fps: float | None = None, invert: bool = False,
+                 metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(None, invert)
+        self.format = "array"
+        a = np.asarray(arr)
+        where = self._where
+        if a.ndim == 2:
+            a = a[None]
+        order = None
+        if a.ndim == 4:
+            order = _order_for_samples(a.shape[3], bgr=False, where=where)
+        elif a.ndim != 3:
+            raise ExontaInputError(
+                f"the in-memory array has shape {a.shape}; give frames as (n, h, w) or (n, h, w, 3)")
+        if a.shape[0] == 0:
+            raise ExontaInputError("the in-memory array contains 0 frames; give at least one frame")
+        _check_dims(a.shape[1], a.shape[2], where)
+        self.source_dtype = a.dtype
+        self.dtype = _output_dtype(a.dtype, where)
+        self._arr, self._order = a, order
+        self.n_frames, self.height, self.width = (int(s) for s in a.shape[:3])
+        self.metadata = dict(metadata or {})
+        if fps is not None:
+            fps = float(fps)
+            if not (math.isfinite(fps) and fps > 0):
+                raise ExontaInputError(f"fps must be a positive number, got {fps}")
+            self.fps = fps
+            self.metadata["fps"] = fps
+
+    def _read_gray(self, start: int, stop: int) -> np.ndarray:
+        raw = self._arr[start:stop]
+        if self._order is not None:
+            return _to_gray(raw, self._order)
+        return np.array(raw, dtype=raw.dtype.newbyteorder("="))
+
+    def _video_max(self) -> float:
+        if self._float_max is None and self._order is None and self.source_dtype.kind == "f":
+            if not np.isfinite(self._arr).all():
+                self._convert(self._arr, 0)  # raises with the frame number
+            self._float_max = float(self._arr.max())
+        return super()._video_max()
+
+    def sha256(self) -> str:
+        """SHA-256 of the shape, dtype and bytes of the array."""
+        h = hashlib.sha256(f"{self._arr.shape}|{self._arr.dtype.str}|".encode())
+        for i in range(self.n_frames):
+            h.update(np.ascontiguousarray(self._arr[i]).tobytes())
+        return h.hexdigest()
+
+    def __reduce__(self):
+        return (ArrayVideo, (self._arr, self.fps, self.invert, self.metadata))
+
+
+def frames_from_array(arr: Any, fps: float | None = None, invert: bool = False,
+                      metadata: dict[str, Any] | None = None) -> ArrayVideo:
+    """Wrap in-memory frames as a :class:`Video` (see :class:`ArrayVideo`)."""
+    return ArrayVideo(arr, fps=fps, invert=invert, metadata=metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+def open_video(path: str | os.PathLike | Video | np.ndarray, invert: bool = False) -> Video:
+    """Open a video file, an image folder or an image file for chunked reading.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A TIFF / OME-TIFF / ImageJ stack (``.tif``, ``.tiff``), a movie (``.avi``, ``.mp4``, ``.mov``,
+        ``.mkv``, ``.m4v``), a folder of images (one per frame) or a single image (``.png``,
+        ``.jpg``, ``.bmp``). An already opened :class:`Video` is returned as is (re-opened if
+        ``invert`` differs); a NumPy array is wrapped by :func:`frames_from_array`.
+    invert : bool
+        Invert intensities (``max - value``) for bright-field videos with dark particles.
+
+    Returns
+    -------
+    Video
+
+    Raises
+    ------
+    ExontaInputError
+        Whenever the path cannot be read as a video: missing, unsupported type, empty, truncated or
+        corrupt file, 0 frames, inconsistent images in a folder, frames smaller than 4 px or larger
+        than 65536 px, unusable pixel type.
+    """
+    if isinstance(path, Video):
+        if path.invert == bool(invert):
+            return path
+        if isinstance(path, ArrayVideo):
+            return ArrayVideo(path._arr, fps=path.fps, invert=invert, metadata=path.metadata)
+        return _reopen(type(path).__name__, str(path.path), bool(invert))
+    if isinstance(path, np.ndarray):
+        return frames_from_array(path, invert=invert)
+    try:
+        p = Path(os.fspath(path))
+    except TypeError:
+        raise ExontaInputError(f"expected the path of a video, got {type(path).__name__}") from None
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as exc:
+        raise _wrap(exc, f"'{p}'", "accessing the path") from exc
+    if not exists:
+        raise ExontaInputError(f"'{p}' does not exist; check the path (and the working directory)")
+    if is_dir:
+        return ImageFolderVideo(p, invert=invert)
+    ext = p.suffix.lower()
+    if ext not in TIFF_EXTENSIONS + MOVIE_EXTENSIONS + IMAGE_EXTENSIONS:
+        known = ", ".join(TIFF_EXTENSIONS[:2] + MOVIE_EXTENSIONS + IMAGE_EXTENSIONS)
+        raise ExontaInputError(
+            f"'{p}' has an unsupported file type '{ext or '(no extension)'}'; exonta reads {known} files "
+            f"and folders of images, so convert the video to a TIFF stack")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise _wrap(exc, f"'{p}'", "accessing the file") from exc
+    if size == 0:
+        raise ExontaInputError(f"'{p}' is empty (0 bytes); the recording or the copy did not complete")
+    try:
+        if ext in TIFF_EXTENSIONS:
+            return TiffVideo(p, invert=invert)
+        if ext in MOVIE_EXTENSIONS:
+            return OpenCVVideo(p, invert=invert)
+        return ImageFileVideo(p, invert=invert)
+    except ExontaInputError:
+        raise
+    except MemoryError as exc:
+        raise ExontaInputError(
+            f"'{p}' declares image data too large to read; check that the file is a video of the sample"
+        ) from exc
+    except Exception as exc:  # anything a decoder throws on a bad file
+        raise _wrap(exc, f"'{p}'", "opening") from exc

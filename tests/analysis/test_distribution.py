@@ -1,0 +1,334 @@
+"""Tests of exonta.analysis.distribution on synthetic tracks drawn directly (no video)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import gamma as gamma_dist
+
+from exonta.analysis import _distkernels
+from exonta.analysis.distribution import (
+    _sigma2_per_track,
+    diameter_grid,
+    dst_log_likelihood,
+    dst_log_likelihood_sigma_derivatives,
+    fit_mixture_weights,
+    gamma_log_likelihood,
+    plot_size_distribution,
+    size_distribution,
+    track_components,
+    weighted_stats,
+)
+from exonta.config import Acquisition, SizingParams
+from exonta.errors import ExontaCancelled, ExontaInputError
+from exonta.physics import diffusion_from_diameter
+from reference.distribution_ref import cve_particles, simulate_tracks, track_loglik_ref
+
+ACQ = Acquisition(pixel_size_um=0.166, fps=30.0, exposure_s=0.02, temperature_c=22.0)
+
+
+def _data(diameters, seed, **kw):
+    rng = np.random.default_rng(seed)
+    tracks = simulate_tracks(diameters, rng, fps=ACQ.fps, exposure_s=ACQ.exposure_s,
+                             pixel_size_um=ACQ.pixel_size_um, viscosity_mpas=ACQ.viscosity_mpas, **kw)
+    return tracks, cve_particles(tracks, ACQ)
+
+
+def _integrals(dist):
+    t = dist.table
+    return ((t["raw_density"] * t["bin_width_nm"]).sum(), (t["deconvolved_density"] * t["bin_width_nm"]).sum(),
+            (t["deconvolved_volume_density"] * t["bin_width_nm"]).sum())
+
+
+def _n_modes_kde(values_nm):
+    """Number of modes of a Gaussian KDE of ln(diameter) (Silverman bandwidth)."""
+    u = np.log(values_nm)
+    bw = 1.06 * u.std() * u.size ** -0.2
+    grid = np.linspace(u.min(), u.max(), 400)
+    dens = np.exp(-0.5 * ((grid[:, None] - u[None, :]) / bw) ** 2).sum(axis=1)
+    inner = (dens[1:-1] > dens[:-2]) & (dens[1:-1] > dens[2:]) & (dens[1:-1] > 0.05 * dens.max())
+    return int(inner.sum())
+
+
+# ----------------------------------------------------------------------------- likelihood vs references
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dst_likelihood_matches_full_covariance_reference(seed):
+    rng = np.random.default_rng(seed)
+    dt = 1 / float(rng.uniform(20, 60))
+    blur_r = float(rng.uniform(0, 1 / 6))
+    n_tr = 4
+    diam = rng.uniform(50, 500, n_tr)
+    tracks = simulate_tracks(diam, rng, fps=1 / dt, exposure_s=6 * blur_r * dt, min_positions=2,
+                             mean_extra_positions=6, gap_prob=0.2)
+    ids = np.unique(tracks["particle"])[::-1]  # any order
+    td = track_components(tracks, ids, 0.166)
+    sigma2 = rng.uniform(0, 0.004, ids.size)
+    d_grid = np.array([0.05, 0.7, 3.0, 12.0])
+    got = dst_log_likelihood(td.comp_track, td.comp_one_minus_cos, td.comp_power_um2, sigma2, d_grid, dt, blur_r)
+    for i, pid in enumerate(ids):
+        g = tracks[tracks["particle"] == pid]
+        for j, d in enumerate(d_grid):
+            ref = track_loglik_ref(g["frame"].to_numpy(), g["x_corrected"].to_numpy() * 0.166,
+                                   g["y_corrected"].to_numpy() * 0.166, d, sigma2[i], dt, blur_r)
+            np.testing.assert_allclose(got[i, j], ref, rtol=1e-9, atol=1e-9)
+
+
+def test_track_components_moments_and_gaps():
+    tracks = pd.DataFrame({"particle": [7, 7, 7, 7, 7, 3, 3],
+                           "frame": [0, 1, 2, 4, 5, 10, 11],
+                           "x_corrected": [0.0, 1.0, 3.0, 0.0, 2.0, 5.0, 6.0],
+                           "y_corrected": [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 3.0]})
+    td = track_components(tracks, [7, 3, 99], 1.0)
+    np.testing.assert_array_equal(td.n_steps, [3, 1, 0])  # frame 2 -> 4 is a gap
+    np.testing.assert_array_equal(td.n_pairs, [1, 0, 0])
+    np.testing.assert_allclose(td.msd1_um2[0], (1 + 4 + 1 + 4) / 6)
+    np.testing.assert_allclose(td.cov1_um2[0], (1 * 2 + 0 * 1) / 2)
+    assert np.isnan(td.cov1_um2[1]) and np.isnan(td.msd1_um2[2])
+    # Parseval: the DST is orthonormal
+    np.testing.assert_allclose(td.comp_power_um2[td.comp_track == 0].sum(), 10.0)
+    np.testing.assert_allclose(td.comp_power_um2[td.comp_track == 1].sum(), 5.0)
+    assert (td.comp_track == 2).sum() == 0
+
+
+def test_gamma_likelihood_reduces_to_walker():
+    rng = np.random.default_rng(3)
+    n = rng.integers(5, 60, 20)
+    msd1 = rng.uniform(0.01, 1.0, 20)
+    d = np.array([0.5, 2.0, 8.0])
+    dt = 1 / 30
+    got = gamma_log_likelihood(msd1, n, np.zeros(20), d, dt, 0.0)
+    t = 2 * n * msd1
+    ref = gamma_dist.logpdf(t[:, None], n[:, None], scale=4 * d[None, :] * dt)
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+def test_gamma_likelihood_moments_with_noise_and_blur():
+    # the moment-matched Gamma has the exact mean and variance of T = sum(lambda_k chi2_1)
+    n, d, s2, dt, r = 17, 3.0, 0.002, 1 / 30, 0.1
+    k = np.arange(1, n + 1)
+    lam = 2 * d * dt + 2 * (s2 - 2 * r * d * dt) * (1 - np.cos(np.pi * k / (n + 1)))
+    mean, var = 2 * lam.sum(), 4 * (lam ** 2).sum()
+    t = np.linspace(1e-4, 8 * mean, 20001)
+    pdf = np.exp(gamma_log_likelihood(t / (2 * n), np.full(t.size, n), np.full(t.size, s2), [d], dt, r))[:, 0]
+    dx = t[1] - t[0]
+    m1 = (t * pdf).sum() * dx
+    m2 = ((t - m1) ** 2 * pdf).sum() * dx
+    np.testing.assert_allclose([pdf.sum() * dx, m1, m2], [1.0, mean, var], rtol=2e-3)
+
+
+def test_posterior_gram_kernel_matches_numpy():
+    rng = np.random.default_rng(4)
+    lik = rng.random((50, 12)) * (rng.random((50, 12)) > 0.5)
+    lik[:, 0] += 1e-3
+    w = rng.random(12)
+    w /= w.sum()
+    lw = lik @ w
+    c = rng.random(50)
+    gram, col = np.empty((12, 12)), np.empty(12)
+    _distkernels.posterior_gram_kernel(lik, w, lw, c, gram, col)
+    q = lik * w[None, :] / lw[:, None]
+    np.testing.assert_allclose(gram, q.T @ (q * c[:, None]), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(col, (q * c[:, None]).sum(axis=0), rtol=1e-10)
+
+
+def test_fit_mixture_weights_recovers_known_mixture():
+    # well-separated Gaussian kernels: the penalised NPMLE must find the mixing weights
+    rng = np.random.default_rng(5)
+    grid = np.linspace(0, 10, 41)
+    comp = rng.random(3000) < 0.3
+    x = np.where(comp, 2.0, 7.0) + rng.normal(0, 0.6, comp.size)
+    lik = np.exp(-0.5 * ((x[:, None] - grid[None, :]) / 0.6) ** 2)
+    w, beta, h = fit_mixture_weights(lik, penalty=1e-6)
+    np.testing.assert_allclose(w.sum(), 1.0)
+    assert abs(w[grid < 4.5].sum() - 0.3) < 0.03
+    assert abs((w * grid)[grid < 4.5].sum() / w[grid < 4.5].sum() - 2.0) < 0.1
+    assert np.all(np.linalg.eigvalsh(h) > 0)
+
+
+def test_weighted_stats_uniform_in_log():
+    edges, centres, widths = diameter_grid(10, 1000, 100)
+    st = weighted_stats(np.full(100, 0.01), edges, centres, widths)
+    np.testing.assert_allclose([st["d10"], st["d50"], st["d90"]], [10 * 100 ** 0.1, 100.0, 10 * 100 ** 0.9],
+                               rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- sigma
+
+
+def test_sigma2_pooled_by_brightness():
+    n = 450
+    tr_b, p_b = _data(np.full(n, 300.0), 6, sigma_nm=20.0)
+    tr_d, p_d = _data(np.full(n, 300.0), 7, sigma_nm=70.0)
+    p = pd.concat([p_b.assign(mean_mass=1000.0), p_d.assign(mean_mass=100.0)], ignore_index=True)
+    n_pairs = np.maximum(p["n_steps"].to_numpy() - 1, 0)
+    s2, pool = _sigma2_per_track(p["msd1_um2"], p["cov1_um2"], p["n_steps"], n_pairs, ACQ.blur_coefficient,
+                                 "brightness", p["mean_mass"])
+    sig_b = math.sqrt(np.median(s2[:n])) * 1000
+    sig_d = math.sqrt(np.median(s2[n:])) * 1000
+    assert 10 < sig_b < 30 and 60 < sig_d < 80
+    assert 30 < math.sqrt(pool) * 1000 < 60
+    s2p, _ = _sigma2_per_track(p["msd1_um2"], p["cov1_um2"], p["n_steps"], n_pairs, ACQ.blur_coefficient, "pooled")
+    assert np.ptp(s2p) == 0
+
+
+# ----------------------------------------------------------------------------- accuracy (synthetic tracks)
+
+
+def test_mono_100nm_mode_d50_single_peak_and_ci():
+    tracks, parts = _data(np.full(1000, 100.0), 10)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=60, seed=1), tracks=tracks)
+    st = dist.stats
+    assert abs(st["mode"] / 100 - 1) < 0.03
+    assert abs(st["d50"] / 100 - 1) < 0.03
+    assert len(st["peaks"]) == 1 and abs(st["peaks"][0]["number_fraction"] - 1) < 1e-9
+    lo, hi = st["ci95"]["d50"]
+    assert lo <= 100 <= hi and hi - lo < 10
+    lo, hi = st["ci95"]["mean"]
+    assert lo <= st["mean"] <= hi
+    np.testing.assert_allclose(_integrals(dist), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(dist.weights.sum(), 1.0)
+    assert st["n_tracks_used"] == int(parts["valid"].sum())
+    # the deconvolution narrows the distribution relative to the raw per-track diameters
+    assert st["d90"] - st["d10"] < 0.5 * (st["raw"]["d90"] - st["raw"]["d10"])
+    assert dist.bootstrap_weights.shape == (60, 120)
+    vw = st["volume_weighted"]
+    assert vw["d50"] >= st["d50"] - 1e-9
+
+
+def test_mono_without_tracks_table_gamma_fallback():
+    tracks, parts = _data(np.full(800, 100.0), 11)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0))
+    assert "Gamma" in dist.method
+    assert abs(dist.stats["d50"] / 100 - 1) < 0.03
+    assert len(dist.stats["peaks"]) == 1
+    np.testing.assert_allclose(_integrals(dist), 1.0, rtol=1e-9)
+
+
+def test_bimodal_100_200():
+    rng = np.random.default_rng(12)
+    d = np.where(rng.random(1200) < 0.5, 100.0, 200.0)
+    tracks, parts = _data(d, 13, gap_prob=0.03)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=20), tracks=tracks)
+    peaks = dist.stats["peaks"]
+    assert len(peaks) == 2
+    for pk, truth, frac in zip(peaks, (100.0, 200.0), (np.mean(d == 100), np.mean(d == 200))):
+        assert abs(pk["diameter_nm"] / truth - 1) < 0.05
+        assert abs(pk["number_fraction"] - frac) < 0.10
+        assert pk["bootstrap_support"] > 0.5
+    np.testing.assert_allclose(_integrals(dist), 1.0, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_bimodal_100_150_resolved_where_raw_is_not():
+    rng = np.random.default_rng(14)
+    d = np.where(rng.random(2000) < 0.5, 100.0, 150.0)
+    tracks, parts = _data(d, 15)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    peaks = dist.stats["peaks"]
+    assert len(peaks) == 2
+    assert abs(peaks[0]["diameter_nm"] / 100 - 1) < 0.07 and abs(peaks[1]["diameter_nm"] / 150 - 1) < 0.07
+    raw_values = parts.loc[parts["valid"], "diameter_nm"].to_numpy()
+    assert _n_modes_kde(raw_values) == 1
+    assert len(dist.stats["raw"]["peaks"]) <= 1 or not all(
+        abs(p["diameter_nm"] / t - 1) < 0.07 for p, t in zip(dist.stats["raw"]["peaks"], (100, 150)))
+
+
+@pytest.mark.slow
+def test_lognormal_quantiles():
+    rng = np.random.default_rng(16)
+    d = 110.0 * np.exp(math.log(1.45) * rng.standard_normal(1500))
+    tracks, parts = _data(d, 17)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    st = dist.stats
+    z = 1.2815515655446004
+    assert abs(st["d50"] / 110 - 1) < 0.05
+    assert abs(st["d10"] / (110 * 1.45 ** -z) - 1) < 0.10
+    assert abs(st["d90"] / (110 * 1.45 ** z) - 1) < 0.10
+    assert len(st["peaks"]) == 1
+
+
+# ----------------------------------------------------------------------------- edge cases and API
+
+
+def test_empty_and_single_track():
+    tracks, parts = _data(np.full(3, 100.0), 20)
+    for sub in (parts.iloc[:0], parts.iloc[:1]):
+        dist = size_distribution(sub, ACQ, SizingParams(bootstrap=5), tracks=tracks)
+        assert np.isnan(dist.stats["d50"]) and np.isnan(dist.stats["ci95"]["d50"][0])
+        assert dist.stats["peaks"] == [] and "no size statistics" in dist.stats["note"]
+        assert (dist.table["deconvolved_density"] == 0).all() and len(dist.table) == 120
+        assert dist.stats["n_tracks_used"] == len(sub)
+    none_valid = parts.assign(valid=False)
+    dist = size_distribution(none_valid, ACQ, SizingParams(), tracks=None)
+    assert dist.stats["n_tracks_used"] == 0 and (dist.table["raw_density"] == 0).all()
+    empty = size_distribution(pd.DataFrame(), ACQ, SizingParams())
+    assert np.isnan(empty.stats["mean"])
+
+
+def test_bad_input_raises():
+    with pytest.raises(ExontaInputError):
+        size_distribution(pd.DataFrame({"particle": [1, 2]}), ACQ, SizingParams())
+    with pytest.raises(ExontaInputError):
+        size_distribution([1, 2], ACQ, SizingParams())
+    tracks, parts = _data(np.full(5, 100.0), 21)
+    with pytest.raises(ExontaInputError):
+        size_distribution(parts, ACQ, SizingParams(), tracks=tracks.drop(columns=["frame"]))
+
+
+def test_deconvolve_off_uses_raw_histogram():
+    tracks, parts = _data(np.full(60, 150.0), 22)
+    dist = size_distribution(parts, ACQ, SizingParams(deconvolve=False), tracks=tracks)
+    raw = parts.loc[parts["valid"], "diameter_nm"]
+    np.testing.assert_allclose(dist.stats["d50"], np.median(raw))
+    assert dist.table["deconvolved_density"].isna().all()
+    np.testing.assert_allclose(_integrals(dist)[0], 1.0)
+
+
+def test_progress_and_cancel():
+    tracks, parts = _data(np.full(40, 100.0), 23)
+    calls = []
+    size_distribution(parts, ACQ, SizingParams(bootstrap=3), tracks=tracks,
+                      progress=lambda d, t, s: calls.append((d, t, s)))
+    assert calls[-1] == (5, 5, "distribution") and calls[0][0] == 0
+    with pytest.raises(ExontaCancelled):
+        size_distribution(parts, ACQ, SizingParams(bootstrap=3), tracks=tracks, progress=lambda d, t, s: d < 2)
+
+
+def test_seeded_bootstrap_is_reproducible():
+    tracks, parts = _data(np.full(80, 100.0), 24)
+    a = size_distribution(parts, ACQ, SizingParams(bootstrap=5, seed=3), tracks=tracks)
+    b = size_distribution(parts, ACQ, SizingParams(bootstrap=5, seed=3), tracks=tracks)
+    assert a.stats["ci95"] == b.stats["ci95"]
+
+
+def test_plot_writes_png(tmp_path):
+    tracks, parts = _data(np.full(60, 100.0), 25)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    out = tmp_path / "size.png"
+    plot_size_distribution(dist, out, title="mono")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = size_distribution(parts.iloc[:0], ACQ, SizingParams())
+    plot_size_distribution(empty, tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 1000
+
+
+def test_sigma_derivatives_match_finite_differences():
+    rng = np.random.default_rng(30)
+    tracks = simulate_tracks(rng.uniform(80, 600, 5), rng, gap_prob=0.1)
+    ids = np.unique(tracks["particle"])
+    td = track_components(tracks, ids, 0.166)
+    s2 = rng.uniform(0.0005, 0.003, ids.size)
+    d_grid = np.array([0.3, 1.5, 6.0])
+    args = (td.comp_track, td.comp_one_minus_cos, td.comp_power_um2)
+    d1, d2 = dst_log_likelihood_sigma_derivatives(*args, s2, d_grid, 1 / 30, 0.1)
+    h = 1e-6
+    lp = dst_log_likelihood(*args, s2 + h, d_grid, 1 / 30, 0.1)
+    lm = dst_log_likelihood(*args, s2 - h, d_grid, 1 / 30, 0.1)
+    l0 = dst_log_likelihood(*args, s2, d_grid, 1 / 30, 0.1)
+    np.testing.assert_allclose(d1, (lp - lm) / (2 * h), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(d2, (lp - 2 * l0 + lm) / h ** 2, rtol=1e-3, atol=1.0)

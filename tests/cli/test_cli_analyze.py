@@ -1,0 +1,74 @@
+"""In-process CLI tests of `exonta analyze`: bad input gives one line and exit code 2."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from exonta.cli.main import app
+
+runner = CliRunner()
+
+
+def _tiff(path, n=5, h=32, w=40, dtype=np.uint8):
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(path, rng.integers(0, 50, size=(n, h, w)).astype(dtype))
+    return path
+
+
+def _assert_clean_error(res, fragment):
+    assert res.exit_code == 2, res.output
+    err = res.stderr
+    assert "Traceback" not in res.output and "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("exonta: error:")
+    assert fragment in lines[0], lines[0]
+
+
+def test_missing_video(tmp_path):
+    res = runner.invoke(app, ["analyze", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "out")])
+    _assert_clean_error(res, "not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_pixel_size(tmp_path):
+    v = _tiff(tmp_path / "v.tif")
+    res = runner.invoke(app, ["analyze", str(v), "--fps", "30", "--out", str(tmp_path / "out")])
+    _assert_clean_error(res, "--pixel-size-um")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--pixel-size-um", "0"), ("--fps", "-3"), ("--pixel-size-um", "nan"),
+                                         ("--temperature-c", "500"), ("--dilution", "0")])
+def test_nonsense_metadata(tmp_path, flag, value):
+    v = _tiff(tmp_path / "v.tif")
+    args = ["analyze", str(v), "--pixel-size-um", "0.1", "--fps", "30", flag, value, "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, args)
+    _assert_clean_error(res, flag.strip("-").replace("-", "_"))
+
+
+def test_corrupt_video(tmp_path):
+    v = tmp_path / "bad.avi"
+    v.write_bytes(np.random.default_rng(1).bytes(5000))
+    res = runner.invoke(app, ["analyze", str(v), "--pixel-size-um", "0.1", "--fps", "30", "--out", str(tmp_path / "o")])
+    _assert_clean_error(res, "bad.avi")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_config_key(tmp_path):
+    v = _tiff(tmp_path / "v.tif")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detect]\nthreshold_sn = 4\n")
+    res = runner.invoke(app, ["analyze", str(v), "--pixel-size-um", "0.1", "--fps", "30", "--config", str(cfg),
+                              "--out", str(tmp_path / "o")])
+    _assert_clean_error(res, "threshold_sn")
+
+
+def test_version_and_help():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("exonta ")
+    res = runner.invoke(app, ["analyze", "--help"])
+    assert res.exit_code == 0 and "--pixel-size-um" in res.stdout

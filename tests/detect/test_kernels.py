@@ -1,0 +1,301 @@
+"""Every kernel of exonta.detect._kernels against its slow twin in tests/reference/detect_ref.py."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reference import detect_ref as ref  # noqa: E402
+
+from exonta.config import DetectParams  # noqa: E402
+from exonta.detect import _kernels as K  # noqa: E402
+
+L = importlib.import_module("exonta.detect.locate")
+NO_BG = np.zeros((0, 0), np.float32)
+FULL = np.ones((11, 11), np.uint8)  # fit mask: every ROI pixel
+
+
+def _spot_image(rng, shape, xs, ys, photons=800.0, sigma=1.5, bg=10.0):
+    return ref.render_spots(shape, xs, ys, photons, sigma, bg, rng).astype(np.float32)
+
+
+# ----------------------------------------------------------------- prepare
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_prepare_matches_reference(dtype, sign):
+    rng = np.random.default_rng(1)
+    hi = 255 if dtype == np.uint8 else 4000
+    raw = rng.integers(0, hi, (13, 17)).astype(dtype)
+    bg = rng.uniform(0, hi / 2, (13, 17)).astype(np.float32)
+    out = np.empty((13, 17), np.float32)
+    amax = K._prepare(raw, bg, sign, out)
+    expect = ref.prepare_ref(raw, bg, sign)
+    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-3)
+    assert amax == pytest.approx(np.abs(expect).max(), rel=1e-6)
+    K._prepare(raw, NO_BG, sign, out)
+    np.testing.assert_allclose(out, ref.prepare_ref(raw, None, sign), rtol=1e-6)
+
+
+# ----------------------------------------------------------------- band-pass
+@pytest.mark.parametrize("shape", [(40, 57), (7, 5), (1, 30), (64, 3)])
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 2.6])
+def test_bandpass_matches_scipy(shape, sigma):
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 20, shape).astype(np.float32)
+    img[shape[0] // 2, shape[1] // 2] += 3000  # a spot
+    g = L.gaussian_kernel(sigma)
+    box_half = max(int(math.ceil(4 * sigma)), 2)
+    gh, bh, out = (np.empty(shape, np.float32) for _ in range(3))
+    K._bandpass(img, g, box_half, gh, bh, out)
+    expect = ref.bandpass_ref(img, sigma, box_half)
+    np.testing.assert_allclose(out, expect, rtol=0, atol=2e-3 * 100 + 1e-4 * np.abs(expect).max())
+
+
+def test_bandpass_flat_and_linear_gradient_give_zero():
+    """The filter has zero DC gain and, away from the edges, zero response to a linear ramp."""
+    h, w = 60, 80
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for img in (np.full((h, w), 1234.0, np.float32), 5.0 * xx + 3.0 * yy + 200.0):
+        img = img.astype(np.float32)
+        gh, bh, out = (np.empty((h, w), np.float32) for _ in range(3))
+        K._bandpass(img, L.gaussian_kernel(1.5), 6, gh, bh, out)
+        np.testing.assert_allclose(out[8:-8, 8:-8], 0.0, atol=2e-3)
+
+
+# ----------------------------------------------------------------- noise
+def test_clipped_sigma_matches_reference_and_truth():
+    rng = np.random.default_rng(3)
+    f = rng.normal(0, 2.5, (300, 400)).astype(np.float32)
+    f[::37, ::41] += 500  # sparse outliers (spots) are clipped
+    got = K._clipped_sigma(f, 4, 296, 4, 396, 8)
+    assert got == pytest.approx(ref.clipped_sigma_ref(f, 4, 296, 4, 396, 8), rel=1e-6)
+    assert got == pytest.approx(2.5, rel=0.02)
+    for _ in range(5):  # small tiles with a spot: still unbiased-ish
+        t = rng.normal(0, 1.0, (16, 16)).astype(np.float32)
+        t[6:9, 6:9] += 30
+        assert K._clipped_sigma(t, 0, 16, 0, 16, 8) == pytest.approx(
+            ref.clipped_sigma_ref(t, 0, 16, 0, 16, 8), rel=1e-6)
+        assert 0.7 < K._clipped_sigma(t, 0, 16, 0, 16, 8) < 1.3
+    assert K._clipped_sigma(f, 5, 5, 0, 10, 8) == 0.0  # empty region
+    assert K._clipped_sigma(np.zeros((50, 50), np.float32), 3, 47, 3, 47, 8) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (50, 37), (9, 9)])
+def test_noise_map_matches_reference_and_follows_shot_noise(shape):
+    rng = np.random.default_rng(31)
+    h, w = shape
+    sd = 1.0 + 4.0 * (np.arange(w) / w)[None, :] * np.ones((h, 1))  # noise grows to the right
+    f = (rng.normal(0, 1, shape) * sd).astype(np.float32)
+    edge, tile = 4, 16
+    grid = np.empty((K._n_tiles(h, edge, tile), K._n_tiles(w, edge, tile)))
+    K._noise_map(f, edge, grid, 8)
+    expect = ref.noise_map_ref(f, edge, tile, 8)
+    np.testing.assert_allclose(grid, expect, rtol=1e-6)
+    for y, x in [(edge, edge), (h // 2, w // 3), (h - 1, w - 1), (0, w // 2)]:
+        assert K._local_sigma(grid, edge, h, w, y, x) == pytest.approx(
+            ref.local_sigma_ref(grid, edge, shape, y, x), rel=1e-9)
+    if grid.shape[1] > 3:
+        assert grid[:, -1].mean() > 3 * grid[:, 0].mean()
+
+
+# ----------------------------------------------------------------- maxima
+def _maxima(f, thr, edge, radius, cap=10000, grid=None, k_sigma=0.0):
+    dy, dx = L._disc_offsets(radius)
+    rows, cols = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    sig = np.empty(cap)
+    g = np.ones((1, 1)) if grid is None else grid
+    n = K._find_maxima(f, g, k_sigma, thr, edge, dy, dx, rows, cols, sig)
+    k = min(n, cap)
+    return n, sorted(zip(rows[:k].tolist(), cols[:k].tolist())), sig[:k]
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 3.75])
+def test_find_maxima_matches_reference_random(radius):
+    rng = np.random.default_rng(4)
+    from scipy import ndimage
+
+    f = ndimage.gaussian_filter(rng.normal(0, 1, (45, 52)), 1.0).astype(np.float32)
+    n, got, _ = _maxima(f, 0.05, 3, radius)
+    expect = ref.find_maxima_ref(f, 0.05, 3, radius)
+    assert n == len(expect) > 5
+    assert got == sorted(expect)
+    # local threshold from a noise grid (2×3 tiles)
+    grid = np.array([[0.05, 0.2, 0.1], [0.3, 0.02, 0.15]])
+    n, got, sig = _maxima(f, 0.01, 3, radius, grid=grid, k_sigma=1.5)
+    expect = ref.find_maxima_ref(f, 0.01, 3, radius, grid=grid, k_sigma=1.5)
+    assert n == len(expect) > 2
+    assert got == sorted(expect)
+    assert np.all((sig >= 0.02) & (sig <= 0.3))
+
+
+def test_find_maxima_plateaus_ties_and_edges():
+    # integer image with plateaus: exactly one maximum per plateau (raster-first)
+    f = np.zeros((20, 20), np.float32)
+    f[5:8, 5:8] = 7  # 3x3 plateau
+    f[12, 12] = f[12, 13] = 4  # tie of two pixels
+    f[1, 10] = 9  # inside the edge band: excluded
+    f[15, 3] = 2  # just at the edge limit (edge=3 keeps col 3)
+    n, got, _ = _maxima(f, 0.5, 3, 2.5)
+    assert got == sorted(ref.find_maxima_ref(f, 0.5, 3, 2.5))
+    assert got == [(5, 5), (12, 12), (15, 3)]
+    # all-zero and flat images: nothing above threshold
+    for flat in (np.zeros((10, 10), np.float32), np.full((10, 10), 3.0, np.float32)):
+        assert _maxima(flat, 3.0, 1, 2.5)[0] == 0
+
+
+def test_find_maxima_reports_overflow_count():
+    rng = np.random.default_rng(5)
+    f = rng.normal(0, 1, (40, 40)).astype(np.float32)
+    n_all, _, _ = _maxima(f, -10.0, 0, 1.0)
+    n, got, _ = _maxima(f, -10.0, 0, 1.0, cap=3)
+    assert n == n_all > 3 and len(got) == 3
+
+
+# ----------------------------------------------------------------- Gaussian fit
+def _cases():
+    """(image, row, col) cases: isolated, off-centre, at the edge, touching spots, saturated."""
+    rng = np.random.default_rng(6)
+    out = []
+    for _ in range(6):
+        x, y = rng.uniform(10, 20, 2)
+        img = _spot_image(rng, (30, 30), [x], [y], photons=rng.uniform(300, 3000))
+        out.append((img, int(round(y)), int(round(x))))
+    img = _spot_image(rng, (30, 30), [1.3], [15.6])  # at the left edge: ROI clipped
+    out.append((img, 16, 1))
+    img = _spot_image(rng, (30, 30), [13.0, 16.2], [14.0, 14.5], photons=[1500, 900])  # touching
+    out.append((img, 14, 13))
+    img = np.minimum(_spot_image(rng, (30, 30), [15.2], [14.7], photons=20000), 255).astype(np.float32)
+    out.append((img, 15, 15))  # saturated (flat top)
+    return out
+
+
+@pytest.mark.parametrize("plane", [False, True])
+@pytest.mark.parametrize("case", range(9))
+def test_fit_gaussian_matches_scipy_least_squares(case, plane):
+    img, row, col = _cases()[case]
+    if plane:  # add an illumination gradient
+        yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+        img = (img + 3.0 * xx - 2.0 * yy + 50).astype(np.float32)
+    theta = np.empty(7)
+    ok = K._fit_gaussian(img, FULL, row, col, 5, 1.5, plane, 100, theta)
+    assert ok
+    expect = ref.fit_gaussian_ref(img, row, col, 5, 1.5, plane=plane)
+    np.testing.assert_allclose(theta[:2], expect[:2], atol=2e-4)  # x, y
+    np.testing.assert_allclose(theta[2:], expect[2:], rtol=2e-3, atol=1e-2)  # N, sigma, b, b_x, b_y
+
+
+@pytest.mark.parametrize("half", [3, 5])
+def test_voronoi_mask_matches_reference(half):
+    rng = np.random.default_rng(8)
+    peaks = sorted({(int(r), int(c)) for r, c in rng.integers(0, 30, (25, 2))})
+    rows = np.array([p[0] for p in peaks], np.int64)
+    cols = np.array([p[1] for p in peaks], np.int64)
+    mask = np.empty((2 * half + 1, 2 * half + 1), np.uint8)
+    for k in range(len(peaks)):
+        kept = K._voronoi_mask(rows, cols, len(peaks), k, half, 30, 30, mask)
+        expect = ref.voronoi_mask_ref((30, 30), peaks, k, half)
+        got = mask[:expect.shape[0], :expect.shape[1]].astype(bool)
+        assert np.array_equal(got, expect)
+        assert kept == expect.sum()
+
+
+def test_fit_gaussian_with_mask_matches_reference():
+    rng = np.random.default_rng(9)
+    img = _spot_image(rng, (30, 30), [13.0, 16.5], [14.0, 14.5], photons=[1500, 900])
+    peaks = [(14, 13), (14, 16)]
+    keep = ref.voronoi_mask_ref((30, 30), peaks, 0, 5)
+    mask = np.zeros((11, 11), np.uint8)
+    mask[:keep.shape[0], :keep.shape[1]] = keep
+    theta = np.empty(7)
+    assert K._fit_gaussian(img, mask, 14, 13, 5, 1.5, False, 100, theta)
+    expect = ref.fit_gaussian_ref(img, 14, 13, 5, 1.5, mask=keep)
+    np.testing.assert_allclose(theta[:2], expect[:2], atol=2e-4)
+    np.testing.assert_allclose(theta[2:], expect[2:], rtol=2e-3, atol=1e-2)
+    assert abs(theta[0] - 13.0) < 0.3  # the neighbour does not pull the fit
+
+
+def test_fit_gaussian_recovers_noise_free_spot():
+    img = ref.render_spots((25, 25), [12.37], [11.81], 1000.0, 1.7, 5.0, None, poisson=False).astype(np.float32)
+    theta = np.empty(7)
+    for plane in (False, True):
+        assert K._fit_gaussian(img, FULL, 12, 12, 5, 1.5, plane, 100, theta)
+        np.testing.assert_allclose(theta, [12.37, 11.81, 1000.0, 1.7, 5.0, 0, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_fit_gaussian_fails_cleanly_on_flat_roi():
+    theta = np.empty(7)
+    ok = K._fit_gaussian(np.zeros((20, 20), np.float32), FULL, 10, 10, 5, 1.5, True, 40, theta)
+    assert not ok or np.isfinite(theta).all()
+
+
+# ----------------------------------------------------------------- radial symmetry and aperture
+@pytest.mark.parametrize("case", range(9))
+def test_radial_center_matches_reference(case):
+    img, row, col = _cases()[case]
+    xy = np.empty(2)
+    K._radial_center(img, row, col, 5, xy)
+    np.testing.assert_allclose(xy, ref.radial_center_ref(img, row, col, 5), atol=1e-9)
+
+
+def test_radial_center_is_exact_on_symmetric_spot():
+    img = ref.render_spots((25, 25), [12.3], [11.6], 1000.0, 1.5, 0.0, None, poisson=False).astype(np.float32)
+    xy = np.empty(2)
+    assert K._radial_center(img, 12, 12, 5, xy)
+    np.testing.assert_allclose(xy, [12.3, 11.6], atol=0.02)
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_aperture_matches_reference(case):
+    img, row, col = _cases()[case]
+    out = np.empty(6)
+    K._aperture(img, col + 0.3, row - 0.2, 4, out)
+    np.testing.assert_allclose(out, ref.aperture_ref(img, col + 0.3, row - 0.2, 4), rtol=1e-5, atol=1e-4)
+
+
+# ----------------------------------------------------------------- whole frame
+def _reference_frame(raw, p: DetectParams):
+    """Reference pipeline composed from the twins (Gaussian localisation)."""
+    d = L.derived_sizes(p)
+    w = ref.prepare_ref(raw, None, -1.0 if p.invert else 1.0)
+    f = ref.bandpass_ref(w, p.psf_sigma_px, d["box_half"])
+    e = d["edge_px"]
+    grid = ref.noise_map_ref(f, e, L.NOISE_TILE_PX, 8)
+    floor = 1e-5 * np.abs(w).max()
+    peaks = ref.find_maxima_ref(f, floor, e, d["min_separation_px"], grid=grid, k_sigma=p.threshold_snr)
+    rows = []
+    for k, (r, c) in enumerate(peaks):
+        keep = ref.voronoi_mask_ref(w.shape, peaks, k, d["roi_half"])
+        x, y, n, s, b, bx, by = ref.fit_gaussian_ref(w, r, c, d["roi_half"], p.psf_sigma_px, mask=keep,
+                                                     plane=True)
+        rows.append((x, y, n, s, b + bx * (x - c) + by * (y - r), f[r, c] / ref.local_sigma_ref(grid, e, w.shape, r, c)))
+    return np.array(rows)
+
+
+def test_process_frame_matches_reference_pipeline():
+    rng = np.random.default_rng(7)
+    xs, ys = rng.uniform(6, 74, 12), rng.uniform(6, 54, 12)
+    raw = ref.render_spots((60, 80), xs, ys, 1200.0, 1.5, 20.0, rng).astype(np.uint16)
+    p = DetectParams()
+    s = L._settings(p)
+    ws = np.empty((4, 60, 80), np.float32)
+    cap = 100
+    out = np.empty((cap, K.N_FIELDS))
+    n, sig = K._process_frame(raw, NO_BG, s, ws[0], ws[1], ws[2], ws[3], np.empty(cap, np.int64),
+                              np.empty(cap, np.int64), np.empty(cap), out)
+    expect = _reference_frame(raw, p)
+    assert n == len(expect) >= 10
+    got = out[:n]
+    order_g = np.lexsort((got[:, 0], got[:, 1].round()))
+    order_e = np.lexsort((expect[:, 0], expect[:, 1].round()))
+    got, expect = got[order_g], expect[order_e]
+    np.testing.assert_allclose(got[:, :2], expect[:, :2], atol=1e-3)
+    np.testing.assert_allclose(got[:, 2], expect[:, 2], rtol=5e-3)  # mass
+    np.testing.assert_allclose(got[:, 4], expect[:, 3], rtol=5e-3)  # size
+    np.testing.assert_allclose(got[:, 5], expect[:, 4], rtol=1e-3, atol=0.05)  # background
+    np.testing.assert_allclose(got[:, 6], expect[:, 5], rtol=2e-3)  # snr

@@ -1,0 +1,361 @@
+"""Public API of exonta.detect: behaviour, edge cases and accuracy on synthetic spots."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reference import detect_ref as ref  # noqa: E402
+
+from exonta.config import DetectParams  # noqa: E402
+from exonta.detect import COLUMNS, estimate_background, locate, locate_frames  # noqa: E402
+from exonta.errors import ExontaCancelled, ExontaInputError  # noqa: E402
+
+FEATURE_COLS = ["x", "y", "mass", "signal", "size_px", "background", "snr"]
+
+
+def _grid_positions(rng, shape, n, margin=8):
+    """n random positions on a jittered 12-px grid: spots ≥ 6 px apart (isolated)."""
+    h, w = shape
+    gy, gx = np.mgrid[margin:h - margin - 6:12, margin:w - margin - 6:12]
+    pick = rng.choice(gx.size, size=n, replace=False)
+    return gx.ravel()[pick] + rng.uniform(0, 6, n), gy.ravel()[pick] + rng.uniform(0, 6, n)
+
+
+def _frame(rng, shape=(120, 160), n=20, photons=1500.0, bg=20.0, sigma=1.5, margin=8, dtype=np.uint16):
+    xs, ys = _grid_positions(rng, shape, n, margin)
+    img = ref.render_spots(shape, xs, ys, photons, sigma, bg, rng)
+    return img.astype(dtype), xs, ys
+
+
+def _match(df, xs, ys, tol=1.5):
+    """(recall, precision, dx, dy) of detections against truth (nearest within tol)."""
+    truth = np.c_[xs, ys]
+    if len(df) == 0:
+        return 0.0, 1.0, np.empty(0), np.empty(0)
+    d, i = cKDTree(truth).query(df[["x", "y"]].to_numpy())
+    ok = d < tol
+    # one detection per truth spot
+    uniq = np.unique(i[ok])
+    recall = len(uniq) / len(truth)
+    precision = len(uniq) / len(df)
+    return recall, precision, df["x"].to_numpy()[ok] - xs[i[ok]], df["y"].to_numpy()[ok] - ys[i[ok]]
+
+
+class FakeVideo:
+    """Minimal stand-in for exonta.io's Video (iter_chunks, n_frames, frame_shape, dtype, read)."""
+
+    def __init__(self, arr):
+        self.arr = arr
+        self.n_frames = arr.shape[0]
+        self.frame_shape = arr.shape[1:]
+        self.dtype = arr.dtype
+        self.chunk_sizes = []
+
+    def read(self, i):
+        return self.arr[i]
+
+    def iter_chunks(self, chunk_frames, start=0, stop=None):
+        stop = self.n_frames if stop is None else stop
+        for a in range(start, stop, chunk_frames):
+            c = self.arr[a:min(a + chunk_frames, stop)]
+            self.chunk_sizes.append(len(c))
+            yield a, c
+
+
+# ----------------------------------------------------------------- API and table
+def test_locate_columns_dtypes_and_coordinates():
+    img = ref.render_spots((40, 50), [20.3], [12.7], 2000.0, 1.5, 10.0, None, poisson=False)
+    df = locate(img.astype(np.float32))
+    assert list(df.columns) == FEATURE_COLS
+    assert all(df[c].dtype == np.float64 for c in FEATURE_COLS)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row.x == pytest.approx(20.3, abs=1e-3) and row.y == pytest.approx(12.7, abs=1e-3)  # x = column
+    assert row.mass == pytest.approx(2000.0, rel=1e-3)
+    assert row.size_px == pytest.approx(1.5, rel=1e-3)
+    assert row.background == pytest.approx(10.0, abs=1e-2)
+    assert row.signal == pytest.approx(2000.0 / (2 * np.pi * 1.5 ** 2), rel=1e-3)
+
+
+def test_locate_frames_adds_frame_and_matches_locate():
+    rng = np.random.default_rng(10)
+    frames = np.stack([_frame(rng, n=10)[0] for _ in range(5)])
+    df = locate_frames(frames, params=DetectParams(background="none"))
+    assert list(df.columns) == list(COLUMNS)
+    assert df["frame"].dtype == np.int64
+    assert sorted(df["frame"].unique()) == [0, 1, 2, 3, 4]
+    assert df["frame"].is_monotonic_increasing
+    for i in (0, 3):
+        one = locate(frames[i])
+        pd.testing.assert_frame_equal(df[df.frame == i][FEATURE_COLS].reset_index(drop=True), one)
+
+
+def test_chunking_and_video_objects_give_identical_results():
+    rng = np.random.default_rng(11)
+    frames = np.stack([_frame(rng, n=8)[0] for _ in range(12)])
+    a = locate_frames(frames, chunk_frames=64)
+    vid = FakeVideo(frames)
+    b = locate_frames(vid, chunk_frames=5)
+    assert vid.chunk_sizes == [5, 5, 2]
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) > 80
+
+
+def test_params_object_and_overrides():
+    rng = np.random.default_rng(12)
+    img = _frame(rng, n=15, photons=600)[0]
+    hi = locate(img, DetectParams(threshold_snr=50.0))
+    lo = locate(img, DetectParams(threshold_snr=50.0), threshold_snr=5.0)
+    assert len(lo) > len(hi)
+    assert (lo["snr"] > 5.0).all()
+    manual = locate(img, threshold=1e9)
+    assert len(manual) == 0
+
+
+def test_bad_input_raises_exonta_input_error():
+    with pytest.raises(ExontaInputError, match="2-D"):
+        locate(np.zeros((3, 10, 10)))
+    with pytest.raises(ExontaInputError, match="threshold_snr"):
+        locate(np.zeros((10, 10)), threshold_snr=-1)
+    with pytest.raises(ExontaInputError, match="unknown"):
+        locate(np.zeros((10, 10)), diameter=7)
+    with pytest.raises(ExontaInputError, match="NaN"):
+        locate(np.full((10, 10), np.nan))
+    with pytest.raises(ExontaInputError, match="shape"):
+        locate(np.zeros((10, 10)), background=np.zeros((10, 11)))
+    with pytest.raises(ExontaInputError, match="3-D"):
+        locate_frames(np.zeros((2, 2, 2, 2)))
+    with pytest.raises(ExontaInputError, match="pixel type"):
+        locate(np.zeros((10, 10), complex))
+
+
+def test_progress_and_cancel():
+    rng = np.random.default_rng(13)
+    frames = np.stack([_frame(rng, shape=(40, 40), n=2)[0] for _ in range(7)])
+    calls = []
+    locate_frames(frames, chunk_frames=3, progress=lambda d, t, s: calls.append((d, t, s)))
+    assert calls == [(0, 7, "detect"), (3, 7, "detect"), (6, 7, "detect"), (7, 7, "detect")]
+    seen = []
+
+    def stop(done, total, stage):
+        seen.append(done)
+        return done < 3
+
+    with pytest.raises(ExontaCancelled):
+        locate_frames(frames, chunk_frames=3, progress=stop)
+    assert seen == [0, 3]
+
+
+# ----------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("value", [0, 7, 255])
+def test_flat_frames_give_no_spots(value):
+    for dtype in (np.uint8, np.uint16, np.float32):
+        assert len(locate(np.full((64, 64), value, dtype))) == 0
+    frames = np.full((12, 32, 32), value, np.uint8)
+    assert len(locate_frames(frames)) == 0
+
+
+def test_tiny_frames_are_handled():
+    assert len(locate(np.ones((3, 3), np.uint8))) == 0
+    assert len(locate(np.arange(20, dtype=np.uint16).reshape(1, 20))) == 0
+
+
+def test_saturated_spots_give_one_detection_each():
+    img = ref.render_spots((60, 60), [20.0, 40.3], [30.0, 25.6], 50000.0, 1.5, 5.0, None, poisson=False)
+    img = np.minimum(img, 255).astype(np.uint8)  # flat-topped plateaus
+    df = locate(img)
+    assert len(df) == 2
+    # the Gaussian model does not fit a clipped top: within a quarter pixel, not better
+    np.testing.assert_allclose(df.sort_values("x")[["x", "y"]].to_numpy(), [[20.0, 30.0], [40.3, 25.6]], atol=0.25)
+
+
+def test_spots_at_the_edge_are_excluded_or_localised():
+    img = ref.render_spots((50, 50), [1.0, 5.2, 25.0], [10.0, 35.0, 25.0], 3000.0, 1.5, 5.0, None, poisson=False)
+    df = locate(img)
+    # default edge = ceil(2.5 sigma) = 4 px: the spot at x=1 is excluded, x=5.2 is kept (clipped ROI)
+    assert sorted(np.round(df.x, 1)) == [5.2, 25.0]
+    df0 = locate(img, edge_px=0)
+    assert len(df0) == 3
+    assert np.abs(df0.sort_values("x").x.to_numpy() - [1.0, 5.2, 25.0]).max() < 0.05
+
+
+def test_touching_spots_are_resolved():
+    # The matched filter widens spots to σ√2, so two spots resolve when they are more than
+    # about 2√2·σ ≈ 4.2 px apart (σ = 1.5 px); 5 px apart is resolved, 3.5 px is one spot.
+    img = ref.render_spots((40, 40), [17.5, 22.5], [20.0, 20.0], 3000.0, 1.5, 5.0, None, poisson=False)
+    df = locate(img)
+    assert len(df) == 2
+    np.testing.assert_allclose(np.sort(df.x.to_numpy()), [17.5, 22.5], atol=0.25)
+    assert len(locate(img, min_separation_px=5.5)) == 1
+    close = ref.render_spots((40, 40), [18.25, 21.75], [20.0, 20.0], 3000.0, 1.5, 5.0, None, poisson=False)
+    assert len(locate(close)) == 1
+
+
+def test_8_and_16_bit_give_the_same_spots():
+    rng = np.random.default_rng(14)
+    img16, xs, ys = _frame(rng, n=20, photons=1500, bg=20)
+    img8 = np.clip(img16 // 2, 0, 255).astype(np.uint8)
+    d16, d8 = locate(img16), locate(img8)
+    r16, p16, _, _ = _match(d16, xs, ys)
+    r8, p8, _, _ = _match(d8, xs, ys)
+    assert r16 == 1.0 and r8 == 1.0 and p16 == 1.0 and p8 == 1.0
+    a, b = d16.sort_values("x"), d8.sort_values("x")
+    np.testing.assert_allclose(a.x.to_numpy(), b.x.to_numpy(), atol=0.15)
+    assert np.median(a.mass.to_numpy() / b.mass.to_numpy()) == pytest.approx(2.0, rel=0.05)
+
+
+def test_other_dtypes_are_converted():
+    rng = np.random.default_rng(15)
+    img, xs, ys = _frame(rng, n=10)
+    ref_df = locate(img)
+    for dt in (np.int32, np.float64, np.int16):
+        pd.testing.assert_frame_equal(locate(img.astype(dt)), ref_df, atol=1e-4, check_exact=False)
+
+
+@pytest.mark.parametrize("localisation", ["gaussian", "radial", "centroid"])
+def test_invert_finds_dark_spots(localisation):
+    rng = np.random.default_rng(16)
+    h, w = 100, 120
+    xs, ys = _grid_positions(rng, (h, w), 12)
+    bright = ref.render_spots((h, w), xs, ys, 3000.0, 1.5, 0.0, None, poisson=False)
+    dark = rng.poisson(np.clip(800.0 - bright, 0, None)).astype(np.uint16)
+    df = locate(dark, invert=True, localisation=localisation)
+    rec, prec, dx, dy = _match(df, xs, ys)
+    assert rec >= 0.9 and prec == 1.0
+    assert np.sqrt(np.mean(dx ** 2)) < 0.3
+    assert (df["mass"] > 0).all()
+    assert df["background"].median() == pytest.approx(800, rel=0.05)  # raw units, not inverted
+    assert len(locate(dark)) < 3  # not inverted: the dark spots are not detected
+
+
+# ----------------------------------------------------------------- background
+def test_uneven_background_creates_no_false_spots():
+    rng = np.random.default_rng(17)
+    h, w = 200, 260
+    yy, xx = np.mgrid[0:h, 0:w]
+    illum = 40 + 0.4 * xx + 0.2 * yy  # gradient
+    illum += 400 * np.exp(-((xx - 90) ** 2 + (yy - 110) ** 2) / (2 * 25.0 ** 2))  # stray-light blob
+    illum += 150 * np.exp(-((xx - 200) ** 2 + (yy - 50) ** 2) / (2 * 12.0 ** 2))  # smaller glare
+    empty = rng.poisson(illum).astype(np.uint16)
+    assert len(locate(empty)) <= 1
+    xs, ys = _grid_positions(rng, (h, w), 40)
+    img = rng.poisson(illum + ref.render_spots((h, w), xs, ys, 1500.0, 1.5, 0.0, None, poisson=False))
+    rec, prec, _, _ = _match(locate(img.astype(np.uint16)), xs, ys)
+    assert rec >= 0.9 and prec >= 0.95
+
+
+def test_static_background_estimate_and_use():
+    rng = np.random.default_rng(18)
+    h, w, n = 80, 100, 30
+    yy, xx = np.mgrid[0:h, 0:w]
+    illum = 30 + 200 * np.exp(-((xx - 40) ** 2 + (yy - 30) ** 2) / (2 * 15.0 ** 2))
+    truth = []
+    frames = np.empty((n, h, w), np.uint16)
+    for i in range(n):
+        xs, ys = _grid_positions(rng, (h, w), 6)
+        truth.append((xs, ys))
+        frames[i] = rng.poisson(illum + ref.render_spots((h, w), xs, ys, 1200.0, 1.5, 0.0, None, poisson=False))
+    bg = estimate_background(frames, DetectParams(background_frames=20))
+    assert bg.dtype == np.float32 and bg.shape == (h, w)
+    assert np.median(np.abs(bg - illum)) < 0.1 * np.sqrt(illum).mean() + 1.0
+    assert np.array_equal(bg, estimate_background(FakeVideo(frames), background_frames=20))
+    for mode in ("static", "rolling", "none"):
+        df = locate_frames(frames, params=DetectParams(background=mode),
+                           chunk_frames=8)
+        recs = []
+        for i, (xs, ys) in enumerate(truth):
+            rec, prec, _, _ = _match(df[df.frame == i], xs, ys)
+            recs.append((rec, prec))
+        recs = np.array(recs)
+        assert recs[:, 0].mean() > 0.95 and recs[:, 1].mean() > 0.95, mode
+        if mode != "none":
+            # the reported background is the raw local level under the spot
+            xi = np.clip(df.x.round().astype(int), 0, w - 1)
+            yi = np.clip(df.y.round().astype(int), 0, h - 1)
+            assert np.median(np.abs(df.background - illum[yi, xi])) < 5.0
+    one = locate(frames[0], background=bg)
+    assert _match(one, *truth[0])[0] == 1.0
+
+
+# ----------------------------------------------------------------- accuracy
+@pytest.mark.slow
+@pytest.mark.parametrize("localisation", ["gaussian", "radial"])
+def test_localisation_unbiased_and_near_mortensen_bound(localisation):
+    """Many isolated spots at moderate SNR (N = 1000 photons, b = 10 photons/px, σ = 1.5 px).
+
+    Mortensen et al. 2010 eq. (6) (F = 1, σa² = σ² + a²/12, background b):
+    σ_LSQ ≈ 0.074 px per axis. The Gaussian fit must be within 1.5× that and
+    unbiased to < 0.02 px, also at a fixed sub-pixel offset (no pixel locking).
+    """
+    rng = np.random.default_rng(19)
+    photons, bg, sigma = 1000.0, 10.0, 1.5
+    bound = np.sqrt(ref.mortensen_lsq_variance(photons, sigma, bg))
+    assert bound == pytest.approx(0.0743, abs=5e-4)
+    errs = []
+    for frac in (None, 0.3):
+        dxs, dys = [], []
+        for _ in range(20):  # 20 frames × 64 spots on an 8×8 grid (well separated)
+            gx, gy = np.meshgrid(np.arange(8) * 16 + 10.0, np.arange(8) * 16 + 10.0)
+            if frac is None:
+                off = rng.uniform(-0.5, 0.5, (2, 64))
+            else:
+                off = np.full((2, 64), frac)
+            xs, ys = gx.ravel() + off[0], gy.ravel() + off[1]
+            img = ref.render_spots((140, 140), xs, ys, photons, sigma, bg, rng).astype(np.uint16)
+            df = locate(img, localisation=localisation)
+            rec, prec, dx, dy = _match(df, xs, ys)
+            assert rec == 1.0 and prec == 1.0
+            dxs.append(dx)
+            dys.append(dy)
+        dx, dy = np.concatenate(dxs), np.concatenate(dys)
+        assert abs(dx.mean()) < 0.02 and abs(dy.mean()) < 0.02
+        errs.append((np.sqrt(np.mean(dx ** 2)), np.sqrt(np.mean(dy ** 2))))
+    if localisation == "gaussian":
+        assert max(max(e) for e in errs) < 1.5 * bound
+    else:
+        assert max(max(e) for e in errs) < 2.0 * bound
+
+
+@pytest.mark.slow
+def test_recall_precision_on_dense_frames():
+    """100 spots per 512×512 frame (denser than usual NTA), N = 400–2000 photons, b = 15/px:
+    recall ≥ 0.95, precision ≥ 0.97, mass unbiased.
+
+    Much denser scenes lose recall: the local-mean term of the band-pass lowers
+    the filtered peak of a dim spot within ~8 px of a bright one.
+    """
+    rng = np.random.default_rng(20)
+    recs, precs, mass_err = [], [], []
+    for _ in range(6):
+        pts = []  # truth at least 5 px apart
+        while len(pts) < 100:
+            p = rng.uniform(6, 506, 2)
+            if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 > 25 for q in pts):
+                pts.append(p)
+        xs, ys = np.array(pts).T
+        photons = rng.uniform(400, 2000, 100)
+        img = ref.render_spots((512, 512), xs, ys, photons, 1.5, 15.0, rng).astype(np.uint16)
+        df = locate(img)
+        rec, prec, _, _ = _match(df, xs, ys)
+        recs.append(rec)
+        precs.append(prec)
+        d, i = cKDTree(np.c_[xs, ys]).query(df[["x", "y"]].to_numpy())
+        mass_err.append(np.median(df.mass.to_numpy()[d < 1] / photons[i[d < 1]]))
+    assert np.mean(recs) >= 0.95
+    assert np.mean(precs) >= 0.97
+    assert np.median(mass_err) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.slow
+def test_false_positive_rate_on_pure_noise():
+    rng = np.random.default_rng(21)
+    frames = rng.poisson(30.0, (20, 256, 256)).astype(np.uint16)
+    df = locate_frames(frames, params=DetectParams(background="none"))
+    assert len(df) / 20 < 1.0  # < 1 false spot per 65k-px frame at threshold_snr = 5

@@ -1,0 +1,275 @@
+"""Slow, obviously-correct numpy/scipy twins of the kernels in exonta.detect._kernels.
+
+Each function mirrors one kernel's definition (not its implementation): scipy's
+ndimage filters for the band-pass, brute-force loops for the maxima,
+scipy.optimize.least_squares for the Gaussian fit, vectorised numpy for the
+radial-symmetry centre and the aperture photometry. Also: a pixel-integrated
+Gaussian spot renderer and the Mortensen et al. (2010) localisation-error
+formulas used by the accuracy tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage, optimize
+from scipy.special import erf
+
+
+# ----------------------------------------------------------------- synthetic data
+def pixel_gauss_1d(n: int, mu: float, sigma: float) -> np.ndarray:
+    """Fraction of a unit-mass 1-D Gaussian centred at ``mu`` in each pixel 0..n-1."""
+    edges = np.arange(n + 1) - 0.5
+    return np.diff(0.5 * erf((edges - mu) / (math.sqrt(2.0) * sigma)))
+
+
+def render_spots(shape, xs, ys, photons, sigma_px, background_photons, rng, *, poisson=True):
+    """Expected (or Poisson-sampled) photon image of pixel-integrated Gaussian spots.
+
+    Parameters
+    ----------
+    shape : (h, w)
+    xs, ys : array
+        Spot centres, px (x = column, y = row, pixel centres at integers).
+    photons : float or array
+        Total photons per spot.
+    sigma_px : float
+    background_photons : float or (h, w) array
+        Expected background photons per pixel.
+    rng : numpy.random.Generator
+    """
+    h, w = shape
+    img = np.zeros((h, w)) + background_photons
+    ph = np.broadcast_to(np.asarray(photons, float), np.shape(xs))
+    for x, y, n in zip(xs, ys, ph):
+        # only a window around the spot (exact to < 1e-12 of the mass)
+        r = int(math.ceil(8 * sigma_px))
+        c0, c1 = max(int(x) - r, 0), min(int(x) + r + 2, w)
+        r0, r1 = max(int(y) - r, 0), min(int(y) + r + 2, h)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        ex = pixel_gauss_1d(c1 - c0, x - c0, sigma_px)
+        ey = pixel_gauss_1d(r1 - r0, y - r0, sigma_px)
+        img[r0:r1, c0:c1] += n * np.outer(ey, ex)
+    return rng.poisson(img).astype(np.float64) if poisson else img
+
+
+def mortensen_lsq_variance(photons, sigma_px, background_photons, pixel=1.0, excess_noise=1.0):
+    """Expected variance (px²) per axis of a least-squares Gaussian fit.
+
+    Mortensen, Churchman, Spudich & Flyvbjerg, Nat. Methods 7:377 (2010), eq. (6)::
+
+        var = F · σa²/N · (16/9 + 8π σa² b² / (N a²)),   σa² = σ² + a²/12
+
+    with N photons, σ the PSF sigma, a the pixel size, b² the expected
+    background photons per pixel and F the excess-noise factor (1 without EM
+    gain, 2 with).
+    """
+    sa2 = sigma_px ** 2 + pixel ** 2 / 12.0
+    return excess_noise * sa2 / photons * (16.0 / 9.0 + 8.0 * math.pi * sa2 * background_photons
+                                           / (photons * pixel ** 2))
+
+
+def mortensen_mle_variance(photons, sigma_px, background_photons, pixel=1.0, excess_noise=1.0):
+    """Cramér–Rao bound (MLE) of the same reference, eq. (5)::
+
+        var = F · σa²/N · [1 + ∫₀¹ ln t / (1 + t/τ) dt]⁻¹,   τ = 2π σa² b² / (N a²)
+    """
+    sa2 = sigma_px ** 2 + pixel ** 2 / 12.0
+    tau = 2.0 * math.pi * sa2 * background_photons / (photons * pixel ** 2)
+    if tau == 0:  # no background: the bracket tends to 1
+        return excess_noise * sa2 / photons
+    t = np.linspace(1e-9, 1.0, 200001)
+    integral = np.trapezoid(np.log(t) / (1.0 + t / tau), t)
+    return excess_noise * sa2 / photons / (1.0 + integral)
+
+
+# ----------------------------------------------------------------- kernels' twins
+def prepare_ref(raw, bg, sign):
+    out = np.asarray(raw, np.float64)
+    if bg is not None and np.size(bg):
+        out = out - np.asarray(bg, np.float64)
+    return (sign * out).astype(np.float32)
+
+
+def gaussian_kernel_ref(sigma):
+    r = max(int(math.ceil(3.0 * sigma)), 1)
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (t / sigma) ** 2)
+    return g / g.sum()
+
+
+def bandpass_ref(img, sigma, box_half):
+    """G_σ * img − mean over a (2b+1)² box, 'nearest' edges (scipy.ndimage)."""
+    img = np.asarray(img, np.float64)
+    g = gaussian_kernel_ref(sigma)
+    sm = ndimage.correlate1d(ndimage.correlate1d(img, g, axis=1, mode="nearest"), g, axis=0, mode="nearest")
+    box = ndimage.uniform_filter(img, size=2 * box_half + 1, mode="nearest")
+    return sm - box
+
+
+def clipped_sigma_ref(f, y0, y1, x0, x1, n_iter):
+    """Iterative ±3σ clipping (σ/0.9865867 after the first pass) until the kept set is stable."""
+    v = np.asarray(f[y0:y1, x0:x1], np.float64).ravel()
+    if v.size == 0:
+        return 0.0
+    keep = np.ones(v.size, bool)
+    prev, sd = -1, 0.0
+    for it in range(n_iter):
+        k = v[keep]
+        if k.size < 2:
+            break
+        sd = k.std() / (0.9865867 if it > 0 else 1.0)
+        if k.size == prev:
+            break
+        prev = k.size
+        keep = (v >= k.mean() - 3 * sd) & (v <= k.mean() + 3 * sd)
+    return sd
+
+
+def noise_map_ref(f, edge, tile, n_iter):
+    h, w = f.shape
+    ny, nx = max(1, (h - 2 * edge) // tile), max(1, (w - 2 * edge) // tile)
+    yb = [edge + (i * max(h - 2 * edge, 0)) // ny for i in range(ny + 1)]
+    xb = [edge + (j * max(w - 2 * edge, 0)) // nx for j in range(nx + 1)]
+    return np.array([[clipped_sigma_ref(f, yb[i], yb[i + 1], xb[j], xb[j + 1], n_iter)
+                      for j in range(nx)] for i in range(ny)])
+
+
+def local_sigma_ref(grid, edge, shape, y, x):
+    """Bilinear interpolation between tile centres, constant beyond the outer centres."""
+    h, w = shape
+    ny, nx = grid.shape
+    cy = edge + (np.arange(ny) + 0.5) * max(h - 2 * edge, 1) / ny
+    cx = edge + (np.arange(nx) + 0.5) * max(w - 2 * edge, 1) / nx
+    col = np.array([np.interp(x, cx, grid[i]) for i in range(ny)])
+    return float(np.interp(y, cy, col))
+
+
+def find_maxima_ref(f, thr, edge, radius, grid=None, k_sigma=0.0):
+    """Brute force: pixels above max(k·σ_local, thr) that beat every disc neighbour (ties: raster order)."""
+    h, w = f.shape
+    r = int(math.floor(radius))
+    found = []
+    for y in range(edge, h - edge):
+        for x in range(edge, w - edge):
+            v = f[y, x]
+            t = thr if grid is None else max(k_sigma * local_sigma_ref(grid, edge, f.shape, y, x), thr)
+            if not v > t:
+                continue
+            ok = True
+            for yy in range(max(y - r, 0), min(y + r + 1, h)):
+                for xx in range(max(x - r, 0), min(x + r + 1, w)):
+                    if (yy, xx) == (y, x) or (yy - y) ** 2 + (xx - x) ** 2 > radius ** 2 + 1e-9:
+                        continue
+                    u = f[yy, xx]
+                    if u > v or (u == v and (yy, xx) < (y, x)):
+                        ok = False
+            if ok:
+                found.append((y, x))
+    return found
+
+
+def _roi(shape, row, col, half):
+    h, w = shape
+    return max(row - half, 0), min(row + half + 1, h), max(col - half, 0), min(col + half + 1, w)
+
+
+def voronoi_mask_ref(shape, peaks, k, half):
+    """ROI pixels of peak k that are not strictly closer to another peak."""
+    row, col = peaks[k]
+    r0, r1, c0, c1 = _roi(shape, row, col, half)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    keep = np.ones(yy.shape, bool)
+    dk = (yy - row) ** 2 + (xx - col) ** 2
+    for m, (r, c) in enumerate(peaks):
+        if m != k:
+            keep &= ~(((yy - r) ** 2 + (xx - c) ** 2) < dk)
+    return keep
+
+
+def fit_gaussian_ref(img, row, col, half, sigma0, mask=None, plane=False):
+    """(x, y, N, sigma, b, b_x, b_y) of a least-squares pixel-integrated Gaussian fit (scipy).
+
+    ``mask`` (ROI-shaped bool) selects the pixels used (all by default); with
+    ``plane`` the background is b + b_x (j − col) + b_y (i − row), else b.
+    """
+    img = np.asarray(img, np.float64)
+    r0, r1, c0, c1 = _roi(img.shape, row, col, half)
+    d = img[r0:r1, c0:c1]
+    if mask is None:
+        mask = np.ones(d.shape, bool)
+    border_mask = np.zeros(d.shape, bool)
+    border_mask[[0, -1], :] = True
+    border_mask[:, [0, -1]] = True
+    border = d[border_mask & mask]
+    b0 = border.mean() if border.size else 0.0
+    n0 = max(img[row, col] - b0, 1e-6) * 2 * math.pi * sigma0 ** 2
+
+    jj, ii = np.meshgrid(np.arange(c0, c1) - col, np.arange(r0, r1) - row)
+
+    def resid(p):
+        x, y, n, s, b = p[:5]
+        bx, by = (p[5], p[6]) if plane else (0.0, 0.0)
+        ex = pixel_gauss_1d(c1 - c0, x - c0, s)
+        ey = pixel_gauss_1d(r1 - r0, y - r0, s)
+        return (b + bx * jj + by * ii + n * np.outer(ey, ex) - d)[mask]
+
+    p0 = [col, row, n0, sigma0, b0] + ([0.0, 0.0] if plane else [])
+    res = optimize.least_squares(resid, p0, method="lm", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=10000)
+    return np.r_[res.x, [0.0, 0.0]] if not plane else res.x
+
+
+def radial_center_ref(img, row, col, half):
+    """Parthasarathy (2012) radial-symmetry centre, vectorised numpy."""
+    img = np.asarray(img, np.float64)
+    r0, r1, c0, c1 = _roi(img.shape, row, col, half)
+    d = img[r0:r1, c0:c1]
+    du = d[:-1, 1:] - d[1:, :-1]
+    dv = d[:-1, :-1] - d[1:, 1:]
+    su = ndimage.uniform_filter(du, 3, mode="constant") * 9
+    sv = ndimage.uniform_filter(dv, 3, mode="constant") * 9
+    cnt = ndimage.uniform_filter(np.ones_like(du), 3, mode="constant") * 9
+    su, sv = su / cnt, sv / cnt
+    ym, xm = np.mgrid[0:du.shape[0], 0:du.shape[1]].astype(float)
+    xm += c0 + 0.5
+    ym += r0 + 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = -(sv + su) / (su - sv)
+    m[~np.isfinite(m)] = 1e10
+    b = ym - m * xm
+    g2 = su ** 2 + sv ** 2
+    xc, yc = (g2 * xm).sum() / g2.sum(), (g2 * ym).sum() / g2.sum()
+    wgt = g2 / np.maximum(np.hypot(xm - xc, ym - yc), 1e-6)
+    # weighted least squares for the point closest to all lines y = m x + b
+    wm = wgt / (m * m + 1)
+    a = np.array([[(m * m * wm).sum(), -(m * wm).sum()], [-(m * wm).sum(), wm.sum()]])
+    rhs = np.array([-(m * b * wm).sum(), (b * wm).sum()])
+    x, y = np.linalg.solve(a, rhs)
+    return x, y
+
+
+def aperture_ref(img, xc, yc, radius):
+    """(x_centroid, y_centroid, mass, signal, size, bg) as in _kernels._aperture."""
+    img = np.asarray(img, np.float64)
+    h, w = img.shape
+    rc, cc = int(math.floor(yc + 0.5)), int(math.floor(xc + 0.5))
+    yy, xx = np.mgrid[0:h, 0:w]
+    d2 = (yy - rc) ** 2 + (xx - cc) ** 2
+    ro = radius + 2
+    ann = img[(d2 > radius ** 2) & (d2 <= ro ** 2)]
+    bg = np.median(ann) if ann.size else 0.0
+    disc = d2 <= radius ** 2
+    v = img[disc] - bg
+    mass = v.sum()
+    wv = np.clip(v, 0, None)
+    if wv.sum() > 0:
+        xm = (wv * xx[disc]).sum() / wv.sum()
+        ym = (wv * yy[disc]).sum() / wv.sum()
+        s2 = (wv * ((xx[disc] - xm) ** 2 + (yy[disc] - ym) ** 2)).sum() / wv.sum() / 2 - 1 / 12
+        size = math.sqrt(max(s2, 0.0))
+    else:
+        xm, ym, size = float(cc), float(rc), 0.0
+    sig = (img[max(rc - 1, 0):rc + 2, max(cc - 1, 0):cc + 2] - bg).max()
+    return xm, ym, mass, sig, size, bg
