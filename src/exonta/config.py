@@ -181,6 +181,10 @@ class SizingParams(_Model):
                     "distribution, against the total log-likelihood of all tracks (0 = unpenalised NPMLE)")
     bootstrap: int = Field(default=100, ge=0, le=100000)
     seed: int = 0
+    use_gap_steps: bool = Field(default=True, description="use displacements across detection gaps in the "
+                                "likelihood (dropping them biases sizes upwards: missed frames are the fast ones)")
+    max_gap_frames: int = Field(default=3, ge=0, le=100, description="longest gap (missing frames) whose "
+                                "displacement enters the likelihood")
     localization_error: Literal["brightness", "pooled", "per_track"] = Field(
         default="brightness",
         description="localisation variance used in the likelihood: CVE estimates pooled within brightness "

@@ -192,7 +192,8 @@ def test_mono_100nm_mode_d50_single_peak_and_ci():
     assert lo <= st["mean"] <= hi
     np.testing.assert_allclose(_integrals(dist), 1.0, rtol=1e-9)
     np.testing.assert_allclose(dist.weights.sum(), 1.0)
-    assert st["n_tracks_used"] == int(parts["valid"].sum())
+    # tracks are selected by length only (a non-positive CVE estimate still has a likelihood)
+    assert st["n_tracks_used"] == int((parts["n_positions"] >= SizingParams().min_track_length).sum())
     # the deconvolution narrows the distribution relative to the raw per-track diameters
     assert st["d90"] - st["d10"] < 0.5 * (st["raw"]["d90"] - st["raw"]["d10"])
     assert dist.bootstrap_weights.shape == (60, 120)
@@ -263,8 +264,8 @@ def test_empty_and_single_track():
         assert dist.stats["peaks"] == [] and "no size statistics" in dist.stats["note"]
         assert (dist.table["deconvolved_density"] == 0).all() and len(dist.table) == 120
         assert dist.stats["n_tracks_used"] == len(sub)
-    none_valid = parts.assign(valid=False)
-    dist = size_distribution(none_valid, ACQ, SizingParams(), tracks=None)
+    too_short = parts.assign(n_positions=SizingParams().min_track_length - 1)
+    dist = size_distribution(too_short, ACQ, SizingParams(), tracks=None)
     assert dist.stats["n_tracks_used"] == 0 and (dist.table["raw_density"] == 0).all()
     empty = size_distribution(pd.DataFrame(), ACQ, SizingParams())
     assert np.isnan(empty.stats["mean"])
@@ -332,3 +333,12 @@ def test_sigma_derivatives_match_finite_differences():
     l0 = dst_log_likelihood(*args, s2, d_grid, 1 / 30, 0.1)
     np.testing.assert_allclose(d1, (lp - lm) / (2 * h), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(d2, (lp - 2 * l0 + lm) / h ** 2, rtol=1e-3, atol=1.0)
+
+
+def test_particles_without_moments_columns():
+    tracks, parts = _data(np.full(300, 100.0), 31)
+    old = parts.drop(columns=["msd1_um2", "cov1_um2"])
+    dist = size_distribution(old, ACQ, SizingParams(bootstrap=0))
+    assert abs(dist.stats["d50"] / 100 - 1) < 0.1
+    with pytest.raises(ExontaInputError):
+        size_distribution(old.drop(columns=["D_um2_s"]), ACQ, SizingParams(bootstrap=0))

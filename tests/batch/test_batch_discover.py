@@ -153,6 +153,8 @@ def test_discover_with_manifest(tree: Path) -> None:
 
 @pytest.mark.parametrize("text,match", [
     ("video,sample\nmissing.tif,S\n", "not found"),
+    ("video,sample\nlotA/s1/rep1.tif,S\nlotA/../lotA/s1/rep1.tif,T\n", r"'\.\.'"),
+    ("video,sample\nlotA/s1/rep1.tif,S\nlotA//s1/rep1.tif,T\n", "twice"),
     ("video,sample\nlotB/notes.txt,S\n", "not a supported video"),
     ("video,sample\nlotA,S\n", "not a folder of image frames"),
 ])
@@ -191,7 +193,7 @@ def test_parse_manifest_semicolons_and_decimal_commas() -> None:
     ("video,sample,dilution\na.tif,s,abc\n", "not a number"),
     ("video,sample,dilution\na.tif,s,-3\n", "positive"),
     ("video,sample,fps\na.tif,s,nan\n", "finite"),
-    ("video,sample\na.tif,s\nA.TIF,t\n", "twice"),
+    ("video,sample\na.tif,s\n./a.tif,t\n", "twice"),
     ("video,sample\na.tif,s,extra\n", "fields"),
     ("video,sample,video\na.tif,s,b\n", "duplicated"),
 ])
@@ -243,3 +245,10 @@ def test_video_sha256_matches_sha256sum_and_reader(tmp_path: Path) -> None:
     p.write_bytes(b"changed")
     assert video_fingerprint(p) != fp1
     assert video_fingerprint(folder).startswith("dir:3:")
+
+
+def test_manifest_same_file_twice_via_symlink(tree: Path) -> None:
+    (tree / "lotA" / "s1" / "link.tif").symlink_to(tree / "lotA" / "s1" / "rep1.tif")
+    (tree / "samples.csv").write_text("video,sample\nlotA/s1/rep1.tif,S\nlotA/s1/link.tif,T\n", encoding="utf-8")
+    with pytest.raises(ExontaInputError, match="same video"):
+        discover(tree)

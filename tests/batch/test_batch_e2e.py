@@ -33,7 +33,8 @@ def _require_pipeline() -> None:
         from exonta.io import open_video  # noqa: F401
         from exonta.simulate import Component, SimulationConfig, simulate, write_simulation  # noqa: F401
         from exonta.track import link_features  # noqa: F401
-        from exonta.track.drift import estimate_drift, no_drift, subtract_drift  # noqa: F401
+        from exonta.pipeline import analyze, prepare  # noqa: F401
+        from exonta.track.drift import estimate_drift, subtract_drift  # noqa: F401
     except ImportError as exc:  # the other parts of the pipeline have not landed yet
         pytest.skip(f"analysis pipeline not complete yet: {exc}", allow_module_level=True)
 

@@ -73,17 +73,17 @@ def test_clipped_sigma_matches_reference_and_truth():
     rng = np.random.default_rng(3)
     f = rng.normal(0, 2.5, (300, 400)).astype(np.float32)
     f[::37, ::41] += 500  # sparse outliers (spots) are clipped
-    got = K._clipped_sigma(f, 4, 296, 4, 396, 8)
-    assert got == pytest.approx(ref.clipped_sigma_ref(f, 4, 296, 4, 396, 8), rel=1e-6)
+    got = K._clipped_sigma(f, 4, 296, 4, 396, 1, 8)
+    assert got == pytest.approx(ref.clipped_sigma_ref(f, 4, 296, 4, 396, 1, 8), rel=1e-6)
     assert got == pytest.approx(2.5, rel=0.02)
     for _ in range(5):  # small tiles with a spot: still unbiased-ish
         t = rng.normal(0, 1.0, (16, 16)).astype(np.float32)
         t[6:9, 6:9] += 30
-        assert K._clipped_sigma(t, 0, 16, 0, 16, 8) == pytest.approx(
-            ref.clipped_sigma_ref(t, 0, 16, 0, 16, 8), rel=1e-6)
-        assert 0.7 < K._clipped_sigma(t, 0, 16, 0, 16, 8) < 1.3
-    assert K._clipped_sigma(f, 5, 5, 0, 10, 8) == 0.0  # empty region
-    assert K._clipped_sigma(np.zeros((50, 50), np.float32), 3, 47, 3, 47, 8) == 0.0
+        assert K._clipped_sigma(t, 0, 16, 0, 16, 2, 8) == pytest.approx(
+            ref.clipped_sigma_ref(t, 0, 16, 0, 16, 2, 8), rel=1e-6)
+        assert 0.7 < K._clipped_sigma(t, 0, 16, 0, 16, 2, 8) < 1.3
+    assert K._clipped_sigma(f, 5, 5, 0, 10, 1, 8) == 0.0  # empty region
+    assert K._clipped_sigma(np.zeros((50, 50), np.float32), 3, 47, 3, 47, 1, 8) == 0.0
 
 
 @pytest.mark.parametrize("shape", [(300, 400), (50, 37), (9, 9)])
@@ -94,8 +94,8 @@ def test_noise_map_matches_reference_and_follows_shot_noise(shape):
     f = (rng.normal(0, 1, shape) * sd).astype(np.float32)
     edge, tile = 4, 16
     grid = np.empty((K._n_tiles(h, edge, tile), K._n_tiles(w, edge, tile)))
-    K._noise_map(f, edge, grid, 8)
-    expect = ref.noise_map_ref(f, edge, tile, 8)
+    K._noise_map(f, edge, grid, 6)
+    expect = ref.noise_map_ref(f, edge, tile, 6)
     np.testing.assert_allclose(grid, expect, rtol=1e-6)
     for y, x in [(edge, edge), (h // 2, w // 3), (h - 1, w - 1), (0, w // 2)]:
         assert K._local_sigma(grid, edge, h, w, y, x) == pytest.approx(
@@ -265,7 +265,7 @@ def _reference_frame(raw, p: DetectParams):
     w = ref.prepare_ref(raw, None, -1.0 if p.invert else 1.0)
     f = ref.bandpass_ref(w, p.psf_sigma_px, d["box_half"])
     e = d["edge_px"]
-    grid = ref.noise_map_ref(f, e, L.NOISE_TILE_PX, 8)
+    grid = ref.noise_map_ref(f, e, L.NOISE_TILE_PX, 6)
     floor = 1e-5 * np.abs(w).max()
     peaks = ref.find_maxima_ref(f, floor, e, d["min_separation_px"], grid=grid, k_sigma=p.threshold_snr)
     rows = []

@@ -251,6 +251,14 @@ def test_uneven_background_creates_no_false_spots():
     assert rec >= 0.9 and prec >= 0.95
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 8])
+def test_temporal_median_matches_numpy(n):
+    from exonta.detect.background import _median_stack
+
+    stack = np.random.default_rng(n).integers(0, 1000, (n, 9, 13)).astype(np.uint16)
+    np.testing.assert_allclose(_median_stack(stack), np.median(stack.astype(np.float64), axis=0), rtol=1e-6)
+
+
 def test_static_background_estimate_and_use():
     rng = np.random.default_rng(18)
     h, w, n = 80, 100, 30
@@ -359,3 +367,35 @@ def test_false_positive_rate_on_pure_noise():
     frames = rng.poisson(30.0, (20, 256, 256)).astype(np.uint16)
     df = locate_frames(frames, params=DetectParams(background="none"))
     assert len(df) / 20 < 1.0  # < 1 false spot per 65k-px frame at threshold_snr = 5
+
+
+def test_concurrent_calls_from_threads_agree():
+    """The reusable scratch is per call when busy: concurrent previews give the serial result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(22)
+    imgs = [_frame(rng, n=12)[0] for _ in range(6)]
+    serial = [locate(im) for im in imgs]
+    with ThreadPoolExecutor(3) as ex:
+        par = list(ex.map(locate, imgs))
+    for a, b in zip(serial, par):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_rolling_background_follows_illumination_change():
+    rng = np.random.default_rng(23)
+    h, w, n = 64, 64, 40
+    yy, xx = np.mgrid[0:h, 0:w]
+    truth, frames = [], np.empty((n, h, w), np.uint16)
+    for i in range(n):
+        level = 30 if i < n // 2 else 300  # the light source brightens half-way
+        illum = level * (1 + np.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / (2 * 10.0 ** 2)))
+        xs, ys = _grid_positions(rng, (h, w), 4)
+        truth.append((xs, ys))
+        frames[i] = rng.poisson(illum + ref.render_spots((h, w), xs, ys, 3000.0, 1.5, 0.0, None, poisson=False))
+    df = locate_frames(frames, params=DetectParams(background="rolling", background_frames=10), chunk_frames=5)
+    rec = np.mean([_match(df[df.frame == i], *truth[i])[0] for i in range(n)])
+    prec = np.mean([_match(df[df.frame == i], *truth[i])[1] for i in range(n)])
+    assert rec > 0.95 and prec > 0.95
+    late = df[df.frame >= n // 2 + 5]
+    assert late.background.median() > 300  # the local background follows the change

@@ -54,6 +54,9 @@ def test_cli_exit_codes_and_files(rendered) -> None:
     for lot in ("LOT-004", "LOT-005"):
         assert (out / f"{lot}.html").stat().st_size > 10_000
         assert (out / f"{lot}.pdf").read_bytes().startswith(b"%PDF-")
+        meta = subprocess.run(["pdfinfo", "-meta", str(out / f"{lot}.pdf")], capture_output=True, text=True,
+                              timeout=60).stdout
+        assert "pdfaid:part" in meta                                 # archival PDF/A (XMP identification)
     lines = res.output.splitlines()
     assert any(l.startswith("PASS") and "lot LOT-004" in l for l in lines)
     assert any(l.startswith("FAIL") and "lot LOT-005" in l for l in lines)
@@ -243,3 +246,34 @@ def test_end_to_end_with_real_pipeline(tmp_path: Path) -> None:
     if mode is not None:
         assert f"{mode:.1f} nm" in text
     assert summary["input"]["sha256"][:32] in text.replace(" ", "")
+
+
+def test_degenerate_inputs_render(tmp_path: Path, spec_file: Path) -> None:
+    """A sample whose only video failed, and a summary with missing numbers, still render (and fail)."""
+    from exonta.report.content import build_report, load_source
+    from exonta.report.render import css_str, render_html
+    from exonta.report.spec import load_spec
+
+    lots = {"L1": {"EV-A": [dict(mode=110.0)], "beads100": [dict(mode=100.0, conc_stock=1e8)]},
+            "L2": {"EV-A": [], "EV-B": [dict(mode=100.0)]}}
+    out = make_batch(tmp_path / "out", lots, pooled=False, failed={("L2", "EV-A"): "not a video"})
+    # EV-B of L2: a summary without numbers (e.g. no valid track)
+    bdir = out / "L2" / "EV-B" / "EV-B_rep1"
+    s = fake_summary("EV-B_rep1")
+    s["size_nm"] = {k: None for k in ("mean", "mode", "sd", "d10", "d50", "d90")}
+    s["concentration_per_ml"] = {"value": None, "ci95_low": None, "ci95_high": None}
+    s.pop("drift_um_per_s")
+    s["counts"] = {}
+    write_result(bdir, {**s, "size_nm": {**s["size_nm"], "mode": 1.0}})   # a table is still needed for the helper
+    (bdir / "summary.json").write_text(__import__("json").dumps(s))
+    content = build_report(load_source(out), "L2", load_spec(spec_file))
+    assert content.verdict == "FAIL"
+    ev_a = [c for c in content.criteria if c.scope == "EV-A"]
+    assert ev_a and all(c.passed is False for c in ev_a)
+    assert ev_a[0].reason == "no successfully analysed replicate video"
+    assert all(c.passed is False for c in content.criteria if c.scope == "EV-B")
+    assert content.suitability_where == "lot L1" and all(c.passed for c in content.suitability)
+    html = render_html(content)
+    assert "not a video" in html and "lot L1" in html and ">FAIL<" in html
+    assert "None" not in re.sub(r"<table class=\"small\">.*?</table>", "", html, flags=re.S)  # no Python repr leaks
+    assert css_str('a "b" </style> · c') == 'a \\000022 b\\000022  \\00003c \\00002f style\\00003e  \\0000b7  c'

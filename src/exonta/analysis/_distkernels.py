@@ -15,19 +15,21 @@ __all__ = ["dst_loglik_kernel"]
 
 
 @numba.njit(cache=False, nogil=True)
-def dst_loglik_kernel(track_index, one_minus_cos, power, sigma2_um2, alpha_um2, blur_r, out):  # pragma: no cover
+def dst_loglik_kernel(track_index, one_minus_cos, power, scale, sigma2_um2, alpha_um2, blur_r, out):  # pragma: no cover
     """Accumulate the exact Gaussian log-likelihood of DST-I components.
 
     Component ``e`` belongs to track ``track_index[e]`` and has
     ``c_e = 1 - cos(pi k / (N + 1))`` and ``power[e] = y_x,k^2 + y_y,k^2``
     (both axes).  For grid point ``j`` with ``alpha_j = 2 D_j dt``, the
-    eigenvalue is ``lam = alpha_j + (2 sigma^2 - 2 R alpha_j) c_e`` and the
+    eigenvalue is ``lam = m_e alpha_j + (2 sigma^2 - 2 R alpha_j) c_e`` and the
     two-axis contribution is ``-(log(2 pi) + log lam) - power / (2 lam)``.
+    ``m_e = scale[e]`` is 1 for DST components and ``k`` for a displacement
+    across a gap of ``k`` frames (with ``c_e = 1``).
 
     Parameters
     ----------
     track_index : int64[n_comp]
-    one_minus_cos, power : float64[n_comp]
+    one_minus_cos, power, scale : float64[n_comp]
     sigma2_um2 : float64[n_tracks]
     alpha_um2 : float64[n_bins]
     blur_r : float
@@ -40,10 +42,11 @@ def dst_loglik_kernel(track_index, one_minus_cos, power, sigma2_um2, alpha_um2, 
         t = track_index[e]
         c = one_minus_cos[e]
         p = power[e]
+        m = scale[e]
         s2 = 2.0 * sigma2_um2[t] * c
         for j in range(n_bins):
             a = alpha_um2[j]
-            lam = a + s2 - 2.0 * blur_r * a * c
+            lam = m * a + s2 - 2.0 * blur_r * a * c
             out[t, j] -= log2pi + math.log(lam) + 0.5 * p / lam
 
 
@@ -92,7 +95,7 @@ def posterior_gram_kernel(lik, w, lw, c, gram_out, colsum_out):  # pragma: no co
 
 
 @numba.njit(cache=False, nogil=True)
-def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, sigma2_um2, alpha_um2, blur_r,
+def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, scale, sigma2_um2, alpha_um2, blur_r,
                                    d1_out, d2_out):  # pragma: no cover
     """First and second derivatives of :func:`dst_loglik_kernel`'s output with respect to σ².
 
@@ -106,10 +109,11 @@ def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, sigma2_um2
         c = one_minus_cos[e]
         p = power[e]
         g = 2.0 * c
+        m = scale[e]
         s2 = 2.0 * sigma2_um2[t] * c
         for j in range(n_bins):
             a = alpha_um2[j]
-            lam = a + s2 - 2.0 * blur_r * a * c
+            lam = m * a + s2 - 2.0 * blur_r * a * c
             inv = 1.0 / lam
             d1_out[t, j] += g * (0.5 * p * inv * inv - inv)
             d2_out[t, j] += g * g * (inv * inv - p * inv * inv * inv)

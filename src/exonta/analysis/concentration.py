@@ -817,8 +817,12 @@ def estimate_concentration(
                     f"their concentration is a lower bound")
         else:
             method = "calibrated"
-            # a different absolute threshold changes the depth even for the calibrant itself
-            depth_um = float(cal.effective_depth_um * math.sqrt(math.log(ratio) / math.log(cal.brightness_ratio)))
+            # a different threshold changes the depth even for the calibrant itself
+            t_soft = (float(detect_params.threshold_snr) if cal.threshold_model == "soft"
+                      and detect_params.threshold is None else None)
+            t_cal = cal.detect_threshold_snr if t_soft is not None else None
+            depth_um = float(cal.effective_depth_um * depth_model_um(1.0, 1.0, ratio, t_soft, cal.defocus_q)
+                             / depth_model_um(1.0, 1.0, cal.brightness_ratio, t_cal, cal.defocus_q))
             inv_depth_per_bin = np.full(n_bins, 1.0 / depth_um)
             if params.size_correction:
                 warnings.append("no size distribution: the size correction of the detection depth was not applied")

@@ -342,7 +342,7 @@ def parse_manifest(text: str) -> list[dict[str, Any]]:
             raise ExontaInputError(f"samples.csv row {i} has {len(raw)} fields but the header has {len(header)}")
         rec = dict(zip(header, raw + [""] * (len(header) - len(raw))))
         video = _check_video_path(rec["video"], i)
-        key = video.lower()
+        key = video
         if key in seen:
             raise ExontaInputError(f"samples.csv lists video {video!r} twice (rows {seen[key]} and {i})")
         seen[key] = i
@@ -410,6 +410,7 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
     entries: list[VideoEntry] = []
     if manifest.is_file():
         rows = read_manifest(manifest)
+        rows_by_file: dict[str, int] = {}
         for r in rows:
             p = root / r["video"]
             if not p.exists():
@@ -422,9 +423,14 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
                 raise ExontaInputError(
                     f"samples.csv row {r['row']}: {r['video']!r} is not a supported video "
                     f"({', '.join(sorted(VIDEO_SUFFIXES))} or a folder of images)")
+            real = os.path.normcase(os.path.realpath(p))
+            if real in rows_by_file:
+                raise ExontaInputError(f"samples.csv rows {rows_by_file[real]} and {r['row']} are the same video "
+                                       f"({r['video']!r}); list each video once")
+            rows_by_file[real] = r["row"]
             entries.append(VideoEntry(path=p, rel=r["video"], lot=r["lot"], sample=r["sample"],
                                       acquisition=dict(r["acquisition"])))
-        listed = {os.path.normcase(os.path.realpath(e.path)) for e in entries}
+        listed = set(rows_by_file)
         unlisted = [v for v in find_videos(root, exclude) if os.path.normcase(os.path.realpath(v)) not in listed]
         if unlisted:
             notes.append(f"{len(unlisted)} video(s) under {root} are not listed in samples.csv and were not "

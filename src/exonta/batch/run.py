@@ -358,7 +358,14 @@ def run_batch(
     ------
     ExontaInputError
         ROOT missing, bad manifest, bad config/calibration file, no video,
-        OUT not writable, scheduler unreachable.
+        OUT not writable, scheduler unreachable, another batch writing to OUT.
+
+    Notes
+    -----
+    The local cluster starts worker *processes* (spawn): a script calling
+    ``run_batch`` must guard its entry point with ``if __name__ == "__main__":``
+    like any multiprocessing program. Only one batch may write into an OUT
+    folder at a time (an OS file lock, released even when the run is killed).
     """
     from .. import __version__
     from ..config import load_config

@@ -167,8 +167,8 @@ _CLIP_CORR = 0.9865867
 
 
 @njit(cache=True, nogil=True)
-def _clipped_sigma(f, y0, y1, x0, x1, n_iter):
-    """Robust noise sigma of ``f[y0:y1, x0:x1]`` by iterative 3σ clipping.
+def _clipped_sigma(f, y0, y1, x0, x1, row_step, n_iter):
+    """Robust noise sigma of ``f[y0:y1:row_step, x0:x1]`` by iterative 3σ clipping.
 
     Start with the standard deviation of all pixels, then repeatedly keep the
     pixels within mean ± 3σ and recompute (σ corrected by the ratio
@@ -186,7 +186,7 @@ def _clipped_sigma(f, y0, y1, x0, x1, n_iter):
         s1 = 0.0
         s2 = 0.0
         n = 0
-        for y in range(y0, y1):
+        for y in range(y0, y1, row_step):
             for x in range(x0, x1):
                 v = f[y, x]
                 if v >= lo and v <= hi:
@@ -232,7 +232,7 @@ def _noise_map(f, edge, grid, n_iter):
         for j in range(nx):
             x0 = edge + (j * lw) // nx
             x1 = edge + ((j + 1) * lw) // nx
-            grid[i, j] = _clipped_sigma(f, y0, y1, x0, x1, n_iter)
+            grid[i, j] = _clipped_sigma(f, y0, y1, x0, x1, 2, n_iter)  # every other row: 2× faster
 
 
 @njit(cache=True, nogil=True)
@@ -802,7 +802,7 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
     _bandpass(work, s.gauss, s.box_half, gh, bh, filt)
     h, w = filt.shape
     grid = np.empty((_n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)))
-    _noise_map(filt, s.edge, grid, 8)
+    _noise_map(filt, s.edge, grid, 6)
     floor = max(1e-5 * amax, 1e-30)  # rounding floor: a flat frame must give no spot
     if s.threshold >= 0.0:
         n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)

@@ -22,7 +22,6 @@ __all__ = ["estimate_background", "frame_source"]
 # Row blocks for the median so that the float32 copy stays small (≈ 64 MB).
 _BLOCK_BYTES = 64 * 2**20
 
-
 class _ArraySource:
     """Uniform view of an ndarray (n, h, w) as a frame source."""
 
@@ -62,13 +61,23 @@ def frame_source(frames_or_video: Any):
 
 
 def _median_stack(stack: np.ndarray) -> np.ndarray:
-    """Per-pixel median over axis 0, in row blocks, as float32."""
+    """Per-pixel median over axis 0, in row blocks, as float32.
+
+    Same result as ``np.median(stack, axis=0)``, faster: each block is made
+    frame-last and contiguous, then partitioned (no sort).
+    """
     n, h, w = stack.shape
     out = np.empty((h, w), np.float32)
     rows = max(1, int(_BLOCK_BYTES // max(1, n * w * 4)))
+    mid = n // 2
     for r in range(0, h, rows):
-        block = stack[:, r:r + rows].astype(np.float32)
-        out[r:r + rows] = np.median(block, axis=0)
+        block = np.ascontiguousarray(stack[:, r:r + rows].transpose(1, 2, 0), dtype=np.float32)
+        if n % 2:
+            block.partition(mid, axis=-1)
+            out[r:r + rows] = block[..., mid]
+        else:
+            block.partition((mid - 1, mid), axis=-1)
+            out[r:r + rows] = 0.5 * (block[..., mid - 1] + block[..., mid])
     return out
 
 

@@ -67,7 +67,7 @@ def css_str(text: Any) -> str:
         if ch.isascii() and (ch.isalnum() or ch in " .,_-:"):
             out.append(ch)
         else:
-            out.append(f"\\{ord(ch):06x}")
+            out.append(f"\\{ord(ch):06x} ")  # the space ends the escape and is consumed by CSS
     return "".join(out)
 
 
@@ -143,7 +143,7 @@ def _fetcher() -> Any:
 
 
 def render_pdf(html: str) -> bytes:
-    """Print the HTML to PDF with WeasyPrint (A4, page numbers from the CSS ``@page`` rules)."""
+    """Print the HTML to PDF/A-3b with WeasyPrint (A4, page numbers from the CSS ``@page`` rules)."""
     import logging
 
     try:
@@ -154,7 +154,15 @@ def render_pdf(html: str) -> bytes:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     doc = weasyprint.HTML(string=html, base_url=None, url_fetcher=_fetcher())
-    return doc.write_pdf()
+    import warnings
+
+    with warnings.catch_warnings():
+        # WeasyPrint opens its sRGB ICC profile (PDF/A output intent) without closing it
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:  # archival PDF/A-3b (fonts embedded, XMP metadata, sRGB output intent)
+            return doc.write_pdf(pdf_variant="pdf/a-3b")
+        except (TypeError, ValueError, KeyError):  # pragma: no cover - a WeasyPrint without PDF/A support
+            return doc.write_pdf()
 
 
 def write_report(content: ReportContent, out_dir: str | Path, stem: str | None = None,

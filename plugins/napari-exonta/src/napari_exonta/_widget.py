@@ -148,6 +148,9 @@ class ExontaWidget(QWidget):
         scroll.setWidget(inner)
         outer.addWidget(scroll)
         self._scroll = scroll
+        self._follow_results = False
+        scroll.verticalScrollBar().rangeChanged.connect(self._scroll_to_results)
+        scroll.verticalScrollBar().sliderPressed.connect(self._stop_following)
         self._content_layout = lay = QVBoxLayout(inner)
         lay.setContentsMargins(4, 4, 4, 4)
 
@@ -539,6 +542,7 @@ class ExontaWidget(QWidget):
             self._set_status(str(exc), error=True)
             return None
         self._cancel.clear()
+        self._follow_results = False
         self.progress_bar.setValue(0)
         self._set_status("analysing…")
         self.analyze_button.setEnabled(False)
@@ -639,7 +643,8 @@ class ExontaWidget(QWidget):
         self.warnings_label.setText(texts["warnings"])
         self.warnings_label.setToolTip(texts["warnings"])
         self._dock_plots()
-        self._scroll.ensureWidgetVisible(self.particle_spin)  # bring the summary into view
+        self._follow_results = True  # keep the summary in view while the docks settle
+        QTimer.singleShot(50, self._scroll_to_results)
         name = Path(str(result.input.get("path") or "video")).name
         self.size_plot.plot(result.distribution, title=f"{name} — point/track colours {lo:.0f}–{hi:.0f} nm ({DIAMETER_COLORMAP})")
         ids = result.particles["particle"].to_numpy() if len(result.particles) else np.array([0])
@@ -655,6 +660,14 @@ class ExontaWidget(QWidget):
             self.show_particle(first)
         else:
             self.particle_spin.setValue(first)
+
+    def _scroll_to_results(self, *args: Any) -> None:
+        """Bring the result summary into view (the controls scroll on short screens)."""
+        if self._follow_results:
+            self._scroll.ensureWidgetVisible(self.particle_spin)
+
+    def _stop_following(self, *args: Any) -> None:
+        self._follow_results = False
 
     def show_particle(self, particle: int) -> dict[str, Any] | None:
         """Plot the MSD of one particle with its D, diameter and uncertainty; return its table row."""
