@@ -30,7 +30,7 @@ system-deps:
 	bash scripts/install_system_deps.sh
 
 test: system-deps $(VENV)/.installed-dev
-	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest
+	EXONTA_REQUIRE_GUI=1 xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_detect.py --quick

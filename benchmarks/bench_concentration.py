@@ -58,7 +58,8 @@ def replicate(seed: int, args) -> dict:
     truth = sample.true_concentration_per_ml
     return {"seed": seed, "truth": truth, "value": c.value_per_ml, "lo": c.ci95_low_per_ml, "hi": c.ci95_high_per_ml,
             "rel_se": c.details.get("rel_se"), "cal_rel_se": c.details.get("calibration_rel_se"),
-            "per_frame": c.mean_particles_per_frame}
+            "per_frame": c.mean_particles_per_frame, "uncorrected": c.details.get("uncorrected_per_ml"),
+            "noise_ratio": c.details.get("noise_ratio_to_calibration")}
 
 
 def main(argv=None) -> int:
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = []
     print(f"{'seed':>4} {'truth/mL':>10} {'value/truth':>11} {'CI/truth':>16} {'relSE':>6} {'cal':>6} "
-          f"{'N/frame':>7} {'covers':>6} {'s':>5}")
+          f"{'N/frame':>7} {'uncorr':>6} {'noise':>5} {'covers':>6} {'s':>5}")
     for seed in range(args.seeds):
         t = time.perf_counter()
         r = replicate(seed, args)
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
         r["covers"] = cov
         print(f"{seed:4d} {r['truth']:10.3g} {r['value'] / r['truth']:11.3f} "
               f"{r['lo'] / r['truth']:7.3f}–{r['hi'] / r['truth']:7.3f} {r['rel_se']:6.3f} {r['cal_rel_se']:6.3f} "
-              f"{r['per_frame']:7.1f} {str(cov):>6} {time.perf_counter() - t:5.0f}", flush=True)
+              f"{r['per_frame']:7.1f} {r['uncorrected'] / r['truth']:6.3f} {r['noise_ratio'] or float('nan'):5.2f} "
+              f"{str(cov):>6} {time.perf_counter() - t:5.0f}", flush=True)
     ratio = np.array([r["value"] / r["truth"] for r in rows])
     coverage = np.mean([r["covers"] for r in rows])
     n = len(rows)

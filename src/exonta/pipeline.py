@@ -172,6 +172,16 @@ def _sha256_array(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _sha256_chunks(vid: Any, n_frames: int, height: int, width: int) -> str:
+    """:func:`_sha256_array` of the whole video, computed chunk by chunk (same digest, bounded memory)."""
+    h = hashlib.sha256()
+    h.update(str((n_frames, height, width)).encode())
+    h.update(str(np.dtype(vid.dtype)).encode())
+    for _, chunk in vid.iter_chunks(64):
+        h.update(np.ascontiguousarray(np.asarray(chunk, dtype=vid.dtype)).tobytes())
+    return h.hexdigest()
+
+
 def prepare(
     video: Any,
     config_file: str | Path | None = None,
@@ -303,8 +313,8 @@ def analyze(
     path = getattr(vid, "path", None)
     if path:
         sha = vid.sha256()
-    else:
-        sha = _sha256_array(vid.read_range(0, n_frames))
+    else:  # streamed: an in-memory or generated video is never materialised whole for its hash
+        sha = _sha256_chunks(vid, n_frames, h, w)
     input_info = {"path": str(path) if path else None, "sha256": sha, "n_frames": n_frames, "width": w,
                   "height": h, "dtype": str(np.dtype(vid.dtype)), "format": getattr(vid, "format", "array")}
     if n_frames < config.sizing.min_track_length:

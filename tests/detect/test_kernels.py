@@ -273,7 +273,8 @@ def _reference_frame(raw, p: DetectParams):
         keep = ref.voronoi_mask_ref(w.shape, peaks, k, d["roi_half"])
         x, y, n, s, b, bx, by = ref.fit_gaussian_ref(w, r, c, d["roi_half"], p.psf_sigma_px, mask=keep,
                                                      plane=True)
-        rows.append((x, y, n, s, b + bx * (x - c) + by * (y - r), f[r, c] / ref.local_sigma_ref(grid, e, w.shape, r, c)))
+        snr = f[r, c] / ref.local_sigma_ref(grid, e, w.shape, r, c)
+        rows.append((x, y, n, s, b + bx * (x - c) + by * (y - r), snr))
     return np.array(rows)
 
 

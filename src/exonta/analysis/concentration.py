@@ -92,8 +92,12 @@ Effective depth
    spots); ``brightness_column = "snr"`` uses the filtered peak over the noise
    with ``T = threshold_snr`` known (only ``B_max`` fitted) — only valid if the
    detector's snr is linear in brightness. A sample analysed with another
-   ``threshold_snr`` gets ``R·thr_cal/thr``; a change of the image noise
-   (median ``signal/snr``) against the calibration is reported.
+   ``threshold_snr`` gets ``R·thr_cal/thr``. The detector's threshold is
+   ``threshold_snr`` times the *local* noise, which grows with the light of
+   the sample itself (shot noise of bright and out-of-focus particles), so
+   the noise at the detection limit is measured in both videos
+   (:func:`_noise_level`) and ``R`` is divided by the sample/calibration
+   noise ratio (``noise_correction``).
 
    Near the detection limit a hard threshold is wrong: noise lifts some dim
    particles over it. With an automatic threshold (``threshold_snr`` noise
@@ -226,7 +230,8 @@ class Calibration(_CalModel):
     detect_threshold: float | None = None
     psf_sigma_px: float
     edge_px: int = Field(ge=0)
-    noise_level: float | None = Field(default=None, description="median signal/snr of the detections")
+    noise_level: float | None = Field(default=None, description="noise of the filtered image at the detection "
+                                                                  "threshold, signal units")
     mean_particles_per_frame: float = Field(gt=0)
     mean_particles_per_frame_rel_se: float = Field(ge=0)
     analysed_area_um2: float = Field(gt=0)
@@ -646,15 +651,28 @@ def occupancy_weights(distribution: Any, particles: pd.DataFrame) -> tuple[np.nd
     return d, (occ / s if s > 0 else w)
 
 
-def _noise_level(features: pd.DataFrame) -> float | None:
-    if len(features) == 0 or "signal" not in features or "snr" not in features:
+def _noise_level(features: pd.DataFrame, psf_sigma_px: float, threshold_snr: float) -> float | None:
+    """Noise of the thresholded (filtered) image at the detections, in ``signal`` units.
+
+    ``snr`` is the filtered peak over the local noise σ_F; for a Gaussian spot
+    of σ = ``size_px`` the filtered peak is ``signal·σ²/(σ² + σ_psf²)``, so
+    ``σ_F = signal·σ²/(snr·(σ² + σ_psf²))``. The median over the detections
+    near the threshold (``snr < 2·threshold_snr``) measures the noise where
+    the detection limit is decided (the detector's local noise grows near
+    bright spots and in the haze of out-of-focus particles).
+    """
+    if len(features) == 0 or not {"signal", "snr", "size_px"} <= set(features.columns):
         return None
-    s = features["signal"].to_numpy(dtype=float)
-    r = features["snr"].to_numpy(dtype=float)
-    ok = np.isfinite(s) & np.isfinite(r) & (r > 0) & (s > 0)
-    if ok.sum() < 10:
+    sig = features["signal"].to_numpy(dtype=float)
+    snr = features["snr"].to_numpy(dtype=float)
+    sz = features["size_px"].to_numpy(dtype=float)
+    ok = np.isfinite(sig) & np.isfinite(snr) & np.isfinite(sz) & (snr > 0) & (sig > 0) & (sz > 0)
+    near = ok & (snr < 2.0 * threshold_snr)
+    use = near if near.sum() >= 10 else ok
+    if use.sum() < 10:
         return None
-    return float(np.median(s[ok] / r[ok]))
+    s2 = sz[use] ** 2
+    return float(np.median(sig[use] * s2 / (snr[use] * (s2 + psf_sigma_px**2))))
 
 
 def _brightness(features: pd.DataFrame, column: str) -> np.ndarray:
@@ -784,11 +802,18 @@ def estimate_concentration(
                         "calibration_rel_se": cal_rel_se})
         warnings += _compare_settings(cal, acquisition, detect_params)
         thr_ratio = _threshold_ratio(cal, detect_params)
-        noise = _noise_level(features)
-        if cal.noise_level and noise and not 0.8 <= noise / cal.noise_level <= 1.25:
-            warnings.append(
-                f"the image noise is {noise / cal.noise_level:.2f}× that of the calibration video (background, "
-                f"camera level or laser power changed?): the calibrated detection depth may not apply")
+        noise = _noise_level(features, detect_params.psf_sigma_px, detect_params.threshold_snr)
+        if cal.noise_level and noise:
+            noise_ratio = noise / cal.noise_level
+            details["noise_ratio_to_calibration"] = noise_ratio
+            if params.noise_correction and detect_params.threshold is None and cal.brightness_column != "snr":
+                # the detector's threshold is threshold_snr × the local noise: it moves with the noise
+                thr_ratio *= noise_ratio
+            if not 0.8 <= noise_ratio <= 1.25:
+                warnings.append(
+                    f"the image noise at the detection threshold is {noise_ratio:.2f}× that of the calibration "
+                    f"video (background, haze of out-of-focus particles, camera level or laser power); the depth "
+                    f"model corrects for it, but the concentration is less certain")
         ratio = max(cal.brightness_ratio / thr_ratio, 1.0 + 1e-9)
         details.update({"threshold_ratio_to_calibration": thr_ratio, "brightness_ratio": ratio,
                         "sheet_sigma_um": cal.sheet_sigma_um})
@@ -1009,7 +1034,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
         detect_threshold=None if detect.threshold is None else float(detect.threshold),
         psf_sigma_px=float(detect.psf_sigma_px),
         edge_px=edge,
-        noise_level=_noise_level(feats[keep]) if len(feats) else None,
+        noise_level=_noise_level(feats[use], detect.psf_sigma_px, detect.threshold_snr) if len(feats) else None,
         mean_particles_per_frame=mean_n,
         mean_particles_per_frame_rel_se=unc["rel_se"],
         analysed_area_um2=area_um2,

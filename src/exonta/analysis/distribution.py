@@ -653,8 +653,11 @@ def weighted_stats(w, edges, centres, widths):
     """Mean, mode, SD and D10/D50/D90 (nm) of a binned distribution.
 
     ``mean``/``sd`` use the geometric bin centres; ``mode`` is the maximum of the
-    density per nm (parabolic refinement in ln d); quantiles interpolate the CDF
-    log-uniformly within a bin.
+    density per nm (parabolic refinement in ln d) away from the two edge bins of
+    the grid (they collect the tracks whose likelihood prefers sizes outside the
+    grid, e.g. noise tracks at the small end; on a log grid their narrow width
+    would otherwise turn a few % of such tracks into the "mode"); quantiles
+    interpolate the CDF log-uniformly within a bin.
     """
     w = np.asarray(w, float)
     nan = float("nan")
@@ -664,7 +667,11 @@ def weighted_stats(w, edges, centres, widths):
     mean = float(w @ centres)
     sd = float(math.sqrt(max(w @ (centres - mean) ** 2, 0.0)))
     dens = w / widths
-    return {"mean": mean, "mode": _refined_max(dens, centres, int(np.argmax(dens))), "sd": sd,
+    inner = dens[1:-1] if dens.size > 2 else dens
+    j_mode = int(np.argmax(inner)) + (1 if dens.size > 2 else 0)
+    if dens[j_mode] <= 0:
+        j_mode = int(np.argmax(dens))
+    return {"mean": mean, "mode": _refined_max(dens, centres, j_mode), "sd": sd,
             "d10": _quantile_from_weights(w, edges, 0.1), "d50": _quantile_from_weights(w, edges, 0.5),
             "d90": _quantile_from_weights(w, edges, 0.9)}
 

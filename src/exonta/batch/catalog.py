@@ -158,15 +158,6 @@ _SAMPLE_FIELDS = ("dilution", "n_videos", "n_ok", "n_failed", "mode_mean_nm", "m
                   "pooled_d90_nm", "pooled_n_tracks", "pooled_key", "summary_path", "pooled_error")
 
 
-def publish_mode(path: str | Path) -> None:
-    """Make a file written by ``atomic_write_bytes`` (mkstemp: 0600) readable by others (0644), like the results."""
-    import os
-
-    try:
-        os.chmod(path, 0o644)
-    except OSError:
-        pass
-
 
 def utcnow() -> str:
     """Current time, ISO 8601 UTC, second precision."""
@@ -407,8 +398,6 @@ class Catalog:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         atomic_write_bytes(pq_path, buf.getvalue())
-        publish_mode(csv_path)
-        publish_mode(pq_path)
         return csv_path, pq_path
 
 

@@ -180,7 +180,7 @@ def pool_sample(spec: dict[str, Any], *, size_distribution_fn: Callable[..., Any
 def _pool_sample(spec: dict[str, Any], size_distribution_fn, plot_fn) -> dict[str, Any]:
     from .. import __version__
     from ..config import Acquisition, SizingParams
-    from .catalog import publish_mode, utcnow
+    from .catalog import utcnow
 
     sample_dir = Path(spec["sample_dir"])
     sample_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,6 @@ def _pool_sample(spec: dict[str, Any], size_distribution_fn, plot_fn) -> dict[st
         dist = size_distribution_fn(particles, acq, sizing, tracks=tracks)
         table = dist.table
         atomic_write_bytes(sample_dir / "size_distribution.csv", table.to_csv(index=False).encode("utf-8"))
-        publish_mode(sample_dir / "size_distribution.csv")
         csv_written = True
         stats = to_jsonable(dict(getattr(dist, "stats", {}) or {}))
         title = f"{spec.get('lot')} / {spec.get('sample')} — pooled {len(parts)} video(s)"
@@ -286,7 +285,6 @@ def _pool_sample(spec: dict[str, Any], size_distribution_fn, plot_fn) -> dict[st
     }
     path = sample_dir / "sample_summary.json"
     atomic_write_bytes(path, json.dumps(to_jsonable(summary), indent=2, ensure_ascii=False).encode("utf-8"))
-    publish_mode(path)
 
     pstats = (pooled or {}).get("stats") or {}
     fields = {

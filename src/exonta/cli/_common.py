@@ -14,9 +14,15 @@ from ..errors import ExontaCancelled, ExontaInputError
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def one_line(message: Any) -> str:
+    """``message`` as one printable line: newlines, tabs, escape sequences and other control
+    characters (e.g. echoed from a user's file) are shown escaped (``\\n``, ``\\x1b``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)).strip()
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     """Print one clear line on stderr and exit."""
-    typer.echo(f"exonta: error: {message}", err=True)
+    typer.echo(f"exonta: error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import EXIT_BAD_INPUT, RichProgress, acquisition_flags, handle_errors, stderr_is_tty
+from ._common import EXIT_BAD_INPUT, RichProgress, acquisition_flags, handle_errors, one_line, stderr_is_tty
 
 OPT_PIXEL = typer.Option(None, "--pixel-size-um", help="Pixel size in the sample plane, µm/px.")
 OPT_FPS = typer.Option(None, "--fps", help="Frame rate, frames/s.")
@@ -61,6 +61,22 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
         console.print(f"results: {out_dir}")
 
 
+def _check_output_folder(out: Path) -> None:
+    """Fail before a long analysis when ``out`` can never hold the results (nothing is created here)."""
+    import os
+
+    from ..errors import ExontaInputError
+
+    p = Path(out).absolute()
+    while not p.exists() and p != p.parent:  # the nearest existing ancestor decides
+        p = p.parent
+    if not p.is_dir():
+        raise ExontaInputError(f"cannot create output folder {out}: {p} is a file, not a folder; "
+                               f"choose another --out")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ExontaInputError(f"output folder {p} is not writable; choose another --out")
+
+
 @handle_errors
 def command(
     videos: list[Path] = typer.Argument(..., help="Video files (TIFF/OME-TIFF, AVI/MP4/MOV) or folders of images."),
@@ -93,6 +109,7 @@ def command(
         overrides.setdefault("detect", {})["psf_sigma_px"] = psf_sigma_px
     if min_track_length is not None:
         overrides.setdefault("sizing", {})["min_track_length"] = min_track_length
+    _check_output_folder(out)
     cal = load_calibration(calibration) if calibration is not None else None
     names = [Path(v).stem if Path(v).suffix else Path(v).name for v in videos]
     if len(set(names)) != len(names):
@@ -110,7 +127,7 @@ def command(
         except ExontaInputError as exc:
             if len(videos) == 1:
                 raise
-            typer.echo(f"exonta: error: {exc}", err=True)
+            typer.echo(f"exonta: error: {one_line(exc)}", err=True)
             failures.append(str(video))
             continue
         if not quiet:

@@ -51,6 +51,7 @@ Settings = namedtuple(
         "roi_half",       # int: half-width of the fitting ROI / aperture radius
         "sigma0",         # float: PSF sigma, px (fit start value)
         "noise_tile",     # int: side of the tiles of the local noise estimate, px
+        "saturation",     # float: raw value at/above which a pixel is left out of fits (inf: none)
     ],
 )
 
@@ -734,12 +735,14 @@ def _aperture(img, xc, yc, radius, out):
 
 
 @njit(cache=True, nogil=True)
-def _refine(img, rows, cols, n, k, mode, half, sigma0, plane, mask, out):
+def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, mask, out):
     """Sub-pixel position and photometry of candidate k of (rows, cols)[:n].
 
     Fills ``out[:6] = (x, y, mass, signal, size_px, local_background)`` in the
     units of ``img`` (background-subtracted working frame). ``mask`` is uint8
-    (2·half+1)² scratch.
+    (2·half+1)² scratch. Pixels of ``raw`` at or above ``saturation`` are
+    censored: left out of the Gaussian fit, whose model is wrong there (a
+    clipped spot's flat top otherwise biases position and width).
     """
     row = rows[k]
     col = cols[k]
@@ -747,6 +750,12 @@ def _refine(img, rows, cols, n, k, mode, half, sigma0, plane, mask, out):
     if mode == MODE_GAUSSIAN:
         theta = np.empty(7)
         _voronoi_mask(rows, cols, n, k, half, img.shape[0], img.shape[1], mask)
+        if saturation < np.inf:
+            r0, r1, c0, c1 = _roi_bounds(img.shape, row, col, half)
+            for i in range(r1 - r0):
+                for j in range(c1 - c0):
+                    if raw[r0 + i, c0 + j] >= saturation:
+                        mask[i, j] = 0
         if _fit_gaussian(img, mask, row, col, half, sigma0, plane, 40, theta):
             out[0] = theta[0]
             out[1] = theta[1]
@@ -814,7 +823,7 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
     nk = min(n, cap)
     mask = np.empty((2 * s.roi_half + 1, 2 * s.roi_half + 1), np.uint8)
     for k in range(nk):
-        _refine(work, rows, cols, nk, k, s.mode, s.roi_half, s.sigma0, not has_bg, mask, out[k])
+        _refine(work, raw, s.saturation, rows, cols, nk, k, s.mode, s.roi_half, s.sigma0, not has_bg, mask, out[k])
         b0 = bg[rows[k], cols[k]] if has_bg else 0.0
         out[k, 5] = b0 + s.sign * out[k, 5]
         sl = vals[k] if vals[k] > 0.0 else floor

@@ -22,10 +22,17 @@ Algorithm (per frame)
    ``min_separation_px`` (ties broken in raster order), at least ``edge_px``
    from the borders.
 5. Localisation on ``W`` in a (2⌈3σ⌉+1)² ROI: ``"gaussian"`` = least-squares
-   fit of a pixel-integrated 2-D Gaussian + offset (Levenberg–Marquardt;
-   falls back to the centroid if the fit fails), ``"radial"`` = radial
-   symmetry centre (Parthasarathy 2012), ``"centroid"`` = intensity-weighted
-   centroid above the local (annulus-median) background.
+   fit of a pixel-integrated 2-D Gaussian + offset (+ a tilted plane when no
+   background was subtracted, for illumination gradients), Levenberg–Marquardt,
+   ROI pixels closer to another candidate masked out (so a neighbour does not
+   pull the fit); falls back to the centroid if the fit fails. ``"radial"`` =
+   radial-symmetry centre (Parthasarathy 2012), ``"centroid"`` =
+   intensity-weighted centroid; both with aperture photometry above the
+   annulus-median local background.
+
+Two spots are resolved when they are more than ≈ 2√2·σ apart (the matched
+filter widens each to σ√2); a dim spot within ~8 px of a much brighter one
+can be missed (the local-mean term lowers its filtered peak).
 
 Columns of the features table
 -----------------------------
@@ -137,6 +144,7 @@ def _settings(p: DetectParams) -> K.Settings:
         roi_half=int(d["roi_half"]),
         sigma0=float(p.psf_sigma_px),
         noise_tile=int(NOISE_TILE_PX),
+        saturation=math.inf,
     )
 
 
@@ -196,6 +204,8 @@ _WORKSPACE = _Workspace()
 
 def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[np.ndarray, np.ndarray]:
     """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
+    if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
+        s = s._replace(saturation=float(np.iinfo(frames.dtype).max))
     k = frames.shape[0]
     cap = _CAP0
     nw = max(1, min(numba.get_num_threads(), k))

@@ -839,6 +839,29 @@ def _tiff_metadata(tif) -> dict[str, Any]:
 # movies (OpenCV)
 # --------------------------------------------------------------------------------------------
 
+_OPENCV_QUIETED = False
+
+
+def _quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own messages on stderr (exonta reports the problem itself).
+
+    Without this, a corrupt movie prints ``[ WARN:0] global cap.cpp ...`` or ``[mjpeg @ 0x...]
+    overread`` lines before exonta's one-line error. ``OPENCV_FFMPEG_LOGLEVEL`` is only set when
+    the user has not set it (it is read when OpenCV's FFmpeg backend first opens a file).
+    """
+    global _OPENCV_QUIETED
+    if _OPENCV_QUIETED:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # OpenCV builds without the utils.logging module
+        pass
+    _OPENCV_QUIETED = True
+
+
 class OpenCVVideo(Video):
     """AVI / MP4 / MOV / MKV movie decoded by OpenCV (FFmpeg backend), read sequentially.
 
@@ -866,6 +889,7 @@ class OpenCVVideo(Video):
             raise _wrap(exc, self._where, "opening") from exc
 
     def _new_capture(self):
+        _quiet_opencv()
         import cv2
 
         cap = None
