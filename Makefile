@@ -32,10 +32,12 @@ system-deps:
 test: system-deps $(VENV)/.installed-dev
 	EXONTA_REQUIRE_GUI=1 xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest
 
+# speed/accuracy tables (minutes; not part of the tests); see benchmarks/README.md
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_detect.py --quick
-	$(BIN)/python benchmarks/bench_link.py --quick
+	$(BIN)/python benchmarks/bench_link.py
 	$(BIN)/python benchmarks/bench_sizing.py
+	$(BIN)/python benchmarks/bench_accuracy.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
