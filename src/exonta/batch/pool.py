@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.results import atomic_write_bytes, read_result_tables, read_summary, to_jsonable
+from ..io.results import finite_or_none as _f
 
 __all__ = ["SAMPLE_SCHEMA", "between_video_stats", "combine_tables", "pool_sample", "same_acquisition"]
 
@@ -307,9 +308,3 @@ def _pool_sample(spec: dict[str, Any], size_distribution_fn, plot_fn) -> dict[st
             "between_videos": between}
 
 
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

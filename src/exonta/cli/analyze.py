@@ -17,6 +17,7 @@ OPT_VISC = typer.Option(None, "--viscosity-mpas", help="Viscosity, mPa·s (defau
 OPT_DIL = typer.Option(None, "--dilution", help="Dilution factor of the measured sample.")
 OPT_CONFIG = typer.Option(None, "--config", help="TOML file with [acquisition], [detect], [link], [sizing], "
                           "[concentration] tables.")
+OPT_INVERT = typer.Option(None, "--invert/--no-invert", help="Dark particles on a light background (bright-field).")
 OPT_CAL = typer.Option(None, "--calibration", help="Detection-volume calibration JSON from `exonta calibrate`.")
 
 
@@ -87,8 +88,7 @@ def command(
     temperature_c: Optional[float] = OPT_TEMP,
     viscosity_mpas: Optional[float] = OPT_VISC,
     dilution: Optional[float] = OPT_DIL,
-    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert",
-                                          help="Dark particles on a light background (bright-field)."),
+    invert: Optional[bool] = OPT_INVERT,
     config: Optional[Path] = OPT_CONFIG,
     calibration: Optional[Path] = OPT_CAL,
     threshold_snr: Optional[float] = typer.Option(None, "--threshold-snr", help="Detection threshold in noise sigmas."),

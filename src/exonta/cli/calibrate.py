@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ._common import RichProgress, acquisition_flags, handle_errors, stderr_is_tty
-from .analyze import OPT_CONFIG, OPT_DIL, OPT_EXPOSURE, OPT_FPS, OPT_PIXEL, OPT_TEMP, OPT_VISC
+from .analyze import OPT_CONFIG, OPT_DIL, OPT_EXPOSURE, OPT_FPS, OPT_INVERT, OPT_PIXEL, OPT_TEMP, OPT_VISC
 
 
 @handle_errors
@@ -31,8 +31,7 @@ def command(
     temperature_c: Optional[float] = OPT_TEMP,
     viscosity_mpas: Optional[float] = OPT_VISC,
     dilution: Optional[float] = OPT_DIL,
-    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert",
-                                          help="Dark particles on a light background (bright-field)."),
+    invert: Optional[bool] = OPT_INVERT,
     config: Optional[Path] = OPT_CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:

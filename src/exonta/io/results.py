@@ -41,6 +41,7 @@ __all__ = [
     "to_jsonable",
     "config_to_toml",
     "safe_name",
+    "finite_or_none",
 ]
 
 SUMMARY_SCHEMA = "exonta.summary/1"
@@ -51,6 +52,15 @@ def safe_name(name: str) -> str:
     bad = '<>:"/\\|?*\0'
     out = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(name)).strip().strip(".")
     return out or "unnamed"
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)`` when it is a finite number, else ``None`` (for JSON/CSV/SQL fields)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def to_jsonable(obj: Any) -> Any:

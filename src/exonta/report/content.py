@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..errors import ExontaInputError
+from ..io.results import finite_or_none as _f
 from .spec import CheckResult, Spec, TrendResult, evaluate_criteria, evaluate_suitability, evaluate_trend, \
     overall_verdict
 
@@ -40,12 +41,6 @@ __all__ = ["VideoData", "SampleData", "LotData", "Source", "ReportContent", "loa
 _SIZE_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
 
 
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
