@@ -435,10 +435,6 @@ def test_noisy_blank_has_no_sized_particle(noisy_blank_frames: np.ndarray, tmp_p
     assert any("valid tracks" in w for w in summary["warnings"])
 
 
-@pytest.mark.xfail(strict=True, reason="open bug (issue 5): on a noisy buffer blank the default detection "
-                   "(threshold_snr 3.5) finds noise spots and estimate_concentration counts every detection, "
-                   "reporting ~3e8 particles/mL for a particle-free sample; counting only detections that persist "
-                   "in tracks is the planned fix")
 def test_noisy_blank_concentration_is_negligible(noisy_blank_frames: np.ndarray, frames: np.ndarray,
                                                  tmp_path: Path) -> None:
     """A buffer blank should report a concentration far below a real sample's (< 5 %)."""

@@ -208,6 +208,9 @@ class SizingParams(_Model):
 class ConcentrationParams(_Model):
     """How particles per frame become particles/mL (see :mod:`exonta.analysis.concentration`)."""
 
+    min_linked_frames: int = Field(default=3, ge=1, le=1000,
+                                   description="count only detections that belong to a track of at least this many "
+                                   "positions (single-frame noise maxima are not particles)")
     nominal_depth_um: float = Field(default=10.0, gt=0, le=10000,
                                     description="instrument default effective depth of the detection volume, µm")
     calibration: str | None = Field(default=None, description="path of a calibration JSON from `exonta calibrate`")

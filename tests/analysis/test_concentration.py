@@ -204,7 +204,14 @@ def test_occupancy_weights_use_track_length_by_size():
 
 
 # --------------------------------------------------------------------------- estimate_concentration
+# The unit tests below check the counting and depth arithmetic on synthetic tables whose tracks do not hold
+# every feature; they count every detection (min_linked_frames=1). The persistence rule that the pipeline
+# applies by default is tested in test_only_persistent_detections_are_counted.
+COUNT_ALL = {"min_linked_frames": 1}
+
+
 def _estimate(features, tracks, parts, dist, cal=None, acq=ACQ, **params):
+    params = {**COUNT_ALL, **params}
     return estimate_concentration(features=features, tracks=tracks, particles=parts, distribution=dist,
                                   acquisition=acq, params=ConcentrationParams(**params), detect_params=DETECT,
                                   frame_shape=SHAPE, n_frames=int(features["frame"].max()) + 1 if len(features)
@@ -242,7 +249,7 @@ def test_calibrated_size_model_reproduces_standard_and_corrects_other_sizes():
     n_frames = int(f["frame"].max()) + 1
     result = types.SimpleNamespace(
         input={"n_frames": n_frames, "height": SHAPE[0], "width": SHAPE[1], "sha256": "a" * 64, "path": "cal.tif"},
-        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(), detect=DETECT),
+        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(**COUNT_ALL), detect=DETECT),
         features=f, tracks=tr, particles=parts, distribution=dist)
     cal = calibrate(result, c_true)
     assert cal.brightness_ratio == pytest.approx(ratio, rel=0.1)
@@ -426,14 +433,14 @@ def test_defocus_and_soft_threshold_model_on_synthetic_optics(diam, tol):
     f, tr, parts, dist = _optics_frames(rng, 1e9, 100.0, n_frames=600)
     result = types.SimpleNamespace(
         input={"n_frames": 600, "height": SHAPE[0], "width": SHAPE[1], "sha256": "a" * 64, "path": None},
-        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(), detect=DETECT),
+        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(**COUNT_ALL), detect=DETECT),
         features=f, tracks=tr, particles=parts, distribution=dist)
     cal = calibrate(result, 1e9)
     assert cal.defocus_q == pytest.approx(16 / 9, rel=0.25)
     conc = 1e9 if diam < 100 else 1e8
     f2, tr2, parts2, dist2 = _optics_frames(rng, conc, diam, n_frames=600)
     r = estimate_concentration(features=f2, tracks=tr2, particles=parts2, distribution=dist2, acquisition=ACQ,
-                               params=ConcentrationParams(particle_refractive_index=1.59), detect_params=DETECT,
+                               params=ConcentrationParams(particle_refractive_index=1.59, **COUNT_ALL), detect_params=DETECT,
                                frame_shape=SHAPE, n_frames=600, calibration=cal)
     assert r.value_per_ml == pytest.approx(conc, rel=tol)
     assert abs(r.details["uncorrected_per_ml"] / conc - 1) > abs(r.value_per_ml / conc - 1)
@@ -446,15 +453,18 @@ def test_noise_at_threshold_rescales_the_depth():
     f, tr, parts, dist = _optics_frames(rng, 1e9, 100.0, n_frames=300)
     result = types.SimpleNamespace(
         input={"n_frames": 300, "height": SHAPE[0], "width": SHAPE[1], "sha256": "a" * 64, "path": None},
-        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(), detect=DETECT),
+        config=types.SimpleNamespace(acquisition=ACQ, concentration=ConcentrationParams(**COUNT_ALL), detect=DETECT),
         features=f, tracks=tr, particles=parts, distribution=dist)
     cal = calibrate(result, 1e9)
     noisy = f.assign(snr=f["snr"] / 2.0)
     kw = dict(tracks=tr, particles=parts, distribution=dist, acquisition=ACQ, detect_params=DETECT,
               frame_shape=SHAPE, n_frames=300, calibration=cal)
-    base = estimate_concentration(features=f, params=ConcentrationParams(particle_refractive_index=1.59), **kw)
-    r = estimate_concentration(features=noisy, params=ConcentrationParams(particle_refractive_index=1.59), **kw)
+    base = estimate_concentration(features=f, params=ConcentrationParams(particle_refractive_index=1.59,
+                                                                          **COUNT_ALL), **kw)
+    r = estimate_concentration(features=noisy, params=ConcentrationParams(particle_refractive_index=1.59,
+                                                                          **COUNT_ALL), **kw)
     off = estimate_concentration(features=noisy, params=ConcentrationParams(particle_refractive_index=1.59,
+                                                                            **COUNT_ALL,
                                                                            noise_correction=False), **kw)
     assert r.details["noise_ratio_to_calibration"] == pytest.approx(2.0, rel=0.05)
     assert r.details["effective_depth_um"] < 0.95 * base.details["effective_depth_um"]
@@ -469,7 +479,7 @@ def test_threshold_change_changes_depth_without_size_model():
     same = _estimate(f, tr, parts, dist, cal=cal, size_correction=False)
     assert same.details["effective_depth_um"] == pytest.approx(cal.effective_depth_um)
     r = estimate_concentration(features=f, tracks=tr, particles=parts, distribution=dist, acquisition=ACQ,
-                               params=ConcentrationParams(size_correction=False),
+                               params=ConcentrationParams(size_correction=False, **COUNT_ALL),
                                detect_params=DETECT.model_copy(update={"threshold_snr": 10.0}), frame_shape=SHAPE,
                                n_frames=300, calibration=cal)
     assert r.details["effective_depth_um"] < 0.95 * cal.effective_depth_um  # a higher threshold sees less deep
@@ -531,8 +541,11 @@ E2E_GAP = pytest.mark.xfail(strict=True, reason="open gap (issue 5): sample-depe
                             "calibrated concentration off by more than the target")
 
 
+E2E_MET = {"ps100-1e8", "ps200"}  # cases that meet their target today
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [pytest.param(c, marks=E2E_GAP) for c in E2E_CASES])
+@pytest.mark.parametrize("case", [c if c in E2E_MET else pytest.param(c, marks=E2E_GAP) for c in E2E_CASES])
 def test_concentration_on_simulated_samples(case):
     from exonta.simulate import SimulationConfig, simulate
 
@@ -564,3 +577,24 @@ def test_crowded_field_is_accurate_or_warns():
     assert c.mean_particles_per_frame >= 150
     accurate = abs(c.value_per_ml / sim.true_concentration_per_ml - 1) <= 0.15
     assert accurate or any("dilute" in w for w in c.warnings)
+
+
+def test_only_persistent_detections_are_counted():
+    """Single-frame noise maxima are not particles: only detections in tracks of ≥ min_linked_frames count."""
+    from exonta.analysis.concentration import persistent_detections
+
+    rng = np.random.default_rng(42)
+    n_frames = 50
+    # 4 particles present in every frame, plus 10 single-frame noise spots per frame
+    real = pd.DataFrame({"frame": np.repeat(np.arange(n_frames), 4), "x": rng.uniform(40, 200, 4 * n_frames),
+                         "y": rng.uniform(40, 150, 4 * n_frames), "mass": 1000.0, "signal": 50.0, "size_px": 1.5})
+    real["particle"] = np.tile(np.arange(4), n_frames)
+    noise = pd.DataFrame({"frame": np.repeat(np.arange(n_frames), 10), "x": rng.uniform(40, 200, 10 * n_frames),
+                          "y": rng.uniform(40, 150, 10 * n_frames), "mass": 30.0, "signal": 3.0, "size_px": 1.5})
+    noise["particle"] = 100 + np.arange(len(noise)) // 2  # linked at most in pairs
+    features = pd.concat([real, noise], ignore_index=True).drop(columns="particle")
+    tracks = pd.concat([real, noise], ignore_index=True)
+    kept = persistent_detections(features, tracks, 3)
+    assert len(kept) == len(real) and set(kept.columns) == set(features.columns)
+    assert len(persistent_detections(features, tracks, 1)) == len(features)
+    assert len(persistent_detections(features, None, 3)) == len(features)
