@@ -628,6 +628,11 @@ def _find_peaks(density, w, centres, prominence_frac):
     padded = np.concatenate([[0.0], density, [0.0]])
     idx, _ = find_peaks(padded, prominence=prominence_frac * float(density.max()))
     idx = idx - 1
+    # a maximum in an edge bin is the pile-up of tracks outside the grid, not a size: its mass joins the
+    # neighbouring peak's basin
+    inner = idx[(idx > 0) & (idx < len(density) - 1)]
+    if inner.size:
+        idx = inner
     if idx.size == 0:
         idx = np.array([int(np.argmax(density))])
     bounds = [0]
