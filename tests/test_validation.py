@@ -39,7 +39,7 @@ def test_monodisperse_mode_and_d50(case, tol):
     assert r["counts"]["n_valid_tracks"] >= 100
 
 
-GAP_400 = pytest.mark.xfail(strict=True, reason="open gap (issue 4): mono 400 nm shows a ~10 % spurious "
+GAP_400 = pytest.mark.xfail(strict=True, reason="open gap (issue 4): mono 400 nm shows a 10–12 % spurious "
                             "small-size component (wrong links / noise tracks at the 3.5-sigma threshold)")
 
 
