@@ -164,16 +164,8 @@ def _fmt(v: Any) -> str:
         return "n/a"
 
 
-def _sha256_array(arr: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(str(arr.shape).encode())
-    h.update(str(arr.dtype).encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 def _sha256_chunks(vid: Any, n_frames: int, height: int, width: int) -> str:
-    """:func:`_sha256_array` of the whole video, computed chunk by chunk (same digest, bounded memory)."""
+    """SHA-256 of a path-less video: its (n, h, w) shape, dtype and frame bytes, streamed chunk by chunk."""
     h = hashlib.sha256()
     h.update(str((n_frames, height, width)).encode())
     h.update(str(np.dtype(vid.dtype)).encode())

@@ -241,6 +241,9 @@ def test_video_sha256_matches_sha256sum_and_reader(tmp_path: Path) -> None:
         f = folder / f"f{i}.tif"
         expect.update(f.name.encode() + b"\0" + f.read_bytes())
     assert video_sha256(folder) == expect.hexdigest()
+    from exonta.io import open_video
+
+    assert open_video(folder).sha256() == video_sha256(folder)  # resume compares it with summary.json
     fp1 = video_fingerprint(p)
     p.write_bytes(b"changed")
     assert video_fingerprint(p) != fp1

@@ -45,16 +45,15 @@ path separator are rejected so no result can be written outside OUT.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ExontaInputError
+from ..io.readers import natural_sort_key, sha256_of_files
 from ..io.results import safe_name
 
 __all__ = [
@@ -449,19 +448,11 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
 
 # ----------------------------------------------------------------------------- hashing
 
-def _natural_key(name: str) -> tuple:
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t)
-
-
 def _folder_images(folder: Path) -> list[Path]:
     """The frames of an image folder, in the reader's (natural) order."""
-    try:
-        from ..io.readers import natural_sort_key as key
-    except ImportError:  # pragma: no cover - reader not installed
-        key = _natural_key
     return sorted((p for p in folder.iterdir()
                    if not _is_hidden(p.name) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: key(p.name))
+                  key=lambda p: natural_sort_key(p.name))
 
 
 def video_fingerprint(path: str | Path) -> str:
@@ -484,15 +475,5 @@ def video_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     hash can be compared with ``summary.json`` ``input.sha256``.
     """
     p = Path(path)
-    h = hashlib.sha256()
     files = _folder_images(p) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(f.name.encode("utf-8", "surrogateescape") + b"\0")
-        with open(f, "rb") as fh:
-            while True:
-                b = fh.read(chunk_bytes)
-                if not b:
-                    break
-                h.update(b)
-    return h.hexdigest()
+    return sha256_of_files(files, include_names=p.is_dir(), chunk_bytes=chunk_bytes)

@@ -54,6 +54,7 @@ __all__ = [
     "open_video",
     "frames_from_array",
     "natural_sort_key",
+    "sha256_of_files",
     "TIFF_EXTENSIONS",
     "MOVIE_EXTENSIONS",
     "IMAGE_EXTENSIONS",
@@ -114,6 +115,26 @@ def natural_sort_key(name: str) -> tuple:
     """
     parts = re.split(r"(\d+)", name.lower())
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+
+def sha256_of_files(files, include_names: bool = False, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 hex digest of files streamed in order (the input checksum of a video).
+
+    A single file gives the same value as ``sha256sum``. With ``include_names``
+    (image folders), each file contributes its name (UTF-8, undecodable bytes
+    kept via ``surrogateescape``), a NUL byte, then its content. Raises
+    :class:`OSError` when a file cannot be read.
+    """
+    h = hashlib.sha256()
+    for p in files:
+        p = Path(p)
+        if include_names:
+            h.update(p.name.encode("utf-8", "surrogateescape") + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk_bytes), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _check_dims(height: int, width: int, where: str) -> None:
@@ -462,17 +483,15 @@ class Video:
     def _hash_files(self) -> list[Path]:
         return [self.path] if self.path is not None else []
 
+    # image folders hash each file's name too (frame order and renames change the input)
+    _hash_names = False
+
     def sha256(self) -> str:
         """SHA-256 hex digest of the file (streamed; for a folder, see :class:`ImageFolderVideo`)."""
-        h = hashlib.sha256()
         try:
-            for p in self._hash_files():
-                with open(p, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
+            return sha256_of_files(self._hash_files(), include_names=self._hash_names)
         except OSError as exc:
             raise _wrap(exc, self._where, "hashing") from exc
-        return h.hexdigest()
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
@@ -1154,17 +1173,10 @@ class ImageFolderVideo(Video):
             out[j] = frame
         return out
 
-    def sha256(self) -> str:
-        h = hashlib.sha256()
-        try:
-            for p in self.files:
-                h.update(p.name.encode("utf-8") + b"\0")
-                with open(p, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-        except OSError as exc:
-            raise _wrap(exc, self._where, "hashing") from exc
-        return h.hexdigest()
+    _hash_names = True
+
+    def _hash_files(self) -> list[Path]:
+        return list(self.files)
 
 
 # --------------------------------------------------------------------------------------------
