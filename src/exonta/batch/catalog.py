@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ExontaInputError
-from ..io.results import atomic_write_bytes, to_jsonable
+from ..io.results import atomic_write_bytes, finite_or_none, to_jsonable
 
 __all__ = ["Catalog", "SCHEMA_VERSION", "CATALOG_NAME", "utcnow", "result_row_from_summary"]
 
@@ -168,14 +168,6 @@ def _json(obj: Any) -> str | None:
     return None if obj is None else json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False)
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and abs(f) != float("inf") else None
-
-
 def result_row_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """Key numbers of a ``summary.json`` dict as ``results`` columns."""
     size = summary.get("size_nm") or {}
@@ -184,18 +176,18 @@ def result_row_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     drift = summary.get("drift_um_per_s") or [None, None]
     inp = summary.get("input") or {}
     row = {
-        "mode_nm": _num(size.get("mode")), "mean_nm": _num(size.get("mean")), "sd_nm": _num(size.get("sd")),
-        "d10_nm": _num(size.get("d10")), "d50_nm": _num(size.get("d50")), "d90_nm": _num(size.get("d90")),
-        "concentration_per_ml": _num(conc.get("value")),
-        "concentration_ci95_low_per_ml": _num(conc.get("ci95_low")),
-        "concentration_ci95_high_per_ml": _num(conc.get("ci95_high")),
+        "mode_nm": finite_or_none(size.get("mode")), "mean_nm": finite_or_none(size.get("mean")), "sd_nm": finite_or_none(size.get("sd")),
+        "d10_nm": finite_or_none(size.get("d10")), "d50_nm": finite_or_none(size.get("d50")), "d90_nm": finite_or_none(size.get("d90")),
+        "concentration_per_ml": finite_or_none(conc.get("value")),
+        "concentration_ci95_low_per_ml": finite_or_none(conc.get("ci95_low")),
+        "concentration_ci95_high_per_ml": finite_or_none(conc.get("ci95_high")),
         "n_frames": counts.get("n_frames") if counts.get("n_frames") is None else int(counts["n_frames"]),
         "n_tracks": counts.get("n_tracks") if counts.get("n_tracks") is None else int(counts["n_tracks"]),
         "n_valid_tracks": (counts.get("n_valid_tracks") if counts.get("n_valid_tracks") is None
                            else int(counts["n_valid_tracks"])),
-        "particles_per_frame": _num(counts.get("mean_particles_per_frame")),
-        "drift_x_um_per_s": _num(drift[0]) if len(drift) > 0 else None,
-        "drift_y_um_per_s": _num(drift[1]) if len(drift) > 1 else None,
+        "particles_per_frame": finite_or_none(counts.get("mean_particles_per_frame")),
+        "drift_x_um_per_s": finite_or_none(drift[0]) if len(drift) > 0 else None,
+        "drift_y_um_per_s": finite_or_none(drift[1]) if len(drift) > 1 else None,
         "exonta_version": summary.get("exonta_version"),
         "input_sha256": inp.get("sha256"),
         "parameters_json": _json(summary.get("parameters")),

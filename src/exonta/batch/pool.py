@@ -35,8 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..io.results import atomic_write_bytes, read_result_tables, read_summary, to_jsonable
-from ..io.results import finite_or_none as _f
+from ..io.results import atomic_write_bytes, finite_or_none, read_result_tables, read_summary, to_jsonable
 
 __all__ = ["SAMPLE_SCHEMA", "between_video_stats", "combine_tables", "pool_sample", "same_acquisition"]
 
@@ -297,9 +296,9 @@ def _pool_sample(spec: dict[str, Any], size_distribution_fn, plot_fn) -> dict[st
         "concentration_mean_per_ml": between["concentration_per_ml"]["mean"],
         "concentration_se_per_ml": between["concentration_per_ml"]["se"],
         "concentration_cv": between["concentration_per_ml"]["cv"],
-        "pooled_mode_nm": _f(pstats.get("mode")), "pooled_mean_nm": _f(pstats.get("mean")),
-        "pooled_d10_nm": _f(pstats.get("d10")), "pooled_d50_nm": _f(pstats.get("d50")),
-        "pooled_d90_nm": _f(pstats.get("d90")),
+        "pooled_mode_nm": finite_or_none(pstats.get("mode")), "pooled_mean_nm": finite_or_none(pstats.get("mean")),
+        "pooled_d10_nm": finite_or_none(pstats.get("d10")), "pooled_d50_nm": finite_or_none(pstats.get("d50")),
+        "pooled_d90_nm": finite_or_none(pstats.get("d90")),
         "pooled_n_tracks": (pooled or {}).get("n_valid_tracks"),
         "pooled_key": spec.get("pooled_key"),
         "pooled_error": pooled_error,

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExontaInputError
+from .results import finite_or_none
 
 __all__ = [
     "Video",
@@ -740,12 +741,6 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _ome_metadata(xml: str) -> dict[str, Any]:
@@ -758,14 +753,14 @@ def _ome_metadata(xml: str) -> dict[str, Any]:
     if pixels is None:
         return out
     a = pixels.attrib
-    px = _num(a.get("PhysicalSizeX"))
+    px = finite_or_none(a.get("PhysicalSizeX"))
     unit = a.get("PhysicalSizeXUnit", "µm").strip().lower()
     if px is not None and unit in _LENGTH_TO_UM:
         v = px * _LENGTH_TO_UM[unit]
         if _in_range(v, _PIXEL_SIZE_RANGE_UM):
             out["pixel_size_um"] = v
     planes = [e for e in pixels if _local(e.tag) == "Plane"]
-    dt = _num(a.get("TimeIncrement"))
+    dt = finite_or_none(a.get("TimeIncrement"))
     tunit = a.get("TimeIncrementUnit", "s").strip().lower()
     interval = dt * _TIME_TO_S[tunit] if dt is not None and tunit in _TIME_TO_S else None
     if interval is None or interval <= 0:
@@ -773,8 +768,8 @@ def _ome_metadata(xml: str) -> dict[str, Any]:
         stamps = []
         for p in planes:
             if p.get("TheC", "0") == "0" and p.get("TheZ", "0") == "0":
-                t, u = _num(p.get("DeltaT")), p.get("DeltaTUnit", "s").strip().lower()
-                if t is not None and u in _TIME_TO_S and _num(p.get("TheT")) is not None:
+                t, u = finite_or_none(p.get("DeltaT")), p.get("DeltaTUnit", "s").strip().lower()
+                if t is not None and u in _TIME_TO_S and finite_or_none(p.get("TheT")) is not None:
                     stamps.append((int(float(p.get("TheT"))), t * _TIME_TO_S[u]))
         if len(stamps) >= 2:
             stamps.sort()
@@ -784,7 +779,7 @@ def _ome_metadata(xml: str) -> dict[str, Any]:
         out["fps"] = 1.0 / interval
     exposures = []
     for p in planes:
-        e, u = _num(p.get("ExposureTime")), p.get("ExposureTimeUnit", "s").strip().lower()
+        e, u = finite_or_none(p.get("ExposureTime")), p.get("ExposureTimeUnit", "s").strip().lower()
         if e is not None and u in _TIME_TO_S:
             exposures.append(e * _TIME_TO_S[u])
     if exposures:
@@ -829,18 +824,18 @@ def _tiff_metadata(tif) -> dict[str, Any]:
             v = _resolution_um(page, _LENGTH_TO_UM.get(unit))
             if _in_range(v, _PIXEL_SIZE_RANGE_UM):
                 out["pixel_size_um"] = v
-        fi = _num(ij.get("finterval"))
+        fi = finite_or_none(ij.get("finterval"))
         if "fps" not in out and fi is not None and fi > 0 and _in_range(1.0 / fi, _FPS_RANGE):
             out["fps"] = 1.0 / fi
     try:
         mm = tif.micromanager_metadata if tif.is_micromanager else None
         summary = (mm or {}).get("Summary") or {}
         if "pixel_size_um" not in out:
-            v = _num(summary.get("PixelSize_um"))
+            v = finite_or_none(summary.get("PixelSize_um"))
             if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
                 out["pixel_size_um"] = v
         if "fps" not in out:
-            iv = _num(summary.get("Interval_ms"))
+            iv = finite_or_none(summary.get("Interval_ms"))
             if iv and iv > 0 and _in_range(1000.0 / iv, _FPS_RANGE):
                 out["fps"] = 1000.0 / iv
     except Exception:
@@ -951,11 +946,11 @@ class OpenCVVideo(Video):
         self._order = _order_for_samples(c, bgr=True, where=self._where)
         self.source_dtype = np.dtype(frame.dtype)
         self.dtype = _output_dtype(self.source_dtype, self._where)
-        fps = _num(cap.get(cv2.CAP_PROP_FPS))
+        fps = finite_or_none(cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps if fps is not None and 0 < fps <= 1e5 else None
         if self.fps is not None:
             self.metadata = {"fps": self.fps}
-        reported = _num(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        reported = finite_or_none(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         reported = int(round(reported)) if reported is not None and reported > 0 else 0
         self.n_frames = self._verify_count(reported)
 

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..errors import ExontaInputError
-from ..io.results import finite_or_none as _f
+from ..io.results import finite_or_none
 from .spec import CheckResult, Spec, TrendResult, evaluate_criteria, evaluate_suitability, evaluate_trend, \
     overall_verdict
 
@@ -93,14 +93,14 @@ class VideoData:
     @property
     def dilution(self) -> float | None:
         conc = self.summary.get("concentration_per_ml") or {}
-        return _f(self.acquisition.get("dilution")) or _f(conc.get("dilution"))
+        return finite_or_none(self.acquisition.get("dilution")) or finite_or_none(conc.get("dilution"))
 
     @property
     def concentration(self) -> dict[str, float | None]:
         """Stock (value, CI) and measured (= stock / dilution) concentration, particles/mL."""
         c = self.summary.get("concentration_per_ml") or {}
         d = self.dilution
-        stock, lo, hi = _f(c.get("value")), _f(c.get("ci95_low")), _f(c.get("ci95_high"))
+        stock, lo, hi = finite_or_none(c.get("value")), finite_or_none(c.get("ci95_low")), finite_or_none(c.get("ci95_high"))
         meas = (lambda x: x / d if (x is not None and d) else None)
         return {"stock": stock, "stock_lo": lo, "stock_hi": hi, "measured": meas(stock),
                 "measured_lo": meas(lo), "measured_hi": meas(hi), "dilution": d}
@@ -307,7 +307,7 @@ def _between(values: Iterable[float | None]) -> dict[str, Any]:
     The quantities reported here (sizes, concentrations) are non-negative, so a
     lower CI bound below zero (n = 2 gives t = 12.7) is clipped to 0.
     """
-    vals = [v for v in (_f(x) for x in values) if v is not None]
+    vals = [v for v in (finite_or_none(x) for x in values) if v is not None]
     n = len(vals)
     out: dict[str, Any] = {"n": n, "mean": None, "sd": None, "se": None, "cv_pct": None, "ci95": [None, None]}
     if n == 0:
@@ -326,7 +326,7 @@ def _between(values: Iterable[float | None]) -> dict[str, Any]:
 def _ci(stats: dict[str, Any], key: str) -> list[float | None]:
     ci = (stats.get("ci95") or {}).get(key) if isinstance(stats.get("ci95"), dict) else None
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        return [_f(ci[0]), _f(ci[1])]
+        return [finite_or_none(ci[0]), finite_or_none(ci[1])]
     return [None, None]
 
 
@@ -354,7 +354,7 @@ def sample_metrics(sample: SampleData) -> tuple[dict[str, Any], dict[str, str], 
     if pooled:
         st = pooled["stats"]
         for k in _SIZE_KEYS:
-            size[k] = {"value": _f(st.get(k)), "ci95": _ci(st, k)}
+            size[k] = {"value": finite_or_none(st.get(k)), "ci95": _ci(st, k)}
         size_source = f"pooled distribution of {pooled.get('n_videos', n_ok)} replicate video(s)"
     else:
         for k in _SIZE_KEYS:
@@ -388,11 +388,11 @@ def sample_metrics(sample: SampleData) -> tuple[dict[str, Any], dict[str, str], 
         if b["cv_pct"] is None:
             missing[key] = ("undefined: fewer than 2 successful replicate videos" if b["n"] < 2
                             else "undefined: mean is zero")
-    tracks = [_f(v.counts.get("n_valid_tracks")) for v in ok]
+    tracks = [finite_or_none(v.counts.get("n_valid_tracks")) for v in ok]
     tracks = [t for t in tracks if t is not None]
     m["valid_tracks"] = sum(tracks) if tracks else None
     m["valid_tracks_min"] = min(tracks) if tracks else None
-    ppf = [_f(v.counts.get("mean_particles_per_frame")) for v in ok]
+    ppf = [finite_or_none(v.counts.get("mean_particles_per_frame")) for v in ok]
     ppf = [p for p in ppf if p is not None]
     m["particles_per_frame"] = sum(ppf) / len(ppf) if ppf else None
     m["particles_per_frame_min"] = min(ppf) if ppf else None
@@ -498,7 +498,7 @@ def _lot_trend_value(lot: LotData, metric: str, exclude: str | None) -> float | 
     for s in lot.samples:
         if exclude is not None and s.name == exclude:
             continue
-        v = _f(sample_metrics(s)[0].get(metric))
+        v = finite_or_none(sample_metrics(s)[0].get(metric))
         if v is not None:
             vals.append(v)
     return sum(vals) / len(vals) if vals else None

@@ -9,13 +9,12 @@ jinja2 autoescaping is on: sample names and warnings are escaped.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExontaInputError
-from ..io.results import atomic_write_bytes, safe_name
+from ..io.results import atomic_write_bytes, finite_or_none, safe_name
 from .content import ReportContent
 from .spec import METRICS, format_value, sci
 
@@ -24,29 +23,23 @@ __all__ = ["render_html", "render_pdf", "write_report", "report_figures"]
 _TEMPLATE = "report.html.j2"
 
 
-def _fnum(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def fmt_conc(v: Any) -> Any:
     """Particles/mL as ``1.23 × 10¹⁰`` (unicode superscripts, no markup)."""
-    f = _fnum(v)
+    f = finite_or_none(v)
     return "–" if f is None else nb(sci(f))
 
 
 def fmt_num(v: Any, spec: str = ".1f") -> str:
-    f = _fnum(v)
+    f = finite_or_none(v)
     return "–" if f is None else format(f, spec)
 
 
 def fmt_ci(ci: Any, kind: str = "size") -> Any:
     if not isinstance(ci, (list, tuple)) or len(ci) != 2:
         return "–"
-    lo, hi = _fnum(ci[0]), _fnum(ci[1])
+    lo, hi = finite_or_none(ci[0]), finite_or_none(ci[1])
     if lo is None or hi is None:
         return "–"
     if kind == "conc":
@@ -57,7 +50,7 @@ def fmt_ci(ci: Any, kind: str = "size") -> Any:
 
 
 def fmt_metric(v: Any, metric: str) -> Any:
-    return nb(format_value(_fnum(v), metric))
+    return nb(format_value(finite_or_none(v), metric))
 
 
 def css_str(text: Any) -> str:

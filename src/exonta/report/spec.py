@@ -83,6 +83,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ExontaInputError
+from ..io.results import finite_or_none
 
 __all__ = [
     "METRICS",
@@ -335,16 +336,10 @@ class CheckResult:
         return {True: "PASS", False: "FAIL", None: "N/A"}[self.passed]
 
 
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _check_range(scope: str, crit: Criterion, value: Any, why_missing: str | None = None) -> CheckResult:
-    v = _finite(value)
+    v = finite_or_none(value)
     if v is None:
         reason = why_missing or "not measured (no value available)"
         return CheckResult(scope, crit.metric, crit.display, crit.requirement, None, False, reason)
@@ -424,7 +419,7 @@ def evaluate_suitability(ss: SystemSuitability, metrics: Mapping[str, Any] | Non
             out.append(CheckResult(scope, metric, label, requirement, None, False,
                                    f"bead standard {ss.sample!r} was not measured in this batch"))
             continue
-        v = _finite(metrics.get(metric))
+        v = finite_or_none(metrics.get(metric))
         if v is None:
             out.append(CheckResult(scope, metric, label, requirement, None, False,
                                    f"no successful measurement of {ss.sample!r}{suffix}"))
@@ -455,7 +450,7 @@ def control_limits(history: Sequence[float | None], sigma: float = 3.0,
     (centre, lower, upper) or None
         SD with ddof = 1.
     """
-    vals = [f for f in (_finite(v) for v in history) if f is not None]
+    vals = [f for f in (finite_or_none(v) for v in history) if f is not None]
     if len(vals) < max(min_points, 2):
         return None
     n = len(vals)
@@ -527,7 +522,7 @@ def evaluate_trend(lot_values: Sequence[tuple[str, float | None]], current_lot: 
     res = TrendResult(metric=metric, sigma=settings.sigma)
     earlier: list[float | None] = []
     for lot, value in lot_values:
-        v = _finite(value)
+        v = finite_or_none(value)
         lim = control_limits(earlier, settings.sigma, settings.min_lots)
         pt = TrendPoint(lot=lot, value=v, current=(lot == current_lot))
         if lim is not None:
