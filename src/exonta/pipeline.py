@@ -28,7 +28,7 @@ import pandas as pd
 from . import __version__
 from .config import AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
-from .io.results import SUMMARY_SCHEMA, config_to_toml, safe_name, write_result_dir
+from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
 
 __all__ = ["Result", "analyze", "prepare", "ProgressCallback"]
 
@@ -79,8 +79,7 @@ class Result:
     @property
     def name(self) -> str:
         """Default result-folder name: the video's file name without extension."""
-        p = Path(self.input.get("path") or "video")
-        return safe_name(p.stem if p.suffix else p.name)
+        return result_name(self.input.get("path") or "video")
 
     @property
     def size_table(self) -> pd.DataFrame:

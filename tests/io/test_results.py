@@ -71,3 +71,11 @@ def test_config_to_toml_round_trip():
                                    "detect": {"invert": True, "n": 3}}, header="made by test")
     data = tomllib.loads(text)
     assert data == {"acquisition": {"fps": 30.0, "name": 'a "q"'}, "detect": {"invert": True, "n": 3}}
+
+
+def test_result_name_of_files_and_folders(tmp_path):
+    folder = tmp_path / "run.01"
+    folder.mkdir()
+    assert results.result_name(folder) == "run.01"  # a folder of images keeps its whole name
+    assert results.result_name(tmp_path / "beads 100.tif") == "beads 100"
+    assert results.result_name("a:b.avi") == "a_b"  # the CLI's collision check sees the name actually written

@@ -54,7 +54,7 @@ from typing import Any
 
 from ..errors import ExontaInputError
 from ..io.readers import natural_sort_key, sha256_of_files
-from ..io.results import safe_name
+from ..io.results import result_name, safe_name
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -224,7 +224,7 @@ def _assign_names(entries: list[VideoEntry]) -> None:
     for group in by_sample.values():
         used: set[str] = set()
         for e in group:
-            base = safe_name(e.path.stem if e.path.suffix and not e.path.is_dir() else e.path.name)
+            base = result_name(e.path)
             name = base
             if name.lower() in used:
                 name = safe_name(e.path.name.replace(".", "_"))

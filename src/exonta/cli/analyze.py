@@ -99,6 +99,7 @@ def command(
     """Analyse NTA videos: size distribution and concentration, written to OUT/<video-name>/."""
     from ..analysis.concentration import load_calibration
     from ..errors import ExontaInputError
+    from ..io.results import result_name
     from ..pipeline import analyze, prepare
 
     acq = acquisition_flags(pixel_size_um, fps, exposure_s, temperature_c, viscosity_mpas, dilution)
@@ -111,7 +112,7 @@ def command(
         overrides.setdefault("sizing", {})["min_track_length"] = min_track_length
     _check_output_folder(out)
     cal = load_calibration(calibration) if calibration is not None else None
-    names = [Path(v).stem if Path(v).suffix else Path(v).name for v in videos]
+    names = [result_name(v) for v in videos]
     if len(set(names)) != len(names):
         raise ExontaInputError("two input videos have the same name; their result folders would collide — "
                                "analyse them into different --out folders")

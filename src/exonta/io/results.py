@@ -41,6 +41,7 @@ __all__ = [
     "to_jsonable",
     "config_to_toml",
     "safe_name",
+    "result_name",
     "finite_or_none",
 ]
 
@@ -52,6 +53,12 @@ def safe_name(name: str) -> str:
     bad = '<>:"/\\|?*\0'
     out = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(name)).strip().strip(".")
     return out or "unnamed"
+
+
+def result_name(video_path: str | Path) -> str:
+    """Result-folder name of a video: its file name without extension (a folder of images keeps its whole name)."""
+    p = Path(video_path)
+    return safe_name(p.stem if p.suffix and not p.is_dir() else p.name)
 
 
 def finite_or_none(value: Any) -> float | None:
