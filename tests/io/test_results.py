@@ -79,3 +79,15 @@ def test_result_name_of_files_and_folders(tmp_path):
     assert results.result_name(folder) == "run.01"  # a folder of images keeps its whole name
     assert results.result_name(tmp_path / "beads 100.tif") == "beads 100"
     assert results.result_name("a:b.avi") == "a_b"  # the CLI's collision check sees the name actually written
+
+
+def test_atomic_write_honours_the_umask(tmp_path):
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        results.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temp file left

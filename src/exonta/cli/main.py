@@ -41,13 +41,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     for name, module in COMMANDS:
-        try:
-            mod = importlib.import_module(f"exonta.cli.{module}")
-        except ModuleNotFoundError as exc:  # a command whose module is not installed in this build
-            if exc.name != f"exonta.cli.{module}":
-                raise
-            continue
-        app.command(name)(mod.command)
+        app.command(name)(importlib.import_module(f"exonta.cli.{module}").command)
 
 
 _register()
