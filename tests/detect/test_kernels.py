@@ -25,34 +25,34 @@ def _spot_image(rng, shape, xs, ys, photons=800.0, sigma=1.5, bg=10.0):
     return ref.render_spots(shape, xs, ys, photons, sigma, bg, rng).astype(np.float32)
 
 
-# ----------------------------------------------------------------- prepare
+# ----------------------------------------------------------------- prepare + band-pass
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_prepare_matches_reference(dtype, sign):
+def test_filter_frame_working_frame_matches_reference(dtype, sign):
     rng = np.random.default_rng(1)
     hi = 255 if dtype == np.uint8 else 4000
     raw = rng.integers(0, hi, (13, 17)).astype(dtype)
     bg = rng.uniform(0, hi / 2, (13, 17)).astype(np.float32)
-    out = np.empty((13, 17), np.float32)
-    amax = K._prepare(raw, bg, sign, out)
+    work, filt = (np.empty((13, 17), np.float32) for _ in range(2))
+    K._filter_frame(raw, bg, sign, L.gaussian_kernel(1.5), 6, work, filt)
     expect = ref.prepare_ref(raw, bg, sign)
-    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-3)
-    assert amax == pytest.approx(np.abs(expect).max(), rel=1e-6)
-    K._prepare(raw, NO_BG, sign, out)
-    np.testing.assert_allclose(out, ref.prepare_ref(raw, None, sign), rtol=1e-6)
+    np.testing.assert_allclose(work, expect, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(filt, ref.bandpass_ref(expect, 1.5, 6), rtol=0, atol=1e-4 * np.abs(expect).max())
+    K._filter_frame(raw, NO_BG, sign, L.gaussian_kernel(1.5), 6, work, filt)
+    np.testing.assert_allclose(work, ref.prepare_ref(raw, None, sign), rtol=1e-6)
 
 
-# ----------------------------------------------------------------- band-pass
-@pytest.mark.parametrize("shape", [(40, 57), (7, 5), (1, 30), (64, 3)])
+@pytest.mark.parametrize("shape", [(40, 57), (7, 5), (1, 30), (64, 3), (300, 211)])
 @pytest.mark.parametrize("sigma", [0.8, 1.5, 2.6])
 def test_bandpass_matches_scipy(shape, sigma):
+    """The streamed (ring-buffer) filter equals the whole-image scipy filter, edges included."""
     rng = np.random.default_rng(2)
     img = rng.normal(100, 20, shape).astype(np.float32)
     img[shape[0] // 2, shape[1] // 2] += 3000  # a spot
     g = L.gaussian_kernel(sigma)
     box_half = max(int(math.ceil(4 * sigma)), 2)
-    gh, bh, out = (np.empty(shape, np.float32) for _ in range(3))
-    K._bandpass(img, g, box_half, gh, bh, out)
+    work, out = (np.empty(shape, np.float32) for _ in range(2))
+    K._filter_frame(img, NO_BG, 1.0, g, box_half, work, out)
     expect = ref.bandpass_ref(img, sigma, box_half)
     np.testing.assert_allclose(out, expect, rtol=0, atol=2e-3 * 100 + 1e-4 * np.abs(expect).max())
 
@@ -63,8 +63,8 @@ def test_bandpass_flat_and_linear_gradient_give_zero():
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for img in (np.full((h, w), 1234.0, np.float32), 5.0 * xx + 3.0 * yy + 200.0):
         img = img.astype(np.float32)
-        gh, bh, out = (np.empty((h, w), np.float32) for _ in range(3))
-        K._bandpass(img, L.gaussian_kernel(1.5), 6, gh, bh, out)
+        work, out = (np.empty((h, w), np.float32) for _ in range(2))
+        K._filter_frame(img, NO_BG, 1.0, L.gaussian_kernel(1.5), 6, work, out)
         np.testing.assert_allclose(out[8:-8, 8:-8], 0.0, atol=2e-3)
 
 
@@ -284,11 +284,14 @@ def test_process_frame_matches_reference_pipeline():
     raw = ref.render_spots((60, 80), xs, ys, 1200.0, 1.5, 20.0, rng).astype(np.uint16)
     p = DetectParams()
     s = L._settings(p)
-    ws = np.empty((4, 60, 80), np.float32)
+    ws = np.empty((2, 60, 80), np.float32)
     cap = 100
     out = np.empty((cap, K.N_FIELDS))
-    n, sig = K._process_frame(raw, NO_BG, s, ws[0], ws[1], ws[2], ws[3], np.empty(cap, np.int64),
-                              np.empty(cap, np.int64), np.empty(cap), out)
+    grid = np.empty((K._n_tiles(60, s.edge, s.noise_tile), K._n_tiles(80, s.edge, s.noise_tile)))
+    floor, grid1 = L._noise_model(raw[None], NO_BG, s)  # the one-frame noise model == the frame's own grid
+    n = K._process_frame(raw, NO_BG, s, floor, grid, True, ws[0], ws[1], np.empty(cap, np.int64),
+                         np.empty(cap, np.int64), np.empty(cap), out)
+    np.testing.assert_array_equal(grid, grid1)
     expect = _reference_frame(raw, p)
     assert n == len(expect) >= 10
     got = out[:n]

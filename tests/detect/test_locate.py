@@ -92,9 +92,16 @@ def test_locate_frames_adds_frame_and_matches_locate():
     assert df["frame"].dtype == np.int64
     assert sorted(df["frame"].unique()) == [0, 1, 2, 3, 4]
     assert df["frame"].is_monotonic_increasing
+    # locate() measures the noise on its one frame, locate_frames() as the per-tile median over the
+    # video (lower near bright spots, which inflate one frame's tile estimate): the same spots, localised
+    # identically; only candidates near the threshold may differ
     for i in (0, 3):
         one = locate(frames[i])
-        pd.testing.assert_frame_equal(df[df.frame == i][FEATURE_COLS].reset_index(drop=True), one)
+        many = df[df.frame == i][FEATURE_COLS].reset_index(drop=True)
+        common = one.merge(many, on=["x", "y"], suffixes=("", "_v"))
+        assert len(common) >= 0.9 * max(len(one), len(many)) and len(common) >= 8
+        np.testing.assert_allclose(common["mass"], common["mass_v"], rtol=1e-12)
+        assert (common["snr"] > 3.5).all() and (common["snr_v"] > 3.5).all()
 
 
 def test_chunking_and_video_objects_give_identical_results():

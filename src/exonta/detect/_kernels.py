@@ -69,94 +69,108 @@ def _clamp(i, n):
     return i
 
 
-@njit(cache=True, nogil=True)
-def _prepare(raw, bg, sign, out):
-    """``out = sign * (raw - bg)`` as float32 (``bg`` may be shape (0, 0) = none).
-
-    Returns the largest absolute value of ``out`` (sets the rounding floor of
-    the threshold).
-    """
-    h, w = raw.shape
-    has_bg = bg.shape[0] > 0
-    s = np.float32(sign)
-    amax = np.float32(0.0)
-    for y in range(h):
-        for x in range(w):
-            v = np.float32(raw[y, x])
-            if has_bg:
-                v -= bg[y, x]
-            v *= s
-            out[y, x] = v
-            if abs(v) > amax:
-                amax = abs(v)
-    return amax
+# Rows between fresh sums of the running vertical box sum in _filter_frame.
+_BOX_REFRESH = 32
 
 
 @njit(cache=True, nogil=True)
-def _bandpass(img, gauss, box_half, gh, bh, out):
-    """Matched filter ``out = G * img - box_mean(img)`` (separable, nearest-edge padding).
+def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
+    """Working frame and matched filter of one frame, in one streaming pass.
+
+    ``work = sign·(raw − bg)`` (float32; ``bg`` may be shape (0, 0) = none) and
+    ``filt = G * work − box_mean(work)``: separable Gaussian ``gauss`` minus
+    the mean over a (2b+1)² box, ``b = box_half``, nearest-edge padding.
+
+    Rows are streamed: each input row is prepared, padded and filtered along
+    x into two small ring buffers (Gaussian, box sums) of ``2·max(r, b)+2``
+    rows, and each output row is formed from the ring as soon as the rows it
+    needs are in (Gaussian taps along y; box by a running float32 sum along
+    y, summed afresh every ``_BOX_REFRESH`` rows). The whole working set stays in cache, which is what makes a 1024²
+    frame cost about as much as its two passes of arithmetic. Loops are
+    ordered tap-outer / pixel-inner on contiguous rows so that LLVM vectorises
+    them.
 
     Parameters
     ----------
-    img : float32 (h, w)
+    raw : (h, w) uint8 / uint16 / float32
+    bg : float32 (h, w) or (0, 0)
+    sign : float
+        +1, or −1 for dark spots.
     gauss : float32 (2r+1,)
         Normalised 1-D Gaussian (sum 1).
     box_half : int
-        Half-width b of the (2b+1)² local-mean box.
-    gh, bh : float32 (h, w)
-        Scratch: row-filtered Gaussian and row box sums.
-    out : float32 (h, w)
-
-    Notes
-    -----
-    Loops are ordered tap-outer / pixel-inner so that LLVM vectorises them.
+    work, filt : float32 (h, w)
+        Outputs.
     """
-    h, w = img.shape
+    h, w = raw.shape
     r = gauss.shape[0] // 2
-    nb = 2 * box_half + 1
-    inv_area = np.float32(1.0 / (nb * nb))
-    pad = max(r, box_half)
+    b = box_half
+    nb = 2 * b + 1
+    pad = max(r, b)
+    n_ring = 2 * pad + 2
+    ring_g = np.empty((n_ring, w), np.float32)
+    ring_b = np.empty((n_ring, w), np.float32)
     row = np.empty(w + 2 * pad, np.float32)
-    # ---- horizontal pass on a padded copy of each row
+    acc = np.zeros(w, np.float32)
+    has_bg = bg.shape[0] > 0
+    s = np.float32(sign)
+    inv_area = np.float32(1.0 / (nb * nb))
+    nxt = 0
     for y in range(h):
-        for x in range(w + 2 * pad):
-            row[x] = img[y, _clamp(x - pad, w)]
-        # (slices: indices are then plain loop counters, which LLVM vectorises)
-        g_out = gh[y]
-        b_out = bh[y]
-        src = row[pad - r:pad - r + w]
-        g0 = gauss[0]
-        for x in range(w):
-            g_out[x] = g0 * src[x]
-        for k in range(1, 2 * r + 1):
-            gk = gauss[k]
-            src = row[pad - r + k:pad - r + k + w]
+        # ---- bring in the input rows up to y + pad (clamped): prepare + x-filter
+        need = min(y + pad, h - 1)
+        while nxt <= need:
+            wr = work[nxt]
+            rr = raw[nxt]
+            if has_bg:
+                br = bg[nxt]
+                for x in range(w):
+                    wr[x] = s * (np.float32(rr[x]) - br[x])
+            else:
+                for x in range(w):
+                    wr[x] = s * np.float32(rr[x])
+            v0 = wr[0]
+            v1 = wr[w - 1]
+            for x in range(pad):
+                row[x] = v0
+                row[pad + w + x] = v1
+            row[pad:pad + w] = wr
+            g_out = ring_g[nxt % n_ring]
+            src = row[pad - r:pad - r + w]
+            g0 = gauss[0]
             for x in range(w):
-                g_out[x] += gk * src[x]
-        src = row[pad - box_half:pad - box_half + w]
-        for x in range(w):
-            b_out[x] = src[x]
-        for k in range(1, nb):
-            src = row[pad - box_half + k:pad - box_half + k + w]
+                g_out[x] = g0 * src[x]
+            for k in range(1, 2 * r + 1):
+                gk = gauss[k]
+                src = row[pad - r + k:pad - r + k + w]
+                for x in range(w):
+                    g_out[x] += gk * src[x]
+            b_out = ring_b[nxt % n_ring]
+            src = row[pad - b:pad - b + w]
             for x in range(w):
-                b_out[x] += src[x]
-    # ---- vertical pass: running box sum (float64, no drift) + Gaussian taps
-    acc_b = np.zeros(w, np.float64)
-    for k in range(-box_half, box_half + 1):
-        yy = _clamp(k, h)
-        for x in range(w):
-            acc_b[x] += bh[yy, x]
-    for y in range(h):
-        if y > 0:
-            add = bh[_clamp(y + box_half, h)]
-            sub = bh[_clamp(y - box_half - 1, h)]
+                b_out[x] = src[x]
+            for k in range(1, nb):
+                src = row[pad - b + k:pad - b + k + w]
+                for x in range(w):
+                    b_out[x] += src[x]
+            nxt += 1
+        # ---- output row y
+        if y % _BOX_REFRESH == 0:  # sum afresh now and then: a float32 running sum drifts
+            acc[:] = 0.0
+            for k in range(y - b, y + b + 1):
+                src = ring_b[_clamp(k, h) % n_ring]
+                for x in range(w):
+                    acc[x] += src[x]
+        else:
+            add = ring_b[_clamp(y + b, h) % n_ring]
+            sub = ring_b[_clamp(y - b - 1, h) % n_ring]
             for x in range(w):
-                acc_b[x] += add[x] - sub[x]
-        o_row = out[y]
+                acc[x] += add[x] - sub[x]
+        o_row = filt[y]
         for x in range(w):
-            o_row[x] = -np.float32(acc_b[x]) * inv_area
+            o_row[x] = -acc[x] * inv_area
         for k in range(2 * r + 1):
-            src = gh[_clamp(y + k - r, h)]
+            src = ring_g[_clamp(y + k - r, h) % n_ring]
             g = gauss[k]
             for x in range(w):
                 o_row[x] += g * src[x]
@@ -254,6 +268,10 @@ def _local_sigma(grid, edge, h, w, y, x):
             + fu * ((1 - fv) * grid[i1, j0] + fv * grid[i1, j1]))
 
 
+# Row-segment length of the branch-free threshold pre-scan in _find_maxima, px.
+_SEG = 64
+
+
 @njit(cache=True, nogil=True)
 def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, sig):
     """Local maxima of ``f`` above a (local) threshold with a minimum separation.
@@ -277,30 +295,49 @@ def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, si
         for j in range(grid.shape[1]):
             gmin = min(gmin, grid[i, j])
     thr_min = max(k_sigma * gmin, thr_abs)
+    thr32 = np.float32(thr_min)
+    if thr32 > thr_min:  # float32 rounding must not lose a pixel of the pre-scan
+        thr32 = np.nextafter(thr32, np.float32(-np.inf))
+    x_hi = w - edge
     for y in range(edge, h - edge):
-        for x in range(edge, w - edge):
-            v = f[y, x]
-            if not v > thr_min:
+        fr = f[y]
+        for xs in range(edge, x_hi, _SEG):
+            xe = min(xs + _SEG, x_hi)
+            # almost every pixel is below threshold: a branch-free count over
+            # the segment (vectorised) skips it before the per-pixel tests
+            seg = fr[xs:xe]  # a slice with a 0-based loop: LLVM vectorises this count
+            above = 0
+            for x in range(seg.shape[0]):
+                if seg[x] > thr32:
+                    above += 1
+            if above == 0:
                 continue
-            sl = _local_sigma(grid, edge, h, w, y, x)
-            if not v > max(k_sigma * sl, thr_abs):
-                continue
-            ok = True
-            for j in range(m):
-                yy = y + sep_dy[j]
-                xx = x + sep_dx[j]
-                if yy < 0 or yy >= h or xx < 0 or xx >= w:
+            for x in range(xs, xe):
+                v = fr[x]
+                if not v > thr_min:
                     continue
-                u = f[yy, xx]
-                if u > v or (u == v and (yy < y or (yy == y and xx < x))):
-                    ok = False
-                    break
-            if ok:
-                if n < cap:
-                    rows[n] = y
-                    cols[n] = x
-                    sig[n] = sl
-                n += 1
+                # maximum test first (offsets nearest first: most pixels fail
+                # on a direct neighbour), the interpolated local noise only
+                # for the few maxima
+                ok = True
+                for j in range(m):
+                    yy = y + sep_dy[j]
+                    xx = x + sep_dx[j]
+                    if yy < 0 or yy >= h or xx < 0 or xx >= w:
+                        continue
+                    u = f[yy, xx]
+                    if u > v or (u == v and (yy < y or (yy == y and xx < x))):
+                        ok = False
+                        break
+                if not ok:
+                    continue
+                sl = _local_sigma(grid, edge, h, w, y, x)
+                if v > max(k_sigma * sl, thr_abs):
+                    if n < cap:
+                        rows[n] = y
+                        cols[n] = x
+                        sig[n] = sl
+                    n += 1
     return n
 
 
@@ -348,19 +385,24 @@ def _pixel_gauss_1d(origin, n, mu, sigma, e, de_dmu, de_ds):
 
     ``e[j] = ½[erf((t+½)/(√2σ)) − erf((t−½)/(√2σ))]`` with ``t = origin + j − mu``
     (the fraction of a unit-mass Gaussian falling in pixel j), and its
-    derivatives with respect to ``mu`` and ``sigma``.
+    derivatives with respect to ``mu`` and ``sigma``. Neighbouring pixels
+    share an edge, so erf and exp are evaluated once per edge (n + 1).
     """
     inv = 1.0 / (_SQRT2 * sigma)
     c1 = 1.0 / (_SQRT2PI * sigma)
+    am = origin - mu - 0.5
+    em = math.exp(-0.5 * (am / sigma) ** 2)
+    fm = math.erf(am * inv)
     for j in range(n):
-        t = origin + j - mu
-        ap = t + 0.5
-        am = t - 0.5
+        ap = am + 1.0
         ep = math.exp(-0.5 * (ap / sigma) ** 2)
-        em = math.exp(-0.5 * (am / sigma) ** 2)
-        e[j] = 0.5 * (math.erf(ap * inv) - math.erf(am * inv))
+        fp = math.erf(ap * inv)
+        e[j] = 0.5 * (fp - fm)
         de_dmu[j] = c1 * (em - ep)
         de_ds[j] = c1 / sigma * (am * em - ap * ep)
+        am = ap
+        em = ep
+        fm = fp
 
 
 @njit(cache=True, nogil=True)
@@ -423,6 +465,104 @@ def _voronoi_mask(rows, cols, n, k, half, h, w, mask):
                                 kept -= 1
             m += direction
     return kept
+
+
+# LM stops when the position and width steps are all below this, px (the
+# localisation error of a spot is ≳ 0.02 px, so 1e-4 px is exact for any use).
+_FIT_TOL = 1e-4
+# Iteration cap of the detector's fits (a noise maximum may never converge).
+_FIT_MAX_ITER = 12
+# Damping increases (×10 each) tried per LM iteration before giving up.
+_FIT_MAX_TRIALS = 6
+
+
+@njit(cache=True, nogil=True)
+def _normal_eq_5(img, mask, r0, r1, c0, c1, th, ex, ey, dxv, dyv, sxv, syv, jtj, jtr):
+    """JᵀJ (lower triangle) and Jᵀr of the 5-parameter model (x, y, N, σ, b)
+    at ``th``, with scalar accumulators (the fast path of :func:`_fit_gaussian`)."""
+    amp = th[2]
+    b = th[4]
+    a00 = a10 = a11 = a20 = a21 = a22 = a30 = a31 = a32 = a33 = 0.0
+    a40 = a41 = a42 = a43 = a44 = 0.0
+    r_0 = r_1 = r_2 = r_3 = r_4 = 0.0
+    for i in range(r1 - r0):
+        eyi = ey[i]
+        dyi = dyv[i]
+        syi = syv[i]
+        for j in range(c1 - c0):
+            if not mask[i, j]:
+                continue
+            exy = ex[j] * eyi
+            res = img[r0 + i, c0 + j] - (b + amp * exy)
+            j0 = amp * dxv[j] * eyi
+            j1 = amp * ex[j] * dyi
+            j2 = exy
+            j3 = amp * (sxv[j] * eyi + ex[j] * syi)
+            a00 += j0 * j0
+            a10 += j1 * j0
+            a11 += j1 * j1
+            a20 += j2 * j0
+            a21 += j2 * j1
+            a22 += j2 * j2
+            a30 += j3 * j0
+            a31 += j3 * j1
+            a32 += j3 * j2
+            a33 += j3 * j3
+            a40 += j0
+            a41 += j1
+            a42 += j2
+            a43 += j3
+            a44 += 1.0
+            r_0 += j0 * res
+            r_1 += j1 * res
+            r_2 += j2 * res
+            r_3 += j3 * res
+            r_4 += res
+    jtj[0, 0] = a00
+    jtj[1, 0] = a10
+    jtj[1, 1] = a11
+    jtj[2, 0] = a20
+    jtj[2, 1] = a21
+    jtj[2, 2] = a22
+    jtj[3, 0] = a30
+    jtj[3, 1] = a31
+    jtj[3, 2] = a32
+    jtj[3, 3] = a33
+    jtj[4, 0] = a40
+    jtj[4, 1] = a41
+    jtj[4, 2] = a42
+    jtj[4, 3] = a43
+    jtj[4, 4] = a44
+    jtr[0] = r_0
+    jtr[1] = r_1
+    jtr[2] = r_2
+    jtr[3] = r_3
+    jtr[4] = r_4
+
+
+@njit(cache=True, nogil=True)
+def _normal_eq_plane(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv, jac, jtj, jtr):
+    """JᵀJ (lower triangle) and Jᵀr of the 7-parameter model with a tilted background plane."""
+    jtj[:, :] = 0.0
+    jtr[:] = 0.0
+    amp = th[2]
+    for i in range(r1 - r0):
+        for j in range(c1 - c0):
+            if not mask[i, j]:
+                continue
+            exy = ex[j] * ey[i]
+            res = img[r0 + i, c0 + j] - (th[4] + th[5] * (c0 + j - col) + th[6] * (r0 + i - row) + amp * exy)
+            jac[0] = amp * dxv[j] * ey[i]
+            jac[1] = amp * ex[j] * dyv[i]
+            jac[2] = exy
+            jac[3] = amp * (sxv[j] * ey[i] + ex[j] * syv[i])
+            jac[4] = 1.0
+            jac[5] = c0 + j - col
+            jac[6] = r0 + i - row
+            for p in range(7):
+                jtr[p] += jac[p] * res
+                for q in range(p + 1):
+                    jtj[p, q] += jac[p] * jac[q]
 
 
 @njit(cache=True, nogil=True)
@@ -492,8 +632,21 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
     th[4] = sb / nbord if nbord > 0 else 0.0
     th[3] = sigma0
     th[2] = max(img[row, col] - th[4], 1e-6) * 2.0 * math.pi * sigma0 * sigma0
-    th[0] = float(col)
-    th[1] = float(row)
+    # start position: centroid of the positive excess in the 3×3 around the
+    # maximum (within ~0.1 px of the optimum, so LM needs few iterations)
+    cw = 0.0
+    cx = 0.0
+    cy = 0.0
+    for i in range(max(row - 1, r0), min(row + 2, r1)):
+        for j in range(max(col - 1, c0), min(col + 2, c1)):
+            if mask[i - r0, j - c0]:
+                v = img[i, j] - th[4]
+                if v > 0.0:
+                    cw += v
+                    cx += v * (j - col)
+                    cy += v * (i - row)
+    th[0] = float(col) + (cx / cw if cw > 0.0 else 0.0)
+    th[1] = float(row) + (cy / cw if cw > 0.0 else 0.0)
     ex = np.empty(nc)
     dxv = np.empty(nc)
     sxv = np.empty(nc)
@@ -510,32 +663,16 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
     sse = _gauss_sse(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv)
     for _ in range(max_iter):
         # normal equations at the current point (ex.. hold the current-point values)
-        jtj[:, :] = 0.0
-        jtr[:] = 0.0
-        amp = th[2]
-        for i in range(nr):
-            for j in range(nc):
-                if not mask[i, j]:
-                    continue
-                exy = ex[j] * ey[i]
-                res = img[r0 + i, c0 + j] - (th[4] + th[5] * (c0 + j - col) + th[6] * (r0 + i - row) + amp * exy)
-                jac[0] = amp * dxv[j] * ey[i]
-                jac[1] = amp * ex[j] * dyv[i]
-                jac[2] = exy
-                jac[3] = amp * (sxv[j] * ey[i] + ex[j] * syv[i])
-                jac[4] = 1.0
-                jac[5] = c0 + j - col
-                jac[6] = r0 + i - row
-                for p in range(npar):
-                    jtr[p] += jac[p] * res
-                    for q in range(p + 1):
-                        jtj[p, q] += jac[p] * jac[q]
+        if plane:
+            _normal_eq_plane(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv, jac, jtj, jtr)
+        else:
+            _normal_eq_5(img, mask, r0, r1, c0, c1, th, ex, ey, dxv, dyv, sxv, syv, jtj, jtr)
         for p in range(npar):
             for q in range(p):
                 jtj[q, p] = jtj[p, q]
         accepted = False
         converged = False
-        for _t in range(12):
+        for _t in range(_FIT_MAX_TRIALS):
             for p in range(npar):
                 for q in range(npar):
                     a[p, q] = jtj[p, q]
@@ -552,7 +689,7 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
                 continue
             sse_n = _gauss_sse(img, mask, r0, r1, c0, c1, row, col, tn, ex, ey, dxv, dyv, sxv, syv)
             if sse_n <= sse:
-                converged = abs(step[0]) < 1e-5 and abs(step[1]) < 1e-5 and abs(step[3]) < 1e-5
+                converged = abs(step[0]) < _FIT_TOL and abs(step[1]) < _FIT_TOL and abs(step[3]) < _FIT_TOL
                 th[:] = tn
                 sse = sse_n
                 lam = max(lam * 0.1, 1e-9)
@@ -756,7 +893,7 @@ def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, m
                 for j in range(c1 - c0):
                     if raw[r0 + i, c0 + j] >= saturation:
                         mask[i, j] = 0
-        if _fit_gaussian(img, mask, row, col, half, sigma0, plane, 40, theta):
+        if _fit_gaussian(img, mask, row, col, half, sigma0, plane, _FIT_MAX_ITER, theta):
             out[0] = theta[0]
             out[1] = theta[1]
             out[2] = theta[2]
@@ -783,7 +920,7 @@ def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, m
 
 # --------------------------------------------------------------------------- drivers
 @njit(cache=True, nogil=True)
-def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
+def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, vals, out):
     """Detect and localise the spots of one frame.
 
     Parameters
@@ -792,8 +929,15 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
     bg : float32 (h, w) or (0, 0)
         Background in raw units (subtracted before the sign flip).
     s : Settings
-    work, gh, bh, filt : float32 (h, w)
-        Scratch.
+    floor : float
+        Smallest threshold on the filtered frame (a rounding floor, so that a
+        flat frame gives no spot; see ``locate._floor``).
+    grid : float64 (ny, nx)
+        Tile noise of the filtered frame (:func:`_noise_map`); filled from
+        this frame when ``own_grid``, else used as given (the chunk's).
+    own_grid : bool
+    work, filt : float32 (h, w)
+        Scratch: working frame and matched-filtered frame.
     rows, cols : int64 (cap,), vals : float64 (cap,)
         Scratch for the candidates.
     out : float64 (cap, N_FIELDS)
@@ -804,20 +948,14 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
     n : int
         Number of spots (may exceed ``cap``: then only ``cap`` are written and
         the caller must retry with a larger capacity).
-    sigma_f : float
-        Median tile noise of the filtered frame.
     """
-    amax = _prepare(raw, bg, s.sign, work)
-    _bandpass(work, s.gauss, s.box_half, gh, bh, filt)
-    h, w = filt.shape
-    grid = np.empty((_n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)))
-    _noise_map(filt, s.edge, grid, 6)
-    floor = max(1e-5 * amax, 1e-30)  # rounding floor: a flat frame must give no spot
+    _filter_frame(raw, bg, s.sign, s.gauss, s.box_half, work, filt)
+    if own_grid:
+        _noise_map(filt, s.edge, grid, 6)
     if s.threshold >= 0.0:
         n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
     else:
         n = _find_maxima(filt, grid, s.threshold_snr, floor, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
-    sigma_f = np.median(grid)
     cap = rows.shape[0]
     has_bg = bg.shape[0] > 0
     nk = min(n, cap)
@@ -828,11 +966,44 @@ def _process_frame(raw, bg, s, work, gh, bh, filt, rows, cols, vals, out):
         out[k, 5] = b0 + s.sign * out[k, 5]
         sl = vals[k] if vals[k] > 0.0 else floor
         out[k, 6] = filt[rows[k], cols[k]] / sl
-    return n, sigma_f
+    return n
 
 
 @njit(cache=True, parallel=True)
-def _locate_chunk(frames, bg, s, scratch, out, counts, noise):
+def _noise_grid(frames, bg, s, scratch, grid):
+    """Tile noise of the filtered frames: per-tile median over ``frames``.
+
+    Each frame is filtered (:func:`_filter_frame`) and its tile noise measured
+    (:func:`_noise_map`); ``grid`` receives the per-tile median. The detector
+    uses one grid per video, measured on a few frames spread over it: the
+    camera and background noise do not change from frame to frame, the
+    median of several frames is steadier than one frame's estimate, and the
+    result does not depend on how the video is cut into chunks.
+
+    Parameters
+    ----------
+    frames : (k ≥ 1, h, w) uint8 / uint16 / float32
+    bg : float32 (h, w) or (0, 0)
+    s : Settings
+    scratch : float32 (n_workers, 2, h, w)
+    grid : float64 (ny, nx)
+        Output, ``ny, nx = _n_tiles(h|w, s.edge, s.noise_tile)``.
+    """
+    k = frames.shape[0]
+    ny, nx = grid.shape
+    nw = min(scratch.shape[0], k)
+    grids = np.empty((k, ny, nx))
+    for wi in prange(nw):
+        for j in range(wi, k, nw):
+            _filter_frame(frames[j], bg, s.sign, s.gauss, s.box_half, scratch[wi, 0], scratch[wi, 1])
+            _noise_map(scratch[wi, 1], s.edge, grids[j], 6)
+    for a in range(ny):
+        for c in range(nx):
+            grid[a, c] = np.median(grids[:, a, c])
+
+
+@njit(cache=True, parallel=True)
+def _locate_chunk(frames, bg, s, floor, grid, scratch, out, counts):
     """Run :func:`_process_frame` on every frame of a chunk, frames in parallel.
 
     Parameters
@@ -840,13 +1011,15 @@ def _locate_chunk(frames, bg, s, scratch, out, counts, noise):
     frames : (k, h, w) uint8 / uint16 / float32
     bg : float32 (h, w) or (0, 0)
     s : Settings
-    scratch : float32 (n_workers, 4, h, w)
+    floor : float
+        Rounding floor of the threshold (see :func:`_process_frame`).
+    grid : float64 (ny, nx)
+        Tile noise of the filtered frames (:func:`_noise_grid`).
+    scratch : float32 (n_workers, 2, h, w)
         Per-worker image scratch; ``n_workers`` frames are processed at once.
     out : float64 (k, cap, N_FIELDS)
     counts : int64 (k,)
         Number of spots per frame (may exceed cap, see _process_frame).
-    noise : float64 (k,)
-        Filtered-frame noise sigma per frame.
     """
     k = frames.shape[0]
     nw = min(scratch.shape[0], k)
@@ -857,6 +1030,4 @@ def _locate_chunk(frames, bg, s, scratch, out, counts, noise):
         cols = np.empty(cap, np.int64)
         vals = np.empty(cap, np.float64)
         for i in range(wi, k, nw):
-            n, sf = _process_frame(frames[i], bg, s, ws[0], ws[1], ws[2], ws[3], rows, cols, vals, out[i])
-            counts[i] = n
-            noise[i] = sf
+            counts[i] = _process_frame(frames[i], bg, s, floor, grid, False, ws[0], ws[1], rows, cols, vals, out[i])

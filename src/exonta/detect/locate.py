@@ -18,10 +18,14 @@ Algorithm (per frame)
    illumination, e.g. under a stray-light blob), bilinearly interpolated
    between tile centres; threshold
    ``threshold_snr·σ_F(x, y)`` unless a manual ``threshold`` (F units) is given.
+   :func:`locate_frames` measures it once per video, as the per-tile median
+   over ``NOISE_FRAMES`` frames spread over the video (per chunk with the
+   ``"rolling"`` background), so results do not depend on the chunking;
+   :func:`locate` on its one frame.
 4. Candidates: pixels above threshold that are the maximum of ``F`` within
    ``min_separation_px`` (ties broken in raster order), at least ``edge_px``
    from the borders.
-5. Localisation on ``W`` in a (2⌈3σ⌉+1)² ROI: ``"gaussian"`` = least-squares
+5. Localisation on ``W`` in a (2⌈2.5σ⌉+1)² ROI (at least 7×7): ``"gaussian"`` = least-squares
    fit of a pixel-integrated 2-D Gaussian + offset (+ a tilted plane when no
    background was subtracted, for illumination gradients), Levenberg–Marquardt,
    ROI pixels closer to another candidate masked out (so a neighbour does not
@@ -122,7 +126,7 @@ def derived_sizes(p: DetectParams) -> dict[str, float | int]:
     s = p.psf_sigma_px
     return {
         "box_half": max(int(math.ceil(4.0 * s)), 2),
-        "roi_half": max(int(math.ceil(3.0 * s)), 3),
+        "roi_half": max(int(math.ceil(2.5 * s)), 3),
         "min_separation_px": float(p.min_separation_px) if p.min_separation_px is not None else 2.5 * s,
         "edge_px": int(p.edge_px) if p.edge_px is not None else int(math.ceil(2.5 * s)),
     }
@@ -177,19 +181,19 @@ def _check_background(background: Any, shape: tuple[int, int]) -> np.ndarray:
 
 class _Workspace:
     """Reusable per-worker float32 scratch images (allocation + page faults of
-    4 fresh (h, w) images cost as much as filtering a frame)."""
+    fresh (h, w) images cost as much as filtering a frame)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buf: np.ndarray | None = None
 
     def get(self, n_workers: int, shape: tuple[int, int]) -> tuple[np.ndarray, bool]:
-        """Scratch (n_workers, 4, h, w); the flag says whether it must be released."""
+        """Scratch (n_workers, 2, h, w); the flag says whether it must be released."""
         if not self._lock.acquire(blocking=False):  # in use by another thread: private copy
-            return np.empty((n_workers, 4) + tuple(shape), np.float32), False
+            return np.empty((n_workers, 2) + tuple(shape), np.float32), False
         b = self._buf
         if b is None or b.shape[0] < n_workers or b.shape[2:] != tuple(shape):
-            b = self._buf = np.empty((n_workers, 4) + tuple(shape), np.float32)
+            b = self._buf = np.empty((n_workers, 2) + tuple(shape), np.float32)
         return b[:n_workers], True
 
     def release(self) -> None:
@@ -202,36 +206,73 @@ class _Workspace:
 _WORKSPACE = _Workspace()
 
 
-def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
+# Frames spread over a video on which the noise of the filtered frame is measured.
+NOISE_FRAMES = 8
+
+
+def _noise_model(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[float, np.ndarray]:
+    """Threshold floor and tile-noise grid of the filtered frame, from sample frames (k, h, w).
+
+    The floor is 1e-5 of the largest working-frame value, so that a flat frame
+    (filtered to float32 rounding noise) gives no spot; the grid is the
+    per-tile median noise of the filtered frames (:func:`K._noise_grid`).
+    """
+    fmax = float(np.abs(frames).max()) if frames.dtype.kind == "f" else float(frames.max())
+    bmax = float(np.abs(bg).max()) if bg.size else 0.0
+    floor = max(1e-5 * (fmax + bmax), 1e-30)
+    h, w = frames.shape[1:]
+    grid = np.empty((K._n_tiles(h, s.edge, s.noise_tile), K._n_tiles(w, s.edge, s.noise_tile)))
+    nw = max(1, min(numba.get_num_threads(), frames.shape[0]))
+    scratch, owned = _WORKSPACE.get(nw, (h, w))
+    try:
+        K._noise_grid(frames, bg, s, scratch, grid)
+    finally:
+        if owned:
+            _WORKSPACE.release()
+    return floor, grid
+
+
+def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
+               noise: tuple[float, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame.
+
+    ``noise`` = (floor, grid) from :func:`_noise_model`; measured on these
+    frames when not given.
+    """
     if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
         s = s._replace(saturation=float(np.iinfo(frames.dtype).max))
     k = frames.shape[0]
+    if k == 0:
+        return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)
+    floor, grid = noise if noise is not None else _noise_model(frames[_spread(k, NOISE_FRAMES)], bg, s)
     cap = _CAP0
     nw = max(1, min(numba.get_num_threads(), k))
-    scratch, owned = _WORKSPACE.get(nw, frames.shape[1:])
+    h, w = frames.shape[1:]
+    scratch, owned = _WORKSPACE.get(nw, (h, w))
     try:
         while True:
             out = np.empty((k, cap, K.N_FIELDS), np.float64)
             counts = np.zeros(k, np.int64)
-            noise = np.zeros(k, np.float64)
-            if k == 1:  # one frame (live preview): skip the thread-pool launch
-                ws = scratch[0]
-                counts[0], noise[0] = K._process_frame(
-                    frames[0], bg, s, ws[0], ws[1], ws[2], ws[3],
-                    np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), out[0])
+            if k == 1:  # one frame (live preview): no thread-pool launch
+                counts[0] = K._process_frame(frames[0], bg, s, floor, grid, False, scratch[0, 0], scratch[0, 1],
+                                             np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), out[0])
             else:
-                K._locate_chunk(frames, bg, s, scratch, out, counts, noise)
-            need = int(counts.max()) if k else 0
+                K._locate_chunk(frames, bg, s, floor, grid, scratch, out, counts)
+            need = int(counts.max())
             if need <= cap:
                 break
             cap = need
     finally:
         if owned:
             _WORKSPACE.release()
-    data = np.concatenate([out[i, :counts[i]] for i in range(k)]) if k else np.empty((0, K.N_FIELDS))
+    data = np.concatenate([out[i, :counts[i]] for i in range(k)])
     return data, counts
 
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """Up to k indices spread evenly over range(n) (centres of k equal parts)."""
+    m = min(n, k)
+    return (2 * np.arange(m) + 1) * n // (2 * m)
 
 
 def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame: bool) -> pd.DataFrame:
@@ -346,6 +387,9 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         bg = background_from_indices(src, sample_indices(0, n, p.background_frames))
     else:
         bg = _NO_BG  # rolling: per chunk
+    noise = None  # rolling: measured per chunk, with the chunk's background
+    if mode != "rolling" and n > 0:
+        noise = _noise_model(_kernel_frames(np.stack([src.read(int(i)) for i in _spread(n, NOISE_FRAMES)])), bg, s)
 
     def report(done: int) -> None:
         if progress is not None and progress(done, n, "detect") is False:
@@ -365,7 +409,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             lo = max(0, mid - p.background_frames)
             hi = min(n, mid + p.background_frames)
             bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames))
-        data, counts = _run_chunk(frames, bg, s)
+        data, counts = _run_chunk(frames, bg, s, noise)
         per_chunk.append(data)
         frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))
         done += k
