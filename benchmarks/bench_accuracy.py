@@ -4,7 +4,9 @@ For every case in :mod:`exonta.validation`: truth, raw per-track histogram,
 deconvolved distribution, and the error of the deconvolved statistic. Prints a
 table; ``--seeds 3`` repeats each case with several seeds.
 
-Usage: ``python benchmarks/bench_accuracy.py [--cases mono100,bimodal100_200] [--seeds 1]``
+Usage: ``python benchmarks/bench_accuracy.py [--cases mono100,bimodal100_200] [--seeds 1]
+[--set link.adaptive_search=false --set sizing.localization_error=brightness]`` (``--set`` overrides
+analysis parameters, e.g. to compare a setting against the defaults).
 """
 
 from __future__ import annotations
@@ -19,16 +21,35 @@ def _peaks(size: dict) -> str:
     return ", ".join(f"{p['diameter_nm']:.0f} ({100 * p['number_fraction']:.0f}%)" for p in size.get("peaks") or [])
 
 
+def _parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="analysis parameter override (repeatable), e.g. link.adaptive_search=false")
     args = ap.parse_args()
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        overrides.setdefault(section, {})[name] = _parse_value(value)
     rows = []
     for name in args.cases.split(","):
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            r = run_case(name, seed=seed)
+            r = run_case(name, seed=seed, **overrides)
             wall = time.perf_counter() - t0
             truth, size, raw = r["truth"], r["size"], r["raw"] or {}
             for stat in ("mode", "d10", "d50", "d90"):

@@ -18,10 +18,10 @@ Fairness:
   all numba threads, at each threshold of ``--snr``: 3.5σ is the pipeline
   default (chosen for unbiased sizing: it keeps motion-blurred frames, and lets
   through single-frame noise maxima that tracking removes); 5σ is the operating
-  point of a detection-only comparison at high precision. The one-time costs
-  per video (temporal-median background, noise of the filtered frame on 8
-  frames) are reported separately ("once s"): they are amortised over a real
-  video's hundreds of frames, not over the benchmark's few.
+  point of a detection-only comparison at high precision. The one-time cost
+  per video (temporal-median background) is reported separately ("once s"):
+  it is amortised over a real video's hundreds of frames, not over the
+  benchmark's few.
 - both warmed up (JIT) on two frames before timing; wall-clock frames/s and
   CPU time per frame (process CPU time, all threads) are both reported: on a
   shared machine the CPU-time ratio is the more stable one.
@@ -169,7 +169,6 @@ def main(argv=None):
     tp.quiet()
     from exonta.config import DetectParams
     from exonta.detect import estimate_background, locate_frames
-    from exonta.detect.locate import NOISE_FRAMES, _kernel_frames, _noise_model, _settings, _spread
 
     print(f"cold start (fresh process, cached JIT): import + first locate() = {cold_start_s():.2f} s")
     print(f"numba threads: {numba.get_num_threads()}, trackpy {tp.__version__}, frames/config: {n_frames}, "
@@ -188,17 +187,11 @@ def main(argv=None):
                 run_trackpy(frames[:2], 0, processes=1)
                 t, c = time.perf_counter(), time.process_time()
                 bg = estimate_background(frames)  # one-time cost per video (median of ≤ 64 frames)
-                # the other one-time cost: the noise of the filtered frame, measured on NOISE_FRAMES frames
-                # inside locate_frames; timed here on its own and subtracted from the detection time
-                t1, c1 = time.perf_counter(), time.process_time()
-                _noise_model(_kernel_frames(frames[_spread(n_frames, NOISE_FRAMES)]), bg, _settings(p))
-                t_noise, c_noise = time.perf_counter() - t1, time.process_time() - c1
                 t_once = time.perf_counter() - t
                 t2, c2 = time.perf_counter(), time.process_time()
                 ours = locate_frames(frames, p, background=bg)
-                t_det = time.perf_counter() - t2 - t_noise
-                c_det = time.process_time() - c2 - c_noise
-                t_ours, c_ours = time.perf_counter() - t - t_noise, time.process_time() - c - c_noise
+                t_det, c_det = time.perf_counter() - t2, time.process_time() - c2
+                t_ours, c_ours = time.perf_counter() - t, time.process_time() - c
                 r_o, p_o, e_o = score(ours, truths)
                 n_tune = min(4, n_frames)
                 minmass = tune_minmass(frames[:n_tune], truths[:n_tune], p_o)
@@ -225,8 +218,8 @@ def main(argv=None):
               f"{c_o:11.1f} {c_d:6.1f} {c_t:11.1f} "
               f"{c_t / c_o:5.1f} {c_t / c_d:5.1f} | {e_o:7.3f} {e_t:7.3f} {e_o / e_t:5.2f} | {r_o:6.3f} {r_t:6.3f} | "
               f"{p_o:7.3f} {p_t:7.3f} | {mm:.0f}")
-    print("\nfps ex, cpu ms/f ex: including the one-time per-video costs (once s: background median + noise of the "
-          "filtered frame); (det) = per-frame detection only (what a long video costs per frame).")
+    print("\nfps ex, cpu ms/f ex: including the one-time per-video cost (once s: background median); "
+          "(det) = per-frame detection only (what a long video costs per frame).")
     print("wall× = frames/s ratio (both on all cores: numba threads / trackpy processes='auto'); cpu× = ratio of "
           "CPU time per frame (robust to other load on the machine).")
 

@@ -78,3 +78,16 @@ def test_parameters_hash_changes_with_parameters_only():
     assert a.parameters_hash() == AnalysisConfig().parameters_hash()
     assert a.parameters_hash() != b.parameters_hash()
     assert "acquisition" not in a.parameters_dict()
+
+
+def test_config_saved_by_the_first_depth_model_still_loads():
+    """config.toml files written before the counting-threshold model name four retired options."""
+    from pydantic import ValidationError
+
+    from exonta.config import ConcentrationParams
+
+    old = {"brightness_column": "signal", "soft_threshold": True, "defocus_model": True, "noise_correction": True,
+           "min_linked_frames": 4}
+    assert ConcentrationParams(**old).min_linked_frames == 4
+    with pytest.raises(ValidationError):
+        ConcentrationParams(brightness_columns="signal")  # a typo is still an error

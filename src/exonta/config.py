@@ -30,7 +30,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ExontaInputError
 from .physics import water_viscosity_mpas
@@ -134,6 +134,10 @@ class DetectParams(_Model):
     """Spot detection and localisation parameters (see :mod:`exonta.detect`)."""
 
     psf_sigma_px: float = Field(default=1.5, gt=0.3, le=20, description="Gaussian sigma of the in-focus spot, px")
+    auto_psf: bool = Field(default=True, description="measure the spot width from the video when the analysis "
+                           "starts (exonta.detect.psf) unless psf_sigma_px is given; the measured width replaces "
+                           "psf_sigma_px when it differs from it by more than a factor 1.7 (large beads), and the "
+                           "saved configuration holds the value used")
     threshold_snr: float = Field(default=3.5, gt=0, le=1000,
                                  description="detection threshold in noise sigmas of the filtered image. 3.5 keeps "
                                  "motion-blurred frames of tracked particles (a higher threshold drops the fast "
@@ -151,6 +155,11 @@ class DetectParams(_Model):
     localisation: Literal["gaussian", "radial", "centroid"] = "gaussian"
     invert: bool = Field(default=False, description="dark particles on a light background (bright-field)")
     chunk_frames: int = Field(default=64, ge=1, le=100000)
+    merge_within_sigma: float = Field(
+        default=2.0, ge=0, le=10,
+        description="fitted spots of one frame closer than this many spot widths (the smaller size_px) are one spot "
+                    "found twice (a saturated flat top, a bright halo; two Gaussian spots closer than 2 sigma have a "
+                    "single maximum, Sparrow's limit): only the brightest is kept (0: keep all)")
 
 
 class LinkParams(_Model):
@@ -170,6 +179,15 @@ class LinkParams(_Model):
                     "range (radius = sqrt(4 D dt ln(1/p)))")
     flow_warning_um_per_s: float = Field(default=5.0, gt=0, le=1e4,
                                          description="warn when the mean drift/flow speed exceeds this, µm/s")
+    adaptive_search: bool = Field(default=True, description="per-track search radius from the track's own past "
+                                  "steps (within the physics radius): fewer links to noise detections")
+    track_miss_probability: float = Field(
+        default=1e-6, gt=0, lt=0.5,
+        description="adaptive search: probability that a track's true next step exceeds its own radius (F(2, 2n) "
+                    "predictive bound from its n past steps); a missed step splits the track and biases sizes up. "
+                    "1e-6: at 1e-4 the EV-like lognormal sample's D50 read +7 % (simulator, seed 0; +2.9 % at 1e-6) "
+                    "while 1e-6 still rejects most links to noise maxima (37 °C 100 nm D50 −4.0 % without the "
+                    "adaptive radius, −3.0 % with it)")
 
 
 class SizingParams(_Model):
@@ -179,6 +197,10 @@ class SizingParams(_Model):
     min_track_length: int = Field(default=10, ge=3, le=100000, description="minimum number of positions")
     size_min_nm: float = Field(default=20.0, gt=0)
     size_max_nm: float = Field(default=2000.0, gt=0)
+    auto_size_range: bool = Field(default=True, description="double size_max_nm (adding bins of the same width "
+                                  "in log d) until it is at least 4× the median per-track diameter, when that "
+                                  "median exceeds size_max_nm/4 (micron beads); the saved configuration holds the "
+                                  "range used")
     n_bins: int = Field(default=120, ge=10, le=2000)
     deconvolve: bool = True
     regularization: float = Field(
@@ -191,10 +213,15 @@ class SizingParams(_Model):
                                 "likelihood (dropping them biases sizes upwards: missed frames are the fast ones)")
     max_gap_frames: int = Field(default=3, ge=0, le=100, description="longest gap (missing frames) whose "
                                 "displacement enters the likelihood")
-    localization_error: Literal["brightness", "pooled", "per_track"] = Field(
-        default="brightness",
-        description="localisation variance used in the likelihood: CVE estimates pooled within brightness "
-                    "(mean_mass) groups, pooled over all tracks, or each track's own (biased) CVE estimate")
+    localization_error: Literal["spot", "brightness", "pooled", "per_track"] = Field(
+        default="spot",
+        description="localisation variance used in the likelihood: a line σ² = a + k·mean((size_px·px/snr)²) "
+                    "fitted to the CVE estimates across tracks (spot width and SNR; 'brightness' without them), "
+                    "CVE estimates pooled within brightness (mean_mass) groups, pooled over all tracks, or each "
+                    "track's own (biased) CVE estimate")
+    exclude_faster_than_grid: bool = Field(
+        default=True, description="tracks whose likelihood is largest at size_min_nm (faster than any particle of "
+        "the grid: linked noise maxima, wrong links) are counted in n_tracks_faster_than_grid, not sized")
     peak_prominence: float = Field(default=0.05, gt=0, lt=1,
                                    description="minimum prominence of a reported peak, fraction of the maximum density")
 
@@ -205,8 +232,20 @@ class SizingParams(_Model):
         return self
 
 
+# options of the first depth model (exonta 0.1), accepted and ignored when a saved configuration names them
+_RETIRED_CONCENTRATION_KEYS = ("brightness_column", "soft_threshold", "defocus_model", "noise_correction")
+
+
 class ConcentrationParams(_Model):
     """How particles per frame become particles/mL (see :mod:`exonta.analysis.concentration`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        """A saved config.toml naming options of the earlier depth model (they no longer exist) still loads."""
+        if isinstance(data, dict) and any(k in data for k in _RETIRED_CONCENTRATION_KEYS):
+            data = {k: v for k, v in data.items() if k not in _RETIRED_CONCENTRATION_KEYS}
+        return data
 
     min_linked_frames: int = Field(default=3, ge=1, le=1000,
                                    description="count only detections that belong to a track of at least this many "
@@ -218,16 +257,22 @@ class ConcentrationParams(_Model):
     particle_refractive_index: float = Field(default=1.39, gt=1.0, lt=4.0,
                                              description="assumed refractive index of sample particles (EVs ≈ 1.39)")
     medium_refractive_index: float = Field(default=1.333, gt=1.0, lt=2.0)
-    brightness_column: Literal["signal", "snr", "mass"] = Field(
-        default="signal", description="detection brightness used for the depth model (signal: the spot peak, "
-                                      "like the filtered peak the detector thresholds on)")
-    soft_threshold: bool = Field(default=True, description="depth model with detection probability "
-                                                          "Phi(peak_snr - threshold_snr) instead of a hard cut")
-    defocus_model: bool = Field(default=True, description="fit the defocus widening of the spots (size_px) in the "
-                                                        "calibration and use it in the depth model")
-    noise_correction: bool = Field(default=True, description="rescale the calibrated brightness/threshold ratio "
-                                                           "by the noise at the detection threshold (sample vs "
-                                                           "calibration)")
+    count_threshold_sigmas: float = Field(
+        default=12.0, gt=0, le=1000,
+        description="absolute counting threshold on the filtered peak of a spot, in noise sigmas of the filtered "
+                    "image of the calibration video (stored in the calibration, so every sample is counted with the "
+                    "same threshold in raw intensity units)")
+    count_threshold: float | None = Field(default=None, gt=0,
+                                          description="counting threshold in raw intensity units of the filtered "
+                                                      "peak (overrides count_threshold_sigmas when calibrating)")
+    min_threshold_margin: float = Field(default=1.5, gt=0, le=100,
+                                        description="warn when the counting threshold is less than this many times "
+                                                    "the detector's threshold in the sample (noise or haze too high)")
+    max_brightness_spread: float = Field(
+        default=1.2, gt=0, le=100,
+        description="a sample whose counted brightness distribution is at most this much wider than one population's "
+                    "(see exonta.analysis.concentration) is treated as one population of measured scattering; wider "
+                    "ones use the size-resolved depth model")
     wing_radius_factor: float = Field(default=3.0, ge=0, le=20,
                                       description="do not count maxima within this many spot sigmas of a brighter "
                                                   "defocused spot (0: count every detection)")
@@ -247,6 +292,10 @@ class ConcentrationParams(_Model):
 
 class AnalysisConfig(_Model):
     """Everything a result depends on."""
+
+    # values measured from the video by exonta.pipeline (spot width, size range): provenance only,
+    # not a parameter (the parameters hold the values used)
+    _auto: dict = PrivateAttr(default_factory=dict)
 
     acquisition: Acquisition | None = None
     detect: DetectParams = Field(default_factory=DetectParams)

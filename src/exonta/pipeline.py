@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import platform
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +32,7 @@ from .config import AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
 from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
 
-__all__ = ["Result", "analyze", "prepare", "ProgressCallback"]
+__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "resolve_auto_psf", "resolve_auto_size_range"]
 
 ProgressCallback = Callable[[int, int, str], "bool | None"]
 
@@ -74,6 +76,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     acquisition_sources: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    auto_parameters: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -108,7 +111,7 @@ class Result:
             "acquisition": acq.model_dump(mode="json"),
             "acquisition_sources": dict(self.acquisition_sources),
             "parameters": self.config.parameters_dict(),
-            "parameters_hash": self.config.parameters_hash(),
+            "parameters_hash": self.config._auto.get("requested_parameters_hash") or self.config.parameters_hash(),
             "counts": {
                 "n_frames": n_frames,
                 "n_detections": int(len(self.features)),
@@ -124,6 +127,7 @@ class Result:
                 **dict(getattr(conc, "details", {}) or {}),
             },
             "drift_um_per_s": [float(drift_v[0]), float(drift_v[1])],
+            "auto_parameters": dict(self.auto_parameters),
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
             "platform": {"python": platform.python_version(), "machine": platform.machine()},
@@ -161,6 +165,39 @@ def _fmt(v: Any) -> str:
         return f"{float(v):.0f}"
     except (TypeError, ValueError):
         return "n/a"
+
+
+class _Checksum:
+    """SHA-256 of the input computed in a background (daemon) thread.
+
+    Files are hashed as stored (:meth:`exonta.io.Video.sha256`, equal to
+    ``sha256sum``); a path-less video by :func:`_sha256_chunks`. hashlib
+    releases the GIL, so the hash runs beside linking and sizing, which use
+    one core. :meth:`result` waits and re-raises the thread's error. A
+    daemon thread never holds up the exit of a cancelled or failed run.
+    """
+
+    def __init__(self, vid: Any, n_frames: int, height: int, width: int):
+        self._value: str | None = None
+        self._error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                if getattr(vid, "path", None):
+                    self._value = vid.sha256()
+                else:  # streamed: an in-memory or generated video is never materialised whole for its hash
+                    self._value = _sha256_chunks(vid, n_frames, height, width)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, name="exonta-checksum", daemon=True)
+        self._thread.start()
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return str(self._value)
 
 
 def _sha256_chunks(vid: Any, n_frames: int, height: int, width: int) -> str:
@@ -221,7 +258,109 @@ def prepare(
         overrides=overrides,
         file_metadata=dict(getattr(vid, "metadata", {}) or {}),
     )
+    cfg = resolve_auto_psf(vid, cfg)
     return vid, cfg, warnings, sources
+
+
+# --- automatic acquisition-dependent parameters (spot width, size range) ----------------------
+#: Keep the configured spot width when the measured one is within this factor of it: a matched
+#: filter of the wrong width by a factor ρ keeps 2ρ/(1 + ρ²) of the SNR (87 % at 1.7), and the
+#: configured default is the one validated on NTA videos, whose motion-blurred and defocused spots
+#: measure wider than the PSF: 1.7–1.9 px for a 1.5 px PSF, 2.3 px with bright 200 nm beads in the
+#: field (at a factor 1.5 that switched the 100 + 200 nm mixture to a 2.3 px filter and moved its
+#: number fractions from 48/52 to 38/62 %). Micron beads measure ≥ 1.8× the default.
+PSF_KEEP_FACTOR = 1.7
+_PSF_SAMPLE_FRAMES = 4
+_PSF_BACKGROUND_FRAMES = 16
+_PSF_MAX_SIDE_PX = 512
+
+
+def _requested(cfg: AnalysisConfig) -> dict[str, Any]:
+    """``cfg._auto`` with the hash of the parameters as requested (before any automatic value).
+
+    ``summary.json`` ``parameters_hash`` is that hash: the automatic values are a deterministic
+    function of the input and the requested parameters, so (input SHA-256, requested hash) is a
+    valid cache / resume key (``exonta batch`` computes it without opening the video).
+    """
+    return {"requested_parameters_hash": cfg.parameters_hash(), **cfg._auto}
+
+
+def _psf_explicit(cfg: AnalysisConfig) -> bool:
+    return "psf_sigma_px" in cfg.detect.model_fields_set or not cfg.detect.auto_psf
+
+
+def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
+    """Measure the spot width of ``video`` (:func:`exonta.detect.psf.estimate_psf_sigma`) and return
+    the configuration with ``detect.psf_sigma_px`` set to it (``auto_psf`` false from then on).
+
+    Does nothing when the width was given (``psf_sigma_px`` set explicitly, or ``auto_psf``
+    false). The measured value is recorded in ``cfg._auto`` (``summary.json`` ``auto_parameters``).
+    Frames: ``_PSF_SAMPLE_FRAMES`` spread over the video, a central crop of at most 512×512 px,
+    background = temporal median of ``_PSF_BACKGROUND_FRAMES`` frames.
+    """
+    from .detect.psf import estimate_psf_sigma
+
+    if _psf_explicit(cfg):
+        return cfg
+    n = int(video.n_frames)
+    h, w = (int(v) for v in video.frame_shape)
+    y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
+    x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
+    crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
+    idx = np.unique(np.linspace(0, n - 1, min(n, _PSF_BACKGROUND_FRAMES)).round().astype(int))
+    stack = np.stack([np.asarray(video.read(int(i)))[crop] for i in idx])
+    bg = np.median(stack.astype(np.float32), axis=0) if len(idx) >= 5 else None
+    pick = idx.size * (np.arange(min(_PSF_SAMPLE_FRAMES, idx.size)) * 2 + 1) // (2 * min(_PSF_SAMPLE_FRAMES, idx.size))
+    try:
+        est = estimate_psf_sigma(stack[pick], background=bg, invert=cfg.detect.invert)
+    except ExontaInputError:
+        est = None
+    configured = float(cfg.detect.psf_sigma_px)
+    measured = None if est is None else est.sigma_px
+    use = configured
+    if measured is not None and not (configured / PSF_KEEP_FACTOR <= measured <= configured * PSF_KEEP_FACTOR):
+        use = float(min(max(round(measured, 2), 0.31), 20.0))
+    detect = cfg.detect.model_copy(update={"psf_sigma_px": use, "auto_psf": False})
+    out = cfg.model_copy(update={"detect": detect})
+    out._auto = {**_requested(cfg), "psf_sigma_px": {
+        "measured": None if measured is None else round(float(measured), 3),
+        "n_spots": 0 if est is None else int(est.n_spots), "used": use,
+        "method": "scale-normalised LoG maximum (Lindeberg 1998), 25th percentile of spots"}}
+    return out
+
+
+def resolve_auto_size_range(particles: pd.DataFrame, cfg: AnalysisConfig) -> AnalysisConfig:
+    """Extend the size grid upwards for micron-sized particles (``sizing.auto_size_range``).
+
+    When the median ``p50`` of the valid tracks' raw diameters exceeds a quarter of
+    ``size_max_nm`` (e.g. 1 µm beads with the default 2 µm maximum), the maximum is doubled ``k``
+    times, the smallest ``k`` with ``size_max_nm·2^k ≥ 4·p50``, and bins are added so the bin
+    width in log d stays the same (at most 2000 bins). Deciding on the median (not on the noisy
+    tail) and doubling (rather than fitting the range to each video) gives replicate videos of
+    one sample the same grid, so batch can pool them. The lower end is never changed, and nothing
+    changes for NTA videos (median below 500 nm with the default 20–2000 nm grid).
+    """
+    sz = cfg.sizing
+    if not sz.auto_size_range or particles is None or not len(particles) or "diameter_nm" not in particles:
+        return cfg
+    d = particles["diameter_nm"].to_numpy(float)
+    if "valid" in particles:
+        d = d[particles["valid"].to_numpy(bool)]
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size < 5:
+        return cfg
+    p50 = float(np.median(d))
+    lo, hi = float(sz.size_min_nm), float(sz.size_max_nm)
+    if p50 <= hi / 4:
+        return cfg
+    k = int(min(max(math.ceil(math.log2(4 * p50 / hi)), 1), 10))
+    new_hi = hi * 2.0 ** k
+    n_bins = int(min(2000, round(sz.n_bins * math.log(new_hi / lo) / math.log(hi / lo))))
+    sizing = sz.model_copy(update={"size_max_nm": new_hi, "n_bins": n_bins, "auto_size_range": False})
+    out = cfg.model_copy(update={"sizing": sizing})
+    out._auto = {**_requested(cfg), "size_range_nm": {"configured": [lo, hi], "used": [lo, new_hi], "n_bins": n_bins,
+                                                "track_diameter_median_nm": round(p50, 1)}}
+    return out
 
 
 def _as_video(video: Any):
@@ -296,17 +435,14 @@ def analyze(
         warnings += w
         config = config.model_copy(update={"acquisition": acq})
     acq = config.acquisition
+    config = resolve_auto_psf(vid, config)  # no-op when prepare() did it or the width was given
     n_frames = int(vid.n_frames)
     h, w = (int(s) for s in vid.frame_shape)
     if n_frames < 2:
         raise ExontaInputError(
             f"the video has {n_frames} frame(s); tracking needs at least {config.sizing.min_track_length} frames")
     path = getattr(vid, "path", None)
-    if path:
-        sha = vid.sha256()
-    else:  # streamed: an in-memory or generated video is never materialised whole for its hash
-        sha = _sha256_chunks(vid, n_frames, h, w)
-    input_info = {"path": str(path) if path else None, "sha256": sha, "n_frames": n_frames, "width": w,
+    input_info = {"path": str(path) if path else None, "sha256": None, "n_frames": n_frames, "width": w,
                   "height": h, "dtype": str(np.dtype(vid.dtype)), "format": getattr(vid, "format", "array")}
     if n_frames < config.sizing.min_track_length:
         warnings.append(f"the video has only {n_frames} frames, fewer than the minimum track length "
@@ -317,6 +453,8 @@ def analyze(
     t = time.perf_counter()
     features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"))
     timings["detect"] = time.perf_counter() - t
+    # the input checksum (seconds for a long video) runs beside the single-threaded stages that follow
+    checksum = _Checksum(vid, n_frames, h, w)
 
     t = time.perf_counter()
     prog(0, 1, "link")
@@ -335,6 +473,7 @@ def analyze(
 
     t = time.perf_counter()
     particles = particle_table(tracks, acq, config.sizing)
+    config = resolve_auto_size_range(particles, config)
     prog(1, 1, "diffusion")
     timings["diffusion"] = time.perf_counter() - t
 
@@ -354,10 +493,14 @@ def analyze(
     warnings += list(getattr(conc, "warnings", []) or [])
     prog(1, 1, "concentration")
     timings["concentration"] = time.perf_counter() - t
+    t = time.perf_counter()
+    input_info["sha256"] = checksum.result()
+    timings["checksum_wait"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     # keep order, drop duplicates
     seen: set[str] = set()
     warnings = [x for x in warnings if not (x in seen or seen.add(x))]
     return Result(input=input_info, config=config, features=features, tracks=tracks, particles=particles,
                   distribution=dist, concentration=conc, drift=drift, warnings=warnings,
-                  acquisition_sources=sources, timings_s=timings)
+                  acquisition_sources=sources, timings_s=timings,
+                  auto_parameters={k: v for k, v in config._auto.items() if k != "requested_parameters_hash"})

@@ -157,6 +157,27 @@ def test_weighted_stats_uniform_in_log():
                                rtol=1e-9)
 
 
+def test_replicate_likelihood_kernel_matches_numpy():
+    rng = np.random.default_rng(3)
+    n, m = 40, 25
+    ll, d1, d2 = rng.normal(0, 5, (n, m)), rng.normal(0, 1, (n, m)), rng.normal(0, 1, (n, m))
+    rows = np.sort(rng.choice(n, 17, replace=False)).astype(np.int64)
+    delta = rng.normal(0, 0.3, rows.size)
+    out = np.empty((rows.size, m))
+    _distkernels.replicate_likelihood_kernel(ll, d1, d2, rows, delta, out)
+    ref = ll[rows] + delta[:, None] * d1[rows] + 0.5 * delta[:, None] ** 2 * d2[rows]
+    ref = np.exp(ref - ref.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-300)
+
+
+def test_spd_inverse_kernel():
+    from exonta.analysis.distribution import _spd_inverse
+
+    a = np.random.default_rng(4).normal(size=(60, 60))
+    h = a @ a.T + 0.5 * np.eye(60)
+    np.testing.assert_allclose(_spd_inverse(h) @ h, np.eye(60), atol=1e-9)
+
+
 # ----------------------------------------------------------------------------- sigma
 
 
@@ -174,6 +195,63 @@ def test_sigma2_pooled_by_brightness():
     assert 30 < math.sqrt(pool) * 1000 < 60
     s2p, _ = _sigma2_per_track(p["msd1_um2"], p["cov1_um2"], p["n_steps"], n_pairs, ACQ.blur_coefficient, "pooled")
     assert np.ptp(s2p) == 0
+
+
+def test_sigma2_from_spot_width_and_snr_prevents_invented_small_peak():
+    """Large slow particles, a quarter of them defocused (wide, dim spots, 6x the localisation error).
+
+    One pooled σ² (dominated by the many sharp tracks) lets the dim tracks' extra jitter pass for fast
+    diffusion: a spurious small-size peak. The spot model σ² = a + k·(size·px/snr)² follows each track.
+    """
+    n_sharp, n_dim = 300, 100
+    tr_s, p_s = _data(np.full(n_sharp, 400.0), 21, sigma_nm=15.0)
+    tr_d, p_d = _data(np.full(n_dim, 400.0), 22, sigma_nm=250.0)
+    tr_d = tr_d.assign(particle=tr_d["particle"] + n_sharp)
+    p_d = p_d.assign(particle=p_d["particle"] + n_sharp)
+    px = ACQ.pixel_size_um
+    # (size_px·px/snr)² equal to σ²: sharp spots 1.5 px at SNR 16.6, defocused 3 px at SNR 2
+    tracks = pd.concat([tr_s.assign(size_px=1.5, snr=1.5 * px / 0.015),
+                        tr_d.assign(size_px=3.0, snr=3.0 * px / 0.250)], ignore_index=True)
+    parts = pd.concat([p_s, p_d], ignore_index=True).drop(columns=["mean_mass"], errors="ignore")
+    res = {}
+    for mode in ("pooled", "spot"):
+        dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0, localization_error=mode), tracks=tracks)
+        res[mode] = dist
+    small = {m: float(d.weights[d.table["diameter_nm"].to_numpy() < 250].sum()) for m, d in res.items()}
+    assert small["pooled"] > 0.1  # the failure this guards against
+    st = res["spot"].stats
+    assert small["spot"] < 0.03, small
+    main = [p for p in st["peaks"] if p["number_fraction"] >= 0.05]
+    assert len(main) == 1 and abs(main[0]["diameter_nm"] / 400 - 1) < 0.05, st["peaks"]
+    assert abs(st["d50"] / 400 - 1) < 0.05
+    s2 = res["spot"].sigma2_um2
+    assert 10 < math.sqrt(np.median(s2[:n_sharp])) * 1000 < 25 and 200 < math.sqrt(np.median(s2[n_sharp:])) * 1000 < 300
+
+
+def test_tracks_faster_than_the_grid_are_counted_not_sized():
+    """Chains of noise maxima (uniform jumps within a 3 µm search radius) are not sized as tiny particles."""
+    rng = np.random.default_rng(30)
+    tracks, parts = _data(np.full(400, 100.0), 31)
+    n_noise, n_pos = 40, 15
+    px = ACQ.pixel_size_um
+    rows = []
+    for k in range(n_noise):
+        rad = 3.0 / px * np.sqrt(rng.uniform(0, 1, n_pos))
+        ang = rng.uniform(0, 2 * np.pi, n_pos)
+        xy = np.cumsum(np.column_stack([rad * np.cos(ang), rad * np.sin(ang)]), axis=0)
+        rows.append(pd.DataFrame({"frame": np.arange(n_pos), "particle": 10_000 + k, "x": xy[:, 0], "y": xy[:, 1]}))
+    noise = pd.concat(rows, ignore_index=True).assign(x_corrected=lambda t: t["x"], y_corrected=lambda t: t["y"])
+    all_tracks = pd.concat([tracks, noise], ignore_index=True)
+    all_parts = cve_particles(all_tracks, ACQ)
+    on = size_distribution(all_parts, ACQ, SizingParams(bootstrap=0), tracks=all_tracks)
+    off = size_distribution(all_parts, ACQ, SizingParams(bootstrap=0, exclude_faster_than_grid=False),
+                            tracks=all_tracks)
+    assert on.stats["n_tracks_faster_than_grid"] >= 0.9 * n_noise
+    assert on.stats["n_tracks_used"] + on.stats["n_tracks_faster_than_grid"] == off.stats["n_tracks_used"]
+    tiny = (lambda dist: float(dist.weights[dist.table["diameter_nm"].to_numpy() < 30].sum()))
+    assert tiny(off) > 0.8 * n_noise / off.stats["n_tracks_used"]  # the noise chains sit at the grid bottom ...
+    assert tiny(on) < 0.01  # ... unless excluded
+    assert abs(on.stats["d10"] / 100 - 1) < 0.1 and abs(on.stats["d50"] / 100 - 1) < 0.03
 
 
 # ----------------------------------------------------------------------------- accuracy (synthetic tracks)

@@ -84,7 +84,10 @@ def test_calibrate_writes_calibration(tmp_path, mocked_pipeline):
     # depth = N̄ / (A · C) with the fake result's ~20 particles/frame over 800 µm²
     assert cal.effective_depth_um == pytest.approx(
         cal.mean_particles_per_frame / (cal.analysed_area_um2 * 4e9 / 1e12), rel=1e-9)
-    assert cal.brightness_ratio == pytest.approx(20.0, rel=0.15)
+    # synthetic spots of size_px = psf: filtered peak = signal/2, noise = 0.5, counting threshold 12 × 0.5 = 6;
+    # the centre's filtered peak is 5·20/2 = 50
+    assert cal.count_threshold == pytest.approx(6.0, rel=0.05)
+    assert cal.brightness_ratio == pytest.approx(50.0 / 6.0, rel=0.15)
     assert json.loads(out.read_text())["schema"] == "exonta.calibration/1"
 
 
@@ -156,7 +159,7 @@ def test_calibrate_then_analyze_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "out" / "sample" / "summary.json").read_text())
     conc = summary["concentration_per_ml"]
-    assert conc["method"] == "calibrated+size-model"
+    assert conc["method"].startswith("calibrated+")
     # a small, short video: this checks the plumbing; accuracy is tested in tests/analysis/test_concentration.py
     assert 0.5 * c_sample < conc["value"] < 2.0 * c_sample
     assert conc["ci95_low"] < conc["value"] < conc["ci95_high"]

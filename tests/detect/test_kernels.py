@@ -265,7 +265,7 @@ def _reference_frame(raw, p: DetectParams):
     w = ref.prepare_ref(raw, None, -1.0 if p.invert else 1.0)
     f = ref.bandpass_ref(w, p.psf_sigma_px, d["box_half"])
     e = d["edge_px"]
-    grid = ref.noise_map_ref(f, e, L.NOISE_TILE_PX, 6)
+    grid = ref.noise_map_ref(f, e, L._settings(p).noise_tile, 6)
     floor = 1e-5 * np.abs(w).max()
     peaks = ref.find_maxima_ref(f, floor, e, d["min_separation_px"], grid=grid, k_sigma=p.threshold_snr)
     rows = []
@@ -288,10 +288,10 @@ def test_process_frame_matches_reference_pipeline():
     cap = 100
     out = np.empty((cap, K.N_FIELDS))
     grid = np.empty((K._n_tiles(60, s.edge, s.noise_tile), K._n_tiles(80, s.edge, s.noise_tile)))
-    floor, grid1 = L._noise_model(raw[None], NO_BG, s)  # the one-frame noise model == the frame's own grid
-    n = K._process_frame(raw, NO_BG, s, floor, grid, True, ws[0], ws[1], np.empty(cap, np.int64),
+    n = K._process_frame(raw, NO_BG, s, L._floor(raw[None], NO_BG), grid, True, ws[0], ws[1], np.empty(cap, np.int64),
                          np.empty(cap, np.int64), np.empty(cap), out)
-    np.testing.assert_array_equal(grid, grid1)
+    np.testing.assert_allclose(grid, ref.noise_map_ref(ref.bandpass_ref(ref.prepare_ref(raw, None, 1.0), 1.5, 6),
+                                                       s.edge, s.noise_tile, 6), rtol=1e-4)
     expect = _reference_frame(raw, p)
     assert n == len(expect) >= 10
     got = out[:n]
@@ -303,3 +303,21 @@ def test_process_frame_matches_reference_pipeline():
     np.testing.assert_allclose(got[:, 4], expect[:, 3], rtol=5e-3)  # size
     np.testing.assert_allclose(got[:, 5], expect[:, 4], rtol=1e-3, atol=0.05)  # background
     np.testing.assert_allclose(got[:, 6], expect[:, 5], rtol=2e-3)  # snr
+
+
+@pytest.mark.parametrize("merge", [1.0, 2.0, 3.5])
+def test_drop_duplicates_matches_reference(merge):
+    rng = np.random.default_rng(31)
+    n = 120
+    rows = np.sort(rng.integers(0, 200, n)).astype(np.int64)
+    out = np.zeros((n, K.N_FIELDS))
+    out[:, 1] = rows + rng.uniform(-3, 3, n)  # fitted y within the ROI of the start row
+    out[:, 0] = rng.uniform(0, 60, n)
+    out[:, 3] = rng.integers(1, 6, n)  # signal with ties
+    out[:, 4] = rng.uniform(0.5, 2.5, n)  # size_px
+    keep = ref.drop_duplicates_ref(out, merge)
+    assert 0 < keep.sum() < n
+    expect = out[keep].copy()
+    got = K._drop_duplicates(out, rows, n, merge, 3)
+    assert got == keep.sum()
+    np.testing.assert_array_equal(out[:got], expect)

@@ -92,16 +92,9 @@ def test_locate_frames_adds_frame_and_matches_locate():
     assert df["frame"].dtype == np.int64
     assert sorted(df["frame"].unique()) == [0, 1, 2, 3, 4]
     assert df["frame"].is_monotonic_increasing
-    # locate() measures the noise on its one frame, locate_frames() as the per-tile median over the
-    # video (lower near bright spots, which inflate one frame's tile estimate): the same spots, localised
-    # identically; only candidates near the threshold may differ
     for i in (0, 3):
         one = locate(frames[i])
-        many = df[df.frame == i][FEATURE_COLS].reset_index(drop=True)
-        common = one.merge(many, on=["x", "y"], suffixes=("", "_v"))
-        assert len(common) >= 0.9 * max(len(one), len(many)) and len(common) >= 8
-        np.testing.assert_allclose(common["mass"], common["mass_v"], rtol=1e-12)
-        assert (common["snr"] > 3.5).all() and (common["snr_v"] > 3.5).all()
+        pd.testing.assert_frame_equal(df[df.frame == i][FEATURE_COLS].reset_index(drop=True), one)
 
 
 def test_chunking_and_video_objects_give_identical_results():
@@ -408,3 +401,25 @@ def test_rolling_background_follows_illumination_change():
     assert rec > 0.95 and prec > 0.95
     late = df[df.frame >= n // 2 + 5]
     assert late.background.median() > 300  # the local background follows the change
+
+
+@pytest.mark.slow
+def test_saturated_8bit_spots_are_not_found_twice():
+    """Simulated 8-bit 200 nm beads (clipped tops, bright halos): a particle gives one detection, not two
+    fits converging on it (before the duplicate merge about half of all detections were such pairs)."""
+    from exonta.simulate import SimulationConfig, simulate
+
+    sim = simulate(SimulationConfig(width_px=256, height_px=192, n_frames=40, concentration_per_ml=1e8, bit_depth=8,
+                                    components=[{"diameter_nm": 200.0, "refractive_index": 1.59}], seed=5))
+    assert (sim.frames == 255).any()  # the tops are clipped
+    df = locate_frames(sim.frames)
+    assert len(df) > 100
+    close = 0
+    for _, g in df.groupby("frame"):
+        if len(g) > 1:
+            d, i = cKDTree(g[["x", "y"]].to_numpy()).query(g[["x", "y"]].to_numpy(), k=2)
+            size = np.maximum(g["size_px"].to_numpy(), 1.0)
+            close += int(np.sum(d[:, 1] < 2.0 * np.minimum(size, size[i[:, 1]])))
+    assert close == 0
+    off = locate_frames(sim.frames, merge_within_sigma=0.0)
+    assert len(off) > len(df)  # the merge removed something on these frames

@@ -273,3 +273,16 @@ def aperture_ref(img, xc, yc, radius):
         xm, ym, size = float(cc), float(rc), 0.0
     sig = (img[max(rc - 1, 0):rc + 2, max(cc - 1, 0):cc + 2] - bg).max()
     return xm, ym, mass, sig, size, bg
+
+
+def drop_duplicates_ref(spots, merge_sigma):
+    """Keep-mask of (x, y, mass, signal, size_px, ...) rows: of every pair closer than
+    merge_sigma × max(min(size_px), 1), the one with the smaller signal (the later on ties) is dropped."""
+    spots = np.asarray(spots, float)
+    keep = np.ones(len(spots), bool)
+    for k in range(len(spots)):
+        for m in range(k + 1, len(spots)):
+            r = merge_sigma * max(min(spots[k, 4], spots[m, 4]), 1.0)
+            if math.hypot(spots[k, 0] - spots[m, 0], spots[k, 1] - spots[m, 1]) < r:
+                keep[k if spots[m, 3] > spots[k, 3] else m] = False
+    return keep

@@ -15,6 +15,7 @@ from exonta.errors import ExontaCancelled, ExontaInputError
 from exonta.physics import diffusion_from_diameter
 from exonta.track import link as link_module
 from exonta.track import link_features, search_range_px, search_range_um
+from exonta.track.link import adaptive_radius2
 
 ACQ = Acquisition(pixel_size_um=0.2, fps=30.0, exposure_s=0.02, temperature_c=22.0)
 
@@ -111,7 +112,7 @@ def test_matches_bruteforce_reference_in_crowded_frames(seed, solver, monkeypatc
     feats = pd.concat(rows, ignore_index=True)
     rho_px, memory = 2.5, 1
     tracks = link_features(feats.assign(row=np.arange(len(feats))), ACQ,
-                           LinkParams(search_range_um=rho_px * 0.2, memory_frames=memory))
+                           LinkParams(search_range_um=rho_px * 0.2, memory_frames=memory, adaptive_search=False))
     ref = np.array(link_ref(feats["frame"].tolist(), feats["x"].tolist(), feats["y"].tolist(), rho_px, memory))
     counts = np.bincount(ref)
     keep = counts[ref] >= 2
@@ -128,7 +129,7 @@ def test_crowded_field_never_blows_up():
     rng = np.random.default_rng(3)
     feats = brownian_features(rng, 400, 15, step_px=1.0, box_px=200.0, p_missing=0.05)
     t0 = time.perf_counter()
-    tracks = link_features(feats, ACQ, LinkParams(search_range_um=8.0, memory_frames=2))  # 40 px
+    tracks = link_features(feats, ACQ, LinkParams(search_range_um=8.0, memory_frames=2))
     assert time.perf_counter() - t0 < 30.0
     assert len(tracks) > 0.95 * len(feats)
     # no link longer than the (gap-widened) radius
@@ -179,3 +180,46 @@ def test_progress_and_cancel():
     assert seen[0] == 0.0 and seen[-1] == 1.0 and np.all(np.diff(seen) >= 0)
     with pytest.raises(ExontaCancelled):
         link_features(feats, ACQ, progress=lambda frac, msg: False)
+
+
+@pytest.mark.parametrize("n_past", [1, 3, 10, 50])
+def test_adaptive_radius_miss_probability_is_honest(n_past):
+    """Next 2-D step of a track vs the radius from its own n past steps: missed with probability p (F(2, 2n))."""
+    rng = np.random.default_rng(n_past)
+    p, m = 0.01, 200_000
+    theta = rng.uniform(0.5, 50.0, m)  # any D: the bound does not depend on it
+    past = rng.normal(0, 1, (m, n_past, 2)) * np.sqrt(theta / 2)[:, None, None]
+    sum_sq = (past ** 2).sum(axis=(1, 2))
+    nxt = rng.normal(0, 1, (m, 2)) * np.sqrt(theta / 2)[:, None]
+    r2 = adaptive_radius2(sum_sq, np.full(m, n_past), np.inf, p, floor2_px2=0.0)
+    miss = np.mean((nxt ** 2).sum(axis=1) > r2)
+    assert miss == pytest.approx(p, rel=0.1)
+    # no steps yet: the physics radius; bounded by it and by the floor
+    out = adaptive_radius2(np.array([0.0, 1e6, 1e-9]), np.array([0, 5, 5]), 100.0, 1e-4, floor2_px2=1.0)
+    np.testing.assert_allclose(out, [100.0, 100.0, 1.0])
+
+
+def test_adaptive_search_rejects_noise_detections():
+    """Slow particles among random noise detections: the per-track radius keeps the noise out of the tracks."""
+    rng = np.random.default_rng(7)
+    feats = brownian_features(rng, 60, 80, step_px=0.5, box_px=400.0, p_missing=0.05)
+    noise = pd.DataFrame({"frame": np.repeat(np.arange(80), 30), "x": rng.uniform(0, 400, 2400),
+                          "y": rng.uniform(0, 400, 2400), "truth": -1 - np.arange(2400)})
+    feats = pd.concat([feats, noise], ignore_index=True)
+    wide = LinkParams(search_range_um=20 * 0.2, memory_frames=2)  # 20 px: 40 per-axis step SDs
+
+    def noise_links(tr):
+        t = tr.sort_values(["particle", "frame"])
+        same = t["particle"].to_numpy()[1:] == t["particle"].to_numpy()[:-1]
+        real = t["truth"].to_numpy() >= 0
+        return int(np.sum(same & (real[1:] != real[:-1])))
+
+    fixed = link_features(feats, ACQ, wide.model_copy(update={"adaptive_search": False}))
+    adaptive = link_features(feats, ACQ, wide)
+    n_fixed, n_adaptive = noise_links(fixed), noise_links(adaptive)
+    assert n_fixed > 100  # the fixed wide radius links many noise detections to particles
+    assert n_adaptive < 0.2 * n_fixed
+    real = adaptive[adaptive["truth"] >= 0]
+    assert link_accuracy(real) > 0.999
+
+

@@ -38,8 +38,20 @@ def dst_loglik_kernel(track_index, one_minus_cos, power, scale, sigma2_um2, alph
     """
     n_bins = alpha_um2.shape[0]
     log2pi = math.log(2.0 * math.pi)
+    # Σ log λ is accumulated as the log of running products of up to 16 eigenvalues of one track
+    # (λ is a variance in µm², far from the float64 range limits even to the 16th power): 16× fewer logs.
+    prod = np.ones(n_bins)
+    cur = -1
+    cnt = 0
     for e in range(track_index.shape[0]):
         t = track_index[e]
+        if t != cur or cnt == 16:
+            if cur >= 0:
+                for j in range(n_bins):
+                    out[cur, j] -= math.log(prod[j])
+                    prod[j] = 1.0
+            cur = t
+            cnt = 0
         c = one_minus_cos[e]
         p = power[e]
         m = scale[e]
@@ -47,7 +59,12 @@ def dst_loglik_kernel(track_index, one_minus_cos, power, scale, sigma2_um2, alph
         for j in range(n_bins):
             a = alpha_um2[j]
             lam = m * a + s2 - 2.0 * blur_r * a * c
-            out[t, j] -= log2pi + math.log(lam) + 0.5 * p / lam
+            out[t, j] -= log2pi + 0.5 * p / lam
+            prod[j] *= lam
+        cnt += 1
+    if cur >= 0:
+        for j in range(n_bins):
+            out[cur, j] -= math.log(prod[j])
 
 
 @numba.njit(cache=False, nogil=True)
@@ -117,3 +134,68 @@ def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, scale, sig
             inv = 1.0 / lam
             d1_out[t, j] += g * (0.5 * p * inv * inv - inv)
             d2_out[t, j] += g * g * (inv * inv - p * inv * inv * inv)
+
+
+@numba.njit(cache=False, nogil=True)
+def replicate_likelihood_kernel(loglik, d1, d2, rows, delta, out):  # pragma: no cover
+    """Likelihood rows of a bootstrap replicate with a shifted localisation variance.
+
+    ``out[k, j] = exp(ℓ_kj − max_j ℓ_kj)`` with
+    ``ℓ_kj = loglik[r, j] + δ_k d1[r, j] + ½ δ_k² d2[r, j]`` and ``r = rows[k]``: the
+    second-order Taylor expansion of the log-likelihood in σ², each row scaled
+    to a maximum of 1.
+
+    Parameters
+    ----------
+    loglik, d1, d2 : float64[n, m]
+    rows : int64[k]
+    delta : float64[k]
+    out : float64[k, m]
+        Overwritten.
+    """
+    m = loglik.shape[1]
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        dk = delta[k]
+        hk = 0.5 * dk * dk
+        mx = -np.inf
+        for j in range(m):
+            v = loglik[r, j] + dk * d1[r, j] + hk * d2[r, j]
+            out[k, j] = v
+            if v > mx:
+                mx = v
+        for j in range(m):
+            out[k, j] = math.exp(out[k, j] - mx)
+
+
+@numba.njit(cache=False, nogil=True)
+def cholesky_inverse_kernel(chol, out):  # pragma: no cover
+    """Inverse of ``A = L Lᵀ`` from its lower Cholesky factor ``L``, single-threaded.
+
+    Solves ``L Y = I`` by forward substitution (``Y = L⁻¹``, lower triangular),
+    then ``A⁻¹ = Yᵀ Y``.  Small matrices (the size grid, ~10² bins) only; a
+    threaded BLAS is slower than this on a busy machine.
+
+    Parameters
+    ----------
+    chol : float64[m, m]
+        Lower triangular.
+    out : float64[m, m]
+        Overwritten with ``A⁻¹`` (symmetric).
+    """
+    m = chol.shape[0]
+    y = np.zeros((m, m))
+    for c in range(m):
+        y[c, c] = 1.0 / chol[c, c]
+        for i in range(c + 1, m):
+            s = 0.0
+            for k in range(c, i):
+                s += chol[i, k] * y[k, c]
+            y[i, c] = -s / chol[i, i]
+    for i in range(m):
+        for j in range(i, m):
+            s = 0.0
+            for k in range(j, m):
+                s += y[k, i] * y[k, j]
+            out[i, j] = s
+            out[j, i] = s

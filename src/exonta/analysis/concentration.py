@@ -2,44 +2,99 @@
 
 An NTA video images a slab of the sample: the analysed area ``A`` of the
 field of view (the frame minus the detector's edge exclusion) times an
-*effective depth* ``h`` set by the light sheet, the optics and the detection
+*effective depth* ``h`` set by the light sheet, the optics and the counting
 threshold. The concentration is ::
 
-    C = ⟨particles per frame in A⟩ / (A · h) × dilution
+    C = ⟨counted particles per frame in A⟩ / (A · h) × dilution
 
 with ``1 mL = 10¹² µm³``. This module provides the count, its uncertainty
 and three ways to obtain ``h``.
 
-Counting
---------
-Detections are counted per frame inside the analysed region
-``[e, W−1−e] × [e, H−1−e]`` (pixel of the rounded position), with ``e`` the
-detector's edge exclusion (``DetectParams.edge_px``, default
-``ceil(2.5·psf_sigma_px)``), so ``A = (W−2e)(H−2e)·pixel_size²``. The mean
-over all frames ``N̄`` estimates ``λ = C·A·h``.
+Counting: an absolute threshold, not the detection threshold
+-------------------------------------------------------------
+The detector finds spots at ``threshold_snr`` (3.5) times a *local* noise
+estimate. That threshold is low on purpose (sizing needs the dim,
+motion-blurred frames of every track) and it moves with the sample: the
+local noise includes the shot noise and haze of out-of-focus particles, so
+the detection volume of a dense or bright sample differs from the
+calibrant's; and at 3.5 σ a 640×480 frame holds ~25 noise maxima that link
+into short tracks at a rate that does not scale with the concentration.
+
+Concentration therefore counts a subset of the detections with a criterion
+of its own, fixed in *absolute* intensity units by the calibration (like the
+"detection threshold" of commercial NTA software, which is a camera-level
+setting kept identical for calibrant and samples). A detection is counted
+when
+
+1. it belongs to a track of at least ``min_linked_frames`` positions
+   (:func:`persistent_detections`; noise maxima do not persist),
+2. it lies in the analysed region ``[e, W−1−e] × [e, H−1−e]`` (pixel of the
+   rounded position; ``e`` the detector's edge exclusion, default
+   ``ceil(2.5·psf_sigma_px)``, so ``A = (W−2e)(H−2e)·pixel_size²``),
+3. it is not an extra maximum on the wing of a brighter defocused spot
+   (:func:`wing_duplicates`), and
+4. its *filtered peak* ``F = signal·s²/(s² + σ_f²)`` reaches the counting
+   threshold ``T`` (:func:`filtered_peak`). ``signal`` and ``s = size_px``
+   are the fitted Gaussian's peak (raw intensity units, above the local
+   background) and width, ``σ_f = psf_sigma_px`` the detector's matched
+   filter *of the calibration* (a sample analysed with another width, e.g.
+   measured by ``DetectParams.auto_psf``, is still filtered at the
+   calibration's, so both are on one scale): ``F`` is the response of that
+   filter to the fitted spot, i.e. the spot's photons over
+   ``2π(s² + σ_f²)``. Unlike the fitted peak alone it is not inflated by fits
+   of single noisy pixels (tiny ``s``).
+
+``T = count_threshold_sigmas × σ_F`` (default 12) with ``σ_F`` the noise of
+the filtered image of the *calibration* video, measured as the median of
+``F/snr`` over the detections at the detection limit (mostly background noise
+maxima; :func:`filtered_noise_level`), or ``ConcentrationParams.count_threshold``
+(raw units) when given. The calibration stores ``T`` and every sample is
+counted with the same ``T``, so the counted volume is set by the optics and
+the particles, not by the sample's haze. At 12 σ single noise maxima (whose
+``F`` rarely exceeds ~8 σ) essentially never count, and the detector, whose
+threshold is 3.5 σ, finds every spot at the counting threshold unless the
+sample's noise is more than ~2.3× the calibration's (``T`` below
+``min_threshold_margin × threshold_snr`` sample sigmas: a warning says so). On the
+simulator (640×480, 100 nm polystyrene) persistent noise adds < 0.01 counted
+detections per frame against ~10 real ones at 1e8/mL.
+
+Without a calibration ``T`` is set the same way from the video itself and
+the nominal depth is used.
 
 Uncertainty of the count
 ------------------------
 The per-frame counts are strongly correlated (a particle stays in the sheet
-for many frames), so ``Var(N̄) ≠ N̄/T``. Two estimates are computed and the
-larger is used:
+for many frames), so ``Var(N̄) ≠ N̄/T``. Three estimates are computed and the
+largest is used:
 
 * a moving-block bootstrap over frames (Künsch, Ann. Stat. 17:1217, 1989)
   with blocks of ``2·L_w`` frames, ``L_w = ΣL²/ΣL`` the occupancy-weighted
-  mean residence (track length, frames) of the particles;
+  mean residence (counted detections per track) of the particles;
 * a compound-Poisson estimate from the distinct particles: visits of the
   detection volume are (nearly) independent Poisson events, each contributing
-  its residence ``L_i`` detections, so ``Var(ΣL) = Σ L_i²`` and the relative
-  standard error of ``N̄`` is ``sqrt(ΣL_i²)/ΣL_i`` (``1/sqrt(K)`` for ``K``
-  visits of equal length).
+  its residence ``L_i`` counted detections, so ``Var(ΣL) = Σ L_i²`` and the
+  relative standard error of ``N̄`` is ``sqrt(ΣL_i²)/ΣL_i``;
+* the ideal-gas bound of :func:`diffusion_rel_se`: particles diffusing in
+  and out of the slab (depth ``h``, Stokes–Einstein ``D`` of the typical
+  size) return to it after leaving (1-D Brownian motion is recurrent), so
+  visits of the same particle are correlated; the count's covariance
+  ``N̄·φ(τ)`` follows from the diffusion kernel and gives ``Var(N̄)``
+  exactly for an open (Poisson) sample (checked against a Monte-Carlo ideal
+  gas). It is usually the largest of the three: with 100 nm beads, ~10 per
+  frame and 400 frames it gives ~25 % where the other two give ~12–15 %; on
+  the simulator with a deep (open-like) box the reported CI then matches the
+  observed scatter (benchmarks/bench_concentration.py). In the simulator's
+  default box (closed, ``z_half`` ≈ 10 µm for 100 nm, so the counted slab is
+  ~60 % of it) the slab count fluctuates less than in a real sample and the
+  CI over-covers.
 
-Both include the physical Poisson fluctuation of the number of particles in
+All include the physical Poisson fluctuation of the number of particles in
 the volume, which is part of the uncertainty of one measurement of the
 sample's *true* concentration. The calibration's own relative uncertainty
-(from its count and the standard's stated uncertainty) is added in
-quadrature; the 95 % interval is ``C·exp(±1.96·s_rel)`` (log-normal). The
-interval does not include the error of the depth *model* for particles unlike
-the calibrant (see below).
+(its count's, and the standard's stated uncertainty) is added in quadrature;
+the 95 % interval is ``C·exp(±1.96·s_rel)`` (log-normal). The interval does
+not include the error of the depth *model* for particles unlike the
+calibrant (see below).
 
 Effective depth
 ---------------
@@ -48,75 +103,91 @@ Effective depth
 2. ``calibrated``: a bead standard of known concentration ``C_cal`` measured
    with the same optics and settings (:func:`calibrate`) gives
    ``h_cal = N̄_cal / (A·C_cal/dilution_cal)``.
-3. ``calibrated+size-model``: a physical model of the depth as a function
-   of the particle's scattering. A particle at height ``z = u·σ_s`` in a
-   Gaussian sheet of standard deviation ``σ_s`` receives
-   ``exp(−u²/2)`` of the central intensity and scatters ``∝ s(d, n)`` (Rayleigh,
-   ∝ d⁶·|(m²−1)/(m²+2)|², :func:`exonta.physics.relative_scattering`); its
-   spot, a Gaussian of variance ``σ₀²(1 + q·u²)`` (defocus, photons conserved,
-   ``q = σ_s²/z_dof²``), has the peak
+3. ``calibrated+size-model``: a physical model of the counted depth as a
+   function of the particle's size and refractive index, built on the same
+   threshold ``T``. A particle of diameter ``d`` at height ``z = u·σ_s`` in a
+   Gaussian light sheet of standard deviation ``σ_s`` sends
+   ``M(u) = M₀·k·exp(−u²/2)`` photons per exposure, ``k = s(d,n)/s(d_cal,n_cal)``
+   its Rayleigh scattering relative to the calibrant
+   (∝ d⁶·|(m²−1)/(m²+2)|², :func:`exonta.physics.relative_scattering`). Its
+   spot is a Gaussian of variance
 
-       B(u) = B₀·s(d,n)·p(u),   p(u) = exp(−u²/2)/(1 + q·u²),
+       s²(u, d) = σ₀²(1 + q·u²) + β(d),   β(d) = D(d)·t_exp/(3·pixel²),
 
-   and the detector thresholds that peak (filtered) at ``T``. With
-   ``R = B₀·s_cal/T`` and ``k = s(d,n)/s_cal`` the depth is
-   ``h(d) = 2·σ_s·u*`` with ``R·k·p(u*) = 1`` — for ``q = 0`` the formula
-   ``h = 2σ_s·sqrt(2·ln(R·k))`` (0 if ``R·k ≤ 1``) — or, with noise on the
-   peak (soft threshold, default), ``h = σ_s ∫ Φ(T/σ·(R·k·p(u) − 1)) du``.
-   Large particles are seen deeper in the sheet, dim ones shallower.
+   widened out of focus (``q = σ_s²/z_dof²``) and by the motion blur of the
+   exposure (a Brownian path of duration ``t_exp`` has a mean squared
+   deviation ``D·t_exp/3`` per axis around its mean; ``D`` from
+   Stokes–Einstein, :func:`exonta.physics.diffusion_from_diameter`). Its
+   filtered peak is ``F = M/(2π(s² + σ_f²))``, so it is counted while
 
-   The parameters come from the calibration video (:func:`sheet_profile_fit`):
-   ``m = signal·size_px²`` is proportional to the spot's photons, so
-   ``ln m = ln m₀ − u²/2``. Detections are uniform in ``|u| ≤ u_max``, so the
-   ``q``-quantile of ``ln m`` is ``ln m₀ − (u_max²/2)·(1−q)²``; a
-   least-squares line through the 10–90 % quantiles against ``(1−q)²`` gives
-   ``m₀`` and ``u_max`` robustly against the noisy extremes
-   (:func:`brightness_fit`). Each detection's ``u² = 2·ln(m₀/m)``, and a line
-   through the binned medians of ``size_px²`` against ``u²`` gives
-   ``σ₀²`` and ``q``; ``ln R = u_max²/2 + ln(1 + q·u_max²)``. Finally ``σ_s``
-   is set so that the model reproduces the standard's known concentration on
-   the calibration video itself, with the same size-bin procedure as for
-   samples (so the model is exact at the calibrant).
+       R·k·exp(−u²/2) / (1 + c_d + g·u²) ≥ 1,
+       R = F_cal(0)/T,  g = σ₀²q/V₀,  c_d = (β(d) − β_cal)/V₀,  V₀ = σ₀² + β_cal + σ_f²,
 
-   For a sample, the number of particles per frame is split over the size
-   bins of the deconvolved size distribution, weighted by occupancy (number
-   fraction per bin × the mean track length at that size, since a particle
-   contributes one detection per frame it is seen): ``N̄_b``. Each bin then
-   gets ``C_b = N̄_b/(A·h(d_b))`` and the total is ``ΣC_b``. Large particles
-   are seen deeper in the sheet and are no longer over-counted; small dim
-   ones are no longer under-counted, down to the detection limit: bins with
-   ``h(d) < min_depth_fraction·h(d_cal)`` use that floor (a warning says the
-   result is a lower bound there). Brightness is measured by default as the
-   detection's ``signal`` (spot peak above background, which like the
-   detector's filtered peak includes the defocus spreading of far-from-focus
-   spots); ``brightness_column = "snr"`` uses the filtered peak over the noise
-   with ``T = threshold_snr`` known (only ``B_max`` fitted) — only valid if the
-   detector's snr is linear in brightness. A sample analysed with another
-   ``threshold_snr`` gets ``R·thr_cal/thr``. The detector's threshold is
-   ``threshold_snr`` times the *local* noise, which grows with the light of
-   the sample itself (shot noise of bright and out-of-focus particles), so
-   the noise at the detection limit is measured in both videos
-   (:func:`_noise_level`) and ``R`` is divided by the sample/calibration
-   noise ratio (``noise_correction``).
+   and ``h(d) = 2·σ_s·u*(d)`` with ``u*`` the root (:func:`depth_model_um`;
+   ``h = 2σ_s·sqrt(2·ln(R·k))`` without defocus and blur). Bright particles
+   are seen deeper in the sheet, dim ones shallower; fast (small) particles
+   blur more and are seen slightly less deep.
 
-   Near the detection limit a hard threshold is wrong: noise lifts some dim
-   particles over it. With an automatic threshold (``threshold_snr`` noise
-   sigmas) the soft model of :func:`depth_model_um` is used, detection
-   probability ``Φ(μ/σ − threshold_snr)`` for an expected peak ``μ``.
+   The parameters come from the counted detections of the calibration video
+   (:func:`sheet_profile_fit`): ``m = signal·s²`` is proportional to the
+   photons whatever the defocus and blur, so ``ln m = ln m₀ − u²/2``; counted
+   detections are uniform in ``|u| ≤ u_max``, so the ``p``-quantile of ``ln m``
+   is ``ln m₀ − (u_max²/2)·(1−p)²``, and a least-squares line through the
+   10–90 % quantiles against ``(1−p)²`` gives ``m₀`` robustly against the
+   noisy extremes (:func:`brightness_fit`). Each detection's
+   ``u² = 2·ln(m₀/m)``, and a line through the binned medians of ``s²``
+   against ``u²`` gives ``σ₀² + β_cal`` and ``σ₀²q``; then
+   ``R = m₀/(T·V₀)``. Finally ``σ_s = h_cal/(2·u*(1))`` so that the model
+   reproduces the standard's known concentration at ``k = 1`` exactly (the
+   standard is monodisperse; the spread of its measured sizes is sizing
+   noise and does not enter). The self-consistency of the fit is reported
+   as ``u_max`` from the quantiles against ``u*`` from the model.
+
+   Which ``k`` — two ways, chosen per sample:
+
+   a. ``calibrated+brightness-model`` (one population): the counted
+      detections of the sample give their own ``m₀`` by the same quantile fit,
+      so ``k̂ = m₀,sample/m₀,cal`` is *measured* — no size estimate and no
+      refractive index needed — and ``h = 2·σ_s·u*(k̂)`` with the
+      blur of the sample's median size. Used when the sample's counted
+      brightness distribution is as narrow as one population's: its quantile
+      fit's counting limit ``u_max`` over the model's ``u*(k̂)``, relative to
+      the same ratio for the calibrant, is at most ``max_brightness_spread``
+      (1.2; 0.86–1.18 measured for monodisperse 60–200 nm beads on the
+      simulator, 1.23–1.44 for an EV-like lognormal of geometric SD 1.45: the
+      margin is thin, a sample misclassified either way gets the other
+      model's value, see ``details["method"]`` and ``brightness_spread``). This is the robust path: the
+      d⁶-steep depth makes the size route very sensitive to sizing noise
+      (a 10 % size error is a ~25 % depth error near 100 nm).
+   b. ``calibrated+size-model`` (polydisperse): the counted particles per
+      frame are split over the size bins of the deconvolved size
+      distribution by their share of the counted detections: number fraction
+      of tracks per bin × the mean number of counted detections per track at
+      that size (:func:`occupancy_weights`); ``k_b`` from the diameter and
+      ``particle_refractive_index``. Each bin gets ``C_b = N̄·w_b/(A·h(d_b))``
+      and the total is ``ΣC_b``. Bins with
+      ``h(d) < min_depth_fraction·h(d_cal)`` (near the counting limit) use
+      that floor and a warning says the result is a lower bound there.
+
+   In both cases ``size_distribution.csv`` gets ``C_b`` per size bin
+   (``ΣC_b`` = the total).
 
 Counting particles, not maxima: a bright particle far from focus makes a wide
 spot on which several maxima exceed the threshold; maxima within
 ``wing_radius_factor`` spot sigmas of a brighter, wider-than-PSF spot of the
 same frame are not counted (:func:`wing_duplicates`).
 
-Assumptions of the model: Gaussian sheet profile and Gaussian spots whose
+Assumptions of the model: Gaussian sheet profile; Gaussian spots whose
 variance grows quadratically with the distance from focus; brightness ∝
 Rayleigh scattering (the d⁶ law overestimates Mie scattering above ~150 nm
-for real particles: use a calibrant close to the sample's size); a single
+for real particles: use a calibrant close to the sample's size); one
 refractive index for the sample (``particle_refractive_index``); the same
-laser power, camera settings and threshold as for the calibration (a
-different ``threshold_snr`` is corrected for, ``R·thr_cal/thr``); no
-saturation (saturated spots break the brightness–depth relation).
+laser power, camera settings (gain, exposure) and detector filter as the
+calibration; every spot at the counting threshold is found by the detector
+(its threshold is far lower) and is not saturated. Spots that saturate the
+camera near focus are counted only if the detector localises them; with
+large (≥ 200 nm polystyrene) particles on a camera set for 100 nm beads it
+misses a part of them and the concentration is too low.
 
 References
 ----------
@@ -124,7 +195,8 @@ Filipe, Hawe & Jiskoot, Pharm. Res. 27:796 (2010) (NTA concentration and its
 limits); Gardiner et al., J. Extracell. Vesicles 2:19671 (2013); van der Pol
 et al., J. Thromb. Haemost. 12:1182 (2014) (size-dependent detection volume
 of scatter-based counting); Künsch, Ann. Stat. 17:1217 (1989) (block
-bootstrap); Bohren & Huffman, Absorption and Scattering of Light by Small
+bootstrap); Berglund, Phys. Rev. E 82:011917 (2010) (motion blur of a
+Brownian spot); Bohren & Huffman, Absorption and Scattering of Light by Small
 Particles (1983), ch. 5.
 """
 
@@ -140,33 +212,44 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..config import Acquisition, ConcentrationParams, DetectParams
 from ..errors import ExontaInputError
-from ..physics import relative_scattering
+from ..physics import diffusion_from_diameter, relative_scattering
 
 __all__ = [
     "CALIBRATION_SCHEMA",
     "Calibration",
     "ConcentrationResult",
     "analysed_region",
+    "blur_variance_px2",
     "block_bootstrap_rel_se",
     "brightness_fit",
     "calibrate",
     "compound_poisson_rel_se",
     "count_per_frame",
     "depth_model_um",
+    "diffusion_rel_se",
     "estimate_concentration",
+    "filtered_noise_level",
+    "filtered_peak",
     "load_calibration",
     "occupancy_weights",
+    "persistent_detections",
+    "residence_lengths",
     "save_calibration",
+    "sheet_profile_fit",
+    "wing_duplicates",
 ]
 
 CALIBRATION_SCHEMA = "exonta.calibration/1"
 UM3_PER_ML = 1e12
 _Z95 = 1.959963984540054
 _QUANTILES = np.linspace(0.1, 0.9, 17)
+# brightness column of calibrations that count with the absolute filtered-peak threshold
+_FILTERED = "filtered_peak"
 
 
 # --------------------------------------------------------------------------- data types
@@ -179,7 +262,7 @@ class ConcentrationResult:
     value_per_ml, ci95_low_per_ml, ci95_high_per_ml : float or None
         Concentration (stock, dilution applied) and its 95 % interval, particles/mL.
     mean_particles_per_frame : float
-        Mean number of detections per frame in the analysed region.
+        Mean number of counted particles per frame in the analysed region.
     per_bin_per_ml : ndarray
         Concentration per size bin (rows of ``distribution.table``); sums to ``value_per_ml``.
     warnings : list of str
@@ -213,7 +296,10 @@ class CalibrationAcquisition(_CalModel):
 class Calibration(_CalModel):
     """Detection-volume calibration from a bead standard (schema ``exonta.calibration/1``).
 
-    Depths in µm, areas in µm², concentrations in particles/mL.
+    Depths in µm, areas in µm², concentrations in particles/mL, intensities in
+    the raw units of the video, spot variances in px². Calibrations written
+    before the absolute counting threshold (no ``count_threshold``) still load;
+    they are applied with their measured depth only, with a warning.
     """
 
     schema_: Literal["exonta.calibration/1"] = Field(default=CALIBRATION_SCHEMA, alias="schema")
@@ -230,8 +316,10 @@ class Calibration(_CalModel):
     detect_threshold: float | None = None
     psf_sigma_px: float
     edge_px: int = Field(ge=0)
-    noise_level: float | None = Field(default=None, description="noise of the filtered image at the detection "
-                                                                  "threshold, signal units")
+    noise_level: float | None = Field(default=None, description="noise σ_F of the filtered image of the "
+                                                                  "calibration video, raw units")
+    count_threshold: float | None = Field(default=None, gt=0, description="absolute counting threshold T on the "
+                                                                          "filtered peak, raw units")
     mean_particles_per_frame: float = Field(gt=0)
     mean_particles_per_frame_rel_se: float = Field(ge=0)
     analysed_area_um2: float = Field(gt=0)
@@ -240,10 +328,18 @@ class Calibration(_CalModel):
     effective_depth_um: float = Field(gt=0)
     effective_depth_rel_se: float = Field(ge=0)
     brightness_column: str
-    log_brightness_max: float
-    brightness_ratio: float = Field(gt=1.0, description="R = B0·s_cal/T, calibrant at the sheet centre / threshold")
+    log_brightness_max: float = Field(description="ln m₀, m = signal·size_px² of the calibrant at the sheet centre")
+    brightness_ratio: float = Field(gt=1.0, description="R = F_cal(0)/T, calibrant's filtered peak at the sheet "
+                                                        "centre over the counting threshold")
     threshold_model: Literal["hard", "soft"] = "hard"
-    defocus_q: float = Field(default=0.0, ge=0, description="(sheet sigma / defocus scale)²; 0 = no defocus")
+    defocus_q: float = Field(default=0.0, ge=0, description="g = σ₀²q/V₀, defocus widening of the filtered spot "
+                                                            "per u² (0 = none)")
+    spot_variance_px2: float | None = Field(default=None, gt=0, description="V₀ = σ₀² + β_cal + σ_f², filtered "
+                                                                            "calibrant spot variance in focus")
+    blur_variance_px2: float | None = Field(default=None, ge=0, description="β_cal, motion-blur variance of the "
+                                                                            "calibrant's spots per axis")
+    u_max_quantile_fit: float | None = Field(default=None, description="counting limit u_max of the quantile fit "
+                                                                       "(self-consistency check of the model)")
     sheet_sigma_um: float = Field(gt=0, description="σ_s of the depth model (reproduces the standard)")
     sheet_sigma_simple_um: float = Field(gt=0, description="σ_s if all detections were exactly at d_cal")
     video_sha256: str
@@ -255,6 +351,11 @@ class Calibration(_CalModel):
     def file(self) -> str | None:
         """Path the calibration was loaded from (None when made in memory)."""
         return self._file
+
+    @property
+    def absolute_threshold(self) -> bool:
+        """Whether this calibration counts with an absolute filtered-peak threshold (current model)."""
+        return self.count_threshold is not None and self.brightness_column == _FILTERED
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -292,6 +393,70 @@ def _in_region(df: pd.DataFrame, frame_shape: tuple[int, int], edge_px: int) -> 
     return (c >= edge_px) & (c <= w - 1 - edge_px) & (r >= edge_px) & (r <= h - 1 - edge_px)
 
 
+def filtered_peak(features: pd.DataFrame, psf_sigma_px: float) -> np.ndarray:
+    """Peak of the detector's Gaussian matched filter applied to each fitted spot, raw units.
+
+    A Gaussian spot of peak ``signal`` and width ``s = size_px`` filtered by a
+    normalised Gaussian of width ``σ_f = psf_sigma_px`` peaks at
+    ``F = signal·s²/(s² + σ_f²)`` (its photons over ``2π(s² + σ_f²)``).
+
+    Parameters
+    ----------
+    features : DataFrame
+        ``signal`` and ``size_px`` columns (without ``size_px`` the spot is
+        taken at ``σ_f``).
+    psf_sigma_px : float
+
+    Returns
+    -------
+    ndarray of float
+        ``F`` (NaN where the fit gave no finite positive values).
+    """
+    if len(features) == 0 or "signal" not in features:
+        return np.full(len(features), np.nan)
+    sig = features["signal"].to_numpy(dtype=float)
+    if "size_px" in features:
+        s2 = features["size_px"].to_numpy(dtype=float) ** 2
+    else:
+        s2 = np.full(sig.shape, float(psf_sigma_px) ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = sig * s2 / (s2 + float(psf_sigma_px) ** 2)
+    return np.where(np.isfinite(f) & (sig > 0) & (s2 > 0), f, np.nan)
+
+
+def filtered_noise_level(features: pd.DataFrame, psf_sigma_px: float, threshold_snr: float) -> float | None:
+    """Noise σ_F of the detector's filtered image, raw units, from the detections at the detection limit.
+
+    ``snr`` is the filtered peak over the local noise, so ``F/snr`` estimates
+    that noise at each detection; the median over the detections with
+    ``snr < threshold_snr + 1`` (mostly background noise maxima, spread over
+    the whole frame) measures the noise of the frame background.
+
+    Returns
+    -------
+    float or None
+        None without ``snr`` or with fewer than 10 such detections.
+    """
+    if len(features) == 0 or "snr" not in features:
+        return None
+    f = filtered_peak(features, psf_sigma_px)
+    snr = features["snr"].to_numpy(dtype=float)
+    ok = np.isfinite(f) & np.isfinite(snr) & (snr > 0)
+    near = ok & (snr < float(threshold_snr) + 1.0)
+    use = near if near.sum() >= 10 else ok
+    if use.sum() < 10:
+        return None
+    return float(np.median(f[use] / snr[use]))
+
+
+def blur_variance_px2(diameter_nm, acquisition: Acquisition) -> np.ndarray | float:
+    """Motion-blur variance of a spot per axis, px²: ``D·t_exp/3`` (Brownian path around its exposure mean)."""
+    d = diffusion_from_diameter(np.asarray(diameter_nm, dtype=float), acquisition.temperature_c,
+                                acquisition.viscosity_mpas)
+    out = np.asarray(d, dtype=float) * float(acquisition.exposure_s) / 3.0 / float(acquisition.pixel_size_um) ** 2
+    return float(out) if out.ndim == 0 else out
+
+
 def wing_duplicates(features: pd.DataFrame, psf_sigma_px: float, radius_factor: float = 3.0,
                     wide_factor: float = 1.3, wing_margin: float = 2.0) -> np.ndarray:
     """Detections that are extra maxima on the wings of a bright, defocused or saturated spot.
@@ -319,44 +484,66 @@ def wing_duplicates(features: pd.DataFrame, psf_sigma_px: float, radius_factor: 
         True for the duplicates (all False when ``radius_factor`` ≤ 0 or the
         columns are missing).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = len(features)
-    dup = np.zeros(n, dtype=bool)
     bright_col = "snr" if "snr" in features else ("signal" if "signal" in features else None)
     if n == 0 or radius_factor <= 0 or "size_px" not in features or bright_col is None:
-        return dup
-    frame = features["frame"].to_numpy()
-    x = features["x"].to_numpy(dtype=float)
-    y = features["y"].to_numpy(dtype=float)
-    size = np.nan_to_num(features["size_px"].to_numpy(dtype=float), nan=0.0)
-    bright = np.nan_to_num(features[bright_col].to_numpy(dtype=float), nan=0.0)
-    wide = size > wide_factor * psf_sigma_px
-    if not wide.any():
-        return dup
-    order = np.argsort(frame, kind="stable")
-    bounds = np.flatnonzero(np.diff(frame[order])) + 1
-    for idx in np.split(order, bounds):
-        if idx.size < 2 or not wide[idx].any():
-            continue
-        xi, yi, si, bi = x[idx], y[idx], size[idx], bright[idx]
-        d2 = (xi[:, None] - xi[None, :]) ** 2 + (yi[:, None] - yi[None, :]) ** 2
-        s2 = np.where(wide[idx], si * si, np.nan)[:, None]  # row a covers column b
-        with np.errstate(invalid="ignore"):
-            cover = (d2 < radius_factor**2 * s2) & (bi[None, :] < wing_margin * bi[:, None] * np.exp(-d2 / (2 * s2)))
-        np.fill_diagonal(cover, False)
-        if not cover.any():
-            continue
-        a, b = np.nonzero(cover)
-        m = idx.size
-        _, labels = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(m, m)), directed=False)
-        best = np.full(labels.max() + 1, -1)
-        for j in np.argsort(-bi, kind="stable"):
-            if best[labels[j]] < 0:
-                best[labels[j]] = j
-        dup[idx] = best[labels] != np.arange(m)
+        return np.zeros(n, dtype=bool)
+    frame = features["frame"].to_numpy().astype(np.int64)
+    order = np.argsort(frame, kind="stable").astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, np.diff(frame[order]) != 0]).astype(np.int64)
+    dup = np.zeros(n, dtype=np.bool_)
+    _wing_kernel(order, np.r_[starts, n].astype(np.int64),
+                 np.ascontiguousarray(features["x"].to_numpy(dtype=np.float64)),
+                 np.ascontiguousarray(features["y"].to_numpy(dtype=np.float64)),
+                 np.nan_to_num(features["size_px"].to_numpy(dtype=np.float64), nan=0.0),
+                 np.nan_to_num(features[bright_col].to_numpy(dtype=np.float64), nan=0.0),
+                 float(wide_factor * psf_sigma_px), float(radius_factor), float(wing_margin), dup)
     return dup
+
+
+@njit(cache=True)
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True)
+def _wing_kernel(order, bounds, x, y, size, bright, wide_px, radius_factor, wing_margin, dup):
+    """Union the detections covered by a wide spot of the same frame; mark all but the brightest of each group.
+
+    ``order`` sorts the detections by frame, ``bounds`` are the group starts
+    (plus the end); ``dup`` (n,) bool is filled.
+    """
+    n = x.size
+    parent = np.arange(n)
+    for gi in range(bounds.size - 1):
+        lo, hi = bounds[gi], bounds[gi + 1]
+        for ia in range(lo, hi):
+            a = order[ia]
+            sa = size[a]
+            if not (sa > wide_px) or not (np.isfinite(x[a]) and np.isfinite(y[a])):
+                continue
+            r2max = radius_factor * radius_factor * sa * sa
+            for ib in range(lo, hi):
+                b = order[ib]
+                if b == a:
+                    continue
+                d2 = (x[a] - x[b]) ** 2 + (y[a] - y[b]) ** 2
+                if d2 < r2max and bright[b] < wing_margin * bright[a] * np.exp(-d2 / (2.0 * sa * sa)):
+                    ra = _find(parent, a)
+                    rb = _find(parent, b)
+                    if ra != rb:
+                        parent[rb] = ra
+    best = np.full(n, -1)
+    for i in range(n):
+        r = _find(parent, i)
+        j = best[r]
+        if j < 0 or bright[i] > bright[j]:  # ties: the first in table order
+            best[r] = i
+    for i in range(n):
+        dup[i] = best[_find(parent, i)] != i
 
 
 def count_per_frame(features: pd.DataFrame, n_frames: int, frame_shape: tuple[int, int], edge_px: int,
@@ -388,23 +575,33 @@ def count_per_frame(features: pd.DataFrame, n_frames: int, frame_shape: tuple[in
     return np.bincount(frames, minlength=n_frames).astype(np.int64)
 
 
-def persistent_detections(features: pd.DataFrame, tracks: pd.DataFrame | None, min_linked_frames: int) -> pd.DataFrame:
+def persistent_detections(features: pd.DataFrame, tracks: pd.DataFrame | None, min_linked_frames: int,
+                          keep_particle: bool = False) -> pd.DataFrame:
     """The detections that belong to a track of at least ``min_linked_frames`` positions.
 
     A particle is a spot that persists from frame to frame; single-frame noise
     maxima are not. At the default 3.5-σ threshold the detector passes a nearly
-    constant ~30 noise maxima per 640×480 frame (the expected number of maxima of
-    filtered white noise above the threshold), which would otherwise add a
-    concentration-independent offset to the count: blanks would report particles
-    and counts would not scale with concentration. Calibration and measurement
-    apply the same rule. With ``min_linked_frames <= 1``, or without a tracks
-    table holding these features, every detection counts.
+    constant ~25 noise maxima per 640×480 frame, some of which link into short
+    tracks. Calibration and measurement apply the same rule. With
+    ``min_linked_frames <= 1``, or without a tracks table holding these
+    features, every detection counts.
+
+    Parameters
+    ----------
+    features, tracks : DataFrame
+    min_linked_frames : int
+    keep_particle : bool
+        Keep the tracks' ``particle`` column in the result.
     """
-    if (min_linked_frames <= 1 or tracks is None or "particle" not in tracks or "frame" not in tracks
-            or len(tracks) == 0):
+    if tracks is None or "particle" not in tracks or "frame" not in tracks or len(tracks) == 0:
         return features
+    cols = list(features.columns.intersection(tracks.columns))
+    if keep_particle and "particle" not in cols:
+        cols.append("particle")
+    if min_linked_frames <= 1:
+        return tracks[cols] if keep_particle and len(tracks) == len(features) else features
     n = tracks.groupby("particle")["frame"].transform("size").to_numpy()
-    return tracks.loc[n >= min_linked_frames, list(features.columns.intersection(tracks.columns))]
+    return tracks.loc[n >= min_linked_frames, cols]
 
 
 def residence_lengths(tracks: pd.DataFrame, frame_shape: tuple[int, int], edge_px: int) -> np.ndarray:
@@ -475,6 +672,54 @@ def block_bootstrap_rel_se(counts: np.ndarray, block_frames: int, n_resamples: i
     return float(means.std(ddof=1) / x.mean()) if n_resamples > 1 else 0.0
 
 
+def diffusion_rel_se(mean_particles: float, depth_um: float, diffusion_um2_s: float, n_frames: int,
+                     fps: float) -> float:
+    """Relative standard error of the mean count of an ideal gas of diffusing particles in a slab.
+
+    Particles of an open sample (a Poisson bath) diffuse in and out of the
+    counted slab of depth ``h``; the count ``N(t)`` has covariance
+    ``N̄·φ(τ)`` with ``φ(τ) = (1/h)∫∫_slab K_τ(z − z') dz dz'`` (``K_τ`` the
+    Gaussian of variance ``s² = 2Dτ``)::
+
+        φ(τ) = 2(Φ(h/s) − ½) − (2s/(h√(2π)))·(1 − exp(−h²/2s²)),
+
+    so ``Var(N̄) = (N̄/T²)·Σ_{i,j} φ(|i − j|/fps)``. Unlike the visits of
+    :func:`compound_poisson_rel_se`, this includes the return of a particle
+    that has left the slab (1-D Brownian motion is recurrent), which makes the
+    visits of the same particle correlated and the count converge slowly
+    (exits in x, y are neglected: slightly conservative).
+
+    Parameters
+    ----------
+    mean_particles : float
+        ``N̄`` counted per frame.
+    depth_um, diffusion_um2_s : float
+        Effective depth and the particles' diffusion coefficient.
+    n_frames : int
+    fps : float
+
+    Returns
+    -------
+    float
+        ``sqrt(Var(N̄))/N̄`` (``inf`` when ``N̄ = 0``).
+    """
+    from scipy.special import ndtr
+
+    if not mean_particles > 0 or n_frames <= 0:
+        return math.inf
+    if not (depth_um > 0 and diffusion_um2_s > 0 and fps > 0):
+        return 0.0
+    lag = np.arange(n_frames, dtype=float)
+    s = np.sqrt(2.0 * diffusion_um2_s * lag / fps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(s > 0, depth_um / s, np.inf)
+        tail = 2.0 / (r * math.sqrt(2.0 * math.pi)) * (1.0 - np.exp(-0.5 * r * r))
+        phi = np.where(s > 0, 2.0 * (ndtr(r) - 0.5) - tail, 1.0)
+    weight = np.where(lag == 0, 1.0, 2.0) * (n_frames - lag)
+    var_rel = float(np.sum(weight * phi)) / (n_frames**2 * mean_particles)
+    return math.sqrt(max(var_rel, 0.0))
+
+
 def brightness_fit(brightness: np.ndarray) -> tuple[float, float]:
     """Fit the Gaussian-sheet model to the detected brightness of a monodisperse sample.
 
@@ -504,38 +749,32 @@ def brightness_fit(brightness: np.ndarray) -> tuple[float, float]:
     return float(intercept), float(max(-slope, 0.0))
 
 
-def depth_model_um(relative_brightness, sheet_sigma_um: float, brightness_ratio: float,
-                   threshold_snr: float | None = None, defocus_q: float = 0.0):
-    """Effective depth of the detection volume for particles of a given scattering.
+def depth_model_um(relative_brightness, sheet_sigma_um: float, brightness_ratio: float, defocus_g: float = 0.0,
+                   blur_offset=0.0):
+    """Counted depth of particles of a given scattering: ``h = 2·σ_s·u*``.
 
-    The peak brightness of a particle at height ``z = u·σ_s`` is
-    ``B(u) = B₀·k·p(u)`` with the sheet-and-defocus profile
-    ``p(u) = exp(−u²/2)/(1 + q·u²)``: the Gaussian sheet, and a Gaussian spot
-    whose variance grows as ``σ₀²(1 + q·u²)`` out of focus (photons
-    conserved, so the peak drops by that factor; ``q = σ_s²/z_dof²``).
+    A particle at ``z = u·σ_s`` is counted while its filtered peak reaches the
+    threshold::
 
-    Hard threshold: detected where ``R·k·p(u) ≥ 1`` (``R = B₀·s_cal/T``), so
-    ``h = 2·σ_s·u*`` with ``p(u*) = 1/(R·k)``; for ``q = 0``
-    ``h = 2·σ_s·sqrt(2·ln(R·k))`` (0 when ``R·k ≤ 1``).
+        R·k·exp(−u²/2) / (1 + c + g·u²) ≥ 1
 
-    Soft threshold (``threshold_snr = T/σ`` given, σ the noise of the peak):
-    detection probability ``Φ(T/σ·(R·k·p(u) − 1))``, so
-    ``h = σ_s ∫ Φ(...) du``. It tends to the hard model for bright particles
-    and stays > 0 near the detection limit, where noise lifts some dim
-    particles above the threshold.
+    (Gaussian sheet; filtered spot variance ``V₀(1 + c + g·u²)`` widened by
+    defocus, ``g``, and by a blur that differs from the calibrant's, ``c``).
+    The left side decreases with ``|u|``, so the counted slab is ``|u| ≤ u*``;
+    without defocus and blur ``h = 2σ_s·sqrt(2·ln(R·k))`` (0 when ``R·k ≤ 1``).
 
     Parameters
     ----------
     relative_brightness : float or array
-        ``k = s(d, n)/s_cal``.
+        ``k = s(d, n)/s_cal`` (photons relative to the calibrant).
     sheet_sigma_um : float
         Gaussian light-sheet standard deviation σ_s, µm.
     brightness_ratio : float
-        ``R``: peak of the calibrant at the sheet centre over the threshold.
-    threshold_snr : float, optional
-        ``T/σ`` for the soft model.
-    defocus_q : float
-        ``q ≥ 0`` (0: no defocus).
+        ``R``: filtered peak of the calibrant at the sheet centre over the threshold.
+    defocus_g : float
+        ``g ≥ 0`` (0: no defocus).
+    blur_offset : float or array
+        ``c > −1``, broadcast against ``relative_brightness``.
 
     Returns
     -------
@@ -543,46 +782,56 @@ def depth_model_um(relative_brightness, sheet_sigma_um: float, brightness_ratio:
         Depth in µm.
     """
     k = np.asarray(relative_brightness, dtype=float)
-    rk = np.maximum(k * float(brightness_ratio), 1e-300)
-    q = max(float(defocus_q), 0.0)
-    if threshold_snr is None and q == 0.0:
-        arg = np.log(rk)
-        out = 2.0 * float(sheet_sigma_um) * np.sqrt(2.0 * np.clip(arg, 0.0, None))
+    c = np.asarray(blur_offset, dtype=float)
+    k, c = np.broadcast_arrays(k, c)
+    g = max(float(defocus_g), 0.0)
+    one_c = np.maximum(1.0 + c, 1e-9)
+    a = np.maximum(k * float(brightness_ratio), 1e-300) / one_c  # peak over threshold at u = 0
+    if g == 0.0:
+        out = 2.0 * float(sheet_sigma_um) * np.sqrt(2.0 * np.clip(np.log(a), 0.0, None))
         return float(out) if out.ndim == 0 else out
-    flat = rk.reshape(-1)
-    # u where even the hard model (with margin for noise) sees nothing: p(u) < (1 - 8σ/T)/(R k)
-    t = float(threshold_snr) if threshold_snr is not None else math.inf
-    lift = max(1.0 - 8.0 / t, 1e-3) if threshold_snr is not None else 1.0
-    u_hi = np.sqrt(2.0 * np.log(np.maximum(flat / lift, 1.0 + 1e-12))) + 1.0
-    frac = np.linspace(0.0, 1.0, 1201)
-    u = u_hi[:, None] * frac[None, :]
-    prof = np.exp(-0.5 * u * u) / (1.0 + q * u * u)
-    if threshold_snr is None:
-        p = (flat[:, None] * prof >= 1.0).astype(float)
-    else:
-        from scipy.special import ndtr
-
-        p = ndtr(t * (flat[:, None] * prof - 1.0))
-    out = (2.0 * float(sheet_sigma_um) * np.trapezoid(p, u, axis=1)).reshape(rk.shape)
+    # bisection on u ∈ [0, u_hi]: f(u) = ln a − u²/2 − ln(1 + g'u²) decreasing, f(u_hi) ≤ 0
+    gp = g / one_c
+    lo = np.zeros(a.shape)
+    hi = np.sqrt(2.0 * np.clip(np.log(a), 0.0, None))
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        above = np.log(a) - 0.5 * mid * mid - np.log1p(gp * mid * mid) >= 0.0
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    out = 2.0 * float(sheet_sigma_um) * 0.5 * (lo + hi)
     return float(out) if out.ndim == 0 else out
 
 
-def sheet_profile_fit(signal: np.ndarray, size_px: np.ndarray) -> dict[str, float]:
-    """Brightness-to-threshold ratio and defocus of a monodisperse standard from its detections.
+def sheet_profile_fit(signal: np.ndarray, size_px: np.ndarray, count_threshold: float,
+                      psf_sigma_px: float) -> dict[str, float]:
+    """Sheet, defocus and brightness-to-threshold ratio from the counted detections of a monodisperse standard.
 
     ``m = signal·size_px²`` is proportional to the photons of the spot (a
-    Gaussian's amplitude times its variance), so ``ln m = ln m₀ − u²/2``
-    follows the sheet alone and :func:`brightness_fit` gives ``m₀`` and
-    ``u_max``; each detection's ``u² = 2·ln(m₀/m)``. The spot variance
-    ``size_px² = σ₀²(1 + q·u²)`` is fitted by least squares on the medians of
-    ten ``u²`` bins (robust to bad fits), giving ``q``. The peak ratio at the
-    threshold then is ``ln R = u_max²/2 + ln(1 + q·u_max²)``.
+    Gaussian's amplitude times its variance) whatever its defocus and blur,
+    so ``ln m = ln m₀ − u²/2`` follows the sheet alone and
+    :func:`brightness_fit` gives ``m₀`` and ``u_max``; each detection's
+    ``u² = 2·ln(m₀/m)``. The spot variance ``size_px² = a + b·u²`` is fitted
+    by least squares on the medians of ten ``u²`` bins (robust to bad fits).
+    With ``V₀ = a + psf_sigma_px²`` the filtered peak of the calibrant at the
+    sheet centre is ``m₀/V₀``, so ``R = m₀/(V₀·T)`` and ``g = b/V₀``.
+
+    Parameters
+    ----------
+    signal, size_px : array
+        Fitted peak (raw units) and width (px) of the counted detections.
+    count_threshold : float
+        ``T``, raw units of the filtered peak.
+    psf_sigma_px : float
+        Width of the detector's matched filter.
 
     Returns
     -------
     dict
-        ``log_brightness_max`` (ln m₀), ``u_max``, ``defocus_q``,
-        ``psf_sigma0_px``, ``brightness_ratio`` (R).
+        ``log_brightness_max`` (ln m₀), ``u_max`` (quantile fit),
+        ``spot_variance_px2`` (a, the fitted spot variance in focus),
+        ``filtered_variance_px2`` (V₀), ``defocus_g``, ``brightness_ratio`` (R),
+        ``u_star`` (the model's counting limit, ≈ ``u_max`` when consistent).
     """
     sig = np.asarray(signal, dtype=float)
     size = np.asarray(size_px, dtype=float)
@@ -593,18 +842,21 @@ def sheet_profile_fit(signal: np.ndarray, size_px: np.ndarray) -> dict[str, floa
     u_max2 = 2.0 * half_u2
     u2 = np.clip(2.0 * (log_m0 - np.log(m)), 0.0, None)
     order = np.argsort(u2)
-    groups = [g for g in np.array_split(order, 10) if g.size]
-    xs = np.array([np.median(u2[g]) for g in groups])
-    ys = np.array([np.median(size[g] ** 2) for g in groups])
+    groups = [grp for grp in np.array_split(order, 10) if grp.size]
+    xs = np.array([np.median(u2[grp]) for grp in groups])
+    ys = np.array([np.median(size[grp] ** 2) for grp in groups])
     if xs.size >= 3 and np.ptp(xs) > 0:
         b, a = np.polyfit(xs, ys, 1)
     else:
         a, b = float(np.median(size**2)), 0.0
     a = max(float(a), 1e-6)
-    q = float(np.clip(b / a, 0.0, 20.0))
-    log_r = u_max2 / 2.0 + math.log1p(q * u_max2)
-    return {"log_brightness_max": float(log_m0), "u_max": float(math.sqrt(u_max2)), "defocus_q": q,
-            "psf_sigma0_px": float(math.sqrt(a)), "brightness_ratio": float(math.exp(log_r))}
+    b = max(float(b), 0.0)
+    v0 = a + float(psf_sigma_px) ** 2
+    g = float(min(b / v0, 20.0))
+    ratio = float(math.exp(log_m0) / (v0 * float(count_threshold)))
+    u_star = depth_model_um(1.0, 0.5, max(ratio, 1.0), g)
+    return {"log_brightness_max": float(log_m0), "u_max": float(math.sqrt(u_max2)), "spot_variance_px2": a,
+            "filtered_variance_px2": float(v0), "defocus_g": g, "brightness_ratio": ratio, "u_star": float(u_star)}
 
 
 def _bin_weights(distribution: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -627,18 +879,18 @@ def _bin_weights(distribution: Any) -> tuple[np.ndarray, np.ndarray]:
     return d, w
 
 
-def _track_length_at(particles: pd.DataFrame, diam_nm: np.ndarray) -> np.ndarray:
-    """Mean positions per valid track as a smooth function of diameter (constant if few tracks)."""
-    if len(particles) == 0 or "n_positions" not in particles or "diameter_nm" not in particles:
+def _track_length_at(particles: pd.DataFrame, diam_nm: np.ndarray, column: str = "n_positions") -> np.ndarray:
+    """Mean ``column`` per valid track as a smooth function of diameter (constant if few tracks)."""
+    if len(particles) == 0 or column not in particles or "diameter_nm" not in particles:
         return np.ones_like(diam_nm)
     p = particles
     if "valid" in p:
         p = p[p["valid"].astype(bool)]
     d = p["diameter_nm"].to_numpy(dtype=float)
-    n = p["n_positions"].to_numpy(dtype=float)
-    ok = np.isfinite(d) & (d > 0) & np.isfinite(n) & (n > 0)
+    n = p[column].to_numpy(dtype=float)
+    ok = np.isfinite(d) & (d > 0) & np.isfinite(n) & (n >= 0)
     d, n = d[ok], n[ok]
-    if d.size == 0:
+    if d.size == 0 or n.sum() <= 0:
         return np.ones_like(diam_nm)
     n_groups = int(min(8, d.size // 40))
     if n_groups < 2:
@@ -650,12 +902,16 @@ def _track_length_at(particles: pd.DataFrame, diam_nm: np.ndarray) -> np.ndarray
     return np.interp(np.log(np.maximum(diam_nm, 1e-9)), xs, ys)
 
 
-def occupancy_weights(distribution: Any, particles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Share of the detections per size bin.
+def occupancy_weights(distribution: Any, particles: pd.DataFrame,
+                      counted_per_particle: pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the counted detections per size bin.
 
     The number fraction of tracks per bin (deconvolved when available) times
-    the mean track length at that size, normalised: a particle contributes
-    one detection per frame it is seen.
+    the mean number of detections per track at that size, normalised: a
+    particle contributes one detection per frame it is seen. With
+    ``counted_per_particle`` (counted detections per ``particle`` id) only the
+    detections that pass the counting rules are used, so tracks too dim to be
+    counted weigh nothing; otherwise ``n_positions``.
 
     Returns
     -------
@@ -665,58 +921,120 @@ def occupancy_weights(distribution: Any, particles: pd.DataFrame) -> tuple[np.nd
     d, w = _bin_weights(distribution)
     if d.size == 0 or w.sum() <= 0:
         return d, w
-    occ = w * _track_length_at(particles, d)
+    column = "n_positions"
+    if counted_per_particle is not None and "particle" in particles and len(particles):
+        particles = particles.assign(n_counted=particles["particle"].map(counted_per_particle).fillna(0.0)
+                                     .to_numpy(dtype=float))
+        column = "n_counted"
+    occ = w * _track_length_at(particles, d, column)
     s = occ.sum()
     return d, (occ / s if s > 0 else w)
 
 
-def _noise_level(features: pd.DataFrame, psf_sigma_px: float, threshold_snr: float) -> float | None:
-    """Noise of the thresholded (filtered) image at the detections, in ``signal`` units.
+def _brightness_noise(features: pd.DataFrame, detect_params: DetectParams, psf_ref: float) -> float | None:
+    return filtered_noise_level(features, psf_ref, detect_params.threshold_snr)
 
-    ``snr`` is the filtered peak over the local noise σ_F; for a Gaussian spot
-    of σ = ``size_px`` the filtered peak is ``signal·σ²/(σ² + σ_psf²)``, so
-    ``σ_F = signal·σ²/(snr·(σ² + σ_psf²))``. The median over the detections
-    near the threshold (``snr < 2·threshold_snr``) measures the noise where
-    the detection limit is decided (the detector's local noise grows near
-    bright spots and in the haze of out-of-focus particles).
+
+def _counting_threshold(params: ConcentrationParams, noise: float | None) -> float | None:
+    """``T`` in raw units: the configured one, else ``count_threshold_sigmas × σ_F``."""
+    if params.count_threshold is not None:
+        return float(params.count_threshold)
+    if noise is None or not noise > 0:
+        return None
+    return float(params.count_threshold_sigmas * noise)
+
+
+@dataclass
+class _Counted:
+    table: pd.DataFrame          # persistent detections (with ``particle`` when the tracks give it)
+    keep: np.ndarray             # counted rows of ``table``
+    counts: np.ndarray           # counted per frame
+    lengths: np.ndarray          # counted detections per distinct particle
+    per_particle: pd.Series | None  # counted detections per particle id
+    n_duplicates: int
+
+
+def _count(features, tracks, params: ConcentrationParams, detect_params: DetectParams, frame_shape, n_frames,
+           edge, threshold: float | None, psf_ref: float) -> _Counted:
+    """Apply the counting rules (persistence, region, wing duplicates, absolute threshold).
+
+    ``psf_ref`` is the reference filter width of the filtered peak (the
+    calibration's, so that a sample analysed with another detector width —
+    ``DetectParams.auto_psf`` — is counted on the same scale).
     """
-    if len(features) == 0 or not {"signal", "snr", "size_px"} <= set(features.columns):
-        return None
-    sig = features["signal"].to_numpy(dtype=float)
-    snr = features["snr"].to_numpy(dtype=float)
-    sz = features["size_px"].to_numpy(dtype=float)
-    ok = np.isfinite(sig) & np.isfinite(snr) & np.isfinite(sz) & (snr > 0) & (sig > 0) & (sz > 0)
-    near = ok & (snr < 2.0 * threshold_snr)
-    use = near if near.sum() >= 10 else ok
-    if use.sum() < 10:
-        return None
-    s2 = sz[use] ** 2
-    return float(np.median(sig[use] * s2 / (snr[use] * (s2 + psf_sigma_px**2))))
+    table = persistent_detections(features, tracks, params.min_linked_frames, keep_particle=True)
+    dup = wing_duplicates(table, psf_ref, params.wing_radius_factor)
+    keep = _in_region(table, frame_shape, edge) & ~dup
+    if threshold is not None:
+        with np.errstate(invalid="ignore"):
+            keep &= filtered_peak(table, psf_ref) >= threshold
+    counts = count_per_frame(table[keep], n_frames, frame_shape, edge)
+    per = None
+    if "particle" in table and len(table):
+        per = table.loc[keep, "particle"].value_counts()
+        lengths = per.to_numpy(dtype=np.int64)
+    elif tracks is not None and threshold is None:
+        lengths = residence_lengths(tracks, frame_shape, edge)
+    else:
+        lengths = np.zeros(0, dtype=np.int64)
+    return _Counted(table, keep, counts, lengths, per, int(dup.sum()))
 
 
-def _brightness(features: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in features:
-        raise ExontaInputError(f"the detections have no {column!r} column needed for the brightness model")
-    return features[column].to_numpy(dtype=float)
-
-
-def _size_model_depth_factors(rel_scatter, brightness_ratio, min_depth_fraction, threshold_snr=None, defocus_q=0.0):
-    """Depth per unit σ_s per bin, ``g_b = 2·sqrt(2·ln(R·k_b))``, floored at a fraction of the calibrant's.
+def _size_model_depth_factors(rel_scatter, blur_offset, brightness_ratio, defocus_g, min_depth_fraction):
+    """Depth per unit σ_s per bin, floored at a fraction of the calibrant's.
 
     Returns
     -------
     g_used : ndarray
         Floored depth factors (multiply by σ_s for µm).
     below : ndarray of bool
-        Bins whose modelled depth is below the floor (near the detection limit).
+        Bins whose modelled depth is below the floor (near the counting limit).
     """
-    g = np.asarray(depth_model_um(rel_scatter, 1.0, brightness_ratio, threshold_snr, defocus_q), dtype=float)
-    floor = min_depth_fraction * depth_model_um(1.0, 1.0, brightness_ratio, threshold_snr, defocus_q)
+    g = np.asarray(depth_model_um(rel_scatter, 1.0, brightness_ratio, defocus_g, blur_offset), dtype=float)
+    floor = min_depth_fraction * depth_model_um(1.0, 1.0, brightness_ratio, defocus_g)
     return np.maximum(g, floor), g < floor
 
 
+def _blur_offsets(cal: Calibration, d_bins: np.ndarray, acquisition: Acquisition) -> np.ndarray:
+    """``c_b = (β(d_b) − β_cal)/V₀`` (0 without the blur terms in the calibration)."""
+    if cal.spot_variance_px2 is None or cal.blur_variance_px2 is None:
+        return np.zeros_like(d_bins)
+    return (np.asarray(blur_variance_px2(d_bins, acquisition)) - cal.blur_variance_px2) / cal.spot_variance_px2
+
+
+def _single_population(cnt: _Counted, cal: Calibration, params: ConcentrationParams) -> dict[str, float] | None:
+    """Scattering of the counted particles relative to the calibrant, if they look like one population.
+
+    :func:`brightness_fit` of ``m = signal·size_px²`` of the counted
+    detections gives the sample's photons at the sheet centre, ``m₀_s``, so
+    ``k̂ = m₀_s/m₀_cal``, and its counting limit ``u_max``. A single population
+    of scattering ``k̂`` is counted out to ``u*(k̂)`` (:func:`depth_model_um`),
+    so ``spread = (u_max/u*(k̂)) / (u_max,cal/u*(1))`` is ≈ 1 for one
+    population and larger for a polydisperse sample (its brightest particles
+    are counted deeper than its typical ones).
+    """
+    if cal.u_max_quantile_fit is None or not cal.u_max_quantile_fit > 0:
+        return None
+    used = cnt.table[cnt.keep]
+    if len(used) < 50 or "size_px" not in used or "signal" not in used:
+        return None
+    m = used["signal"].to_numpy(dtype=float) * used["size_px"].to_numpy(dtype=float) ** 2
+    try:
+        log_m0, half_u2 = brightness_fit(m)
+    except ExontaInputError:
+        return None
+    k = math.exp(log_m0 - cal.log_brightness_max)
+    u_star = float(depth_model_um(k, 0.5, cal.brightness_ratio, cal.defocus_q))
+    u_star_cal = float(depth_model_um(1.0, 0.5, cal.brightness_ratio, cal.defocus_q))
+    if not (u_star > 0 and u_star_cal > 0):
+        return None
+    spread = (math.sqrt(2.0 * half_u2) / u_star) / (cal.u_max_quantile_fit / u_star_cal)
+    return {"relative_brightness": k, "brightness_spread": float(spread)}
+
+
 # --------------------------------------------------------------------------- main entry
-def _count_uncertainty(counts, lengths, params: ConcentrationParams) -> dict[str, float]:
+def _count_uncertainty(counts, lengths, params: ConcentrationParams, depth_um: float | None = None,
+                       diffusion_um2_s: float | None = None, fps: float | None = None) -> dict[str, float]:
     tot = float(counts.sum())
     if lengths.size and lengths.sum() > 0:
         lw = float(np.sum(lengths.astype(float) ** 2) / lengths.sum())
@@ -728,7 +1046,11 @@ def _count_uncertainty(counts, lengths, params: ConcentrationParams) -> dict[str
     block_capped = min(block, max(1, t // 5))
     rse_boot = block_bootstrap_rel_se(counts, block_capped, params.bootstrap_resamples, params.seed)
     rse_cp = compound_poisson_rel_se(lengths) if lengths.size else (1.0 / math.sqrt(tot) if tot > 0 else math.inf)
-    return {"rel_se": max(rse_boot, rse_cp), "rel_se_block_bootstrap": rse_boot, "rel_se_distinct_particles": rse_cp,
+    rse_diff = 0.0
+    if depth_um and diffusion_um2_s and fps and t:
+        rse_diff = diffusion_rel_se(float(counts.mean()), depth_um, diffusion_um2_s, t, fps)
+    return {"rel_se": max(rse_boot, rse_cp, rse_diff), "rel_se_block_bootstrap": rse_boot,
+            "rel_se_distinct_particles": rse_cp, "rel_se_diffusion": rse_diff,
             "block_frames": block_capped, "mean_residence_frames": mean_res,
             "occupancy_weighted_residence_frames": lw}
 
@@ -761,10 +1083,12 @@ def estimate_concentration(
     distribution : SizeDistribution
         Its ``table`` rows define the size bins of ``per_bin_per_ml``.
     acquisition : Acquisition
-        ``pixel_size_um`` sets the area, ``dilution`` multiplies the result.
+        ``pixel_size_um`` sets the area, ``dilution`` multiplies the result;
+        ``exposure_s``, temperature and viscosity set the motion blur of the
+        depth model.
     params : ConcentrationParams
     detect_params : DetectParams
-        Edge exclusion of the detector (the analysed region).
+        Edge exclusion (the analysed region) and matched-filter width of the detector.
     frame_shape : (height, width)
     n_frames : int
     calibration : Calibration or None
@@ -775,12 +1099,8 @@ def estimate_concentration(
     ConcentrationResult
     """
     warnings: list[str] = []
-    features = persistent_detections(features, tracks, params.min_linked_frames)
     edge, area_um2 = analysed_region(frame_shape, detect_params, acquisition.pixel_size_um)
-    d_bins, w_occ = occupancy_weights(distribution, particles)
     n_bins = len(getattr(distribution, "table", [])) if distribution is not None else 0
-    if d_bins.size != n_bins:
-        d_bins, w_occ = np.zeros(n_bins), np.zeros(n_bins)
     dilution = float(acquisition.dilution)
     details: dict[str, Any] = {"analysed_area_um2": area_um2, "edge_px": edge, "dilution": dilution,
                                "n_frames": int(n_frames)}
@@ -789,14 +1109,28 @@ def estimate_concentration(
         details["method"] = "none"
         return ConcentrationResult(None, None, None, 0.0, np.full(n_bins, np.nan), warnings, details)
 
-    dup = wing_duplicates(features, detect_params.psf_sigma_px, params.wing_radius_factor)
-    counts = count_per_frame(features, n_frames, frame_shape, edge, exclude=dup)
-    lengths = residence_lengths(tracks, frame_shape, edge)
+    cal = calibration
+    psf_ref = float(cal.psf_sigma_px if cal is not None and cal.absolute_threshold else detect_params.psf_sigma_px)
+    noise = _brightness_noise(features, detect_params, psf_ref)
+    if cal is not None and cal.absolute_threshold:
+        threshold = float(cal.count_threshold)
+    elif cal is not None:
+        threshold = None
+        warnings.append("the calibration was made by an older exonta without an absolute counting threshold: its "
+                        "depth is applied as is, without the size model; re-create it with `exonta calibrate`")
+    else:
+        threshold = _counting_threshold(params, noise)
+    cnt = _count(features, tracks, params, detect_params, frame_shape, n_frames, edge, threshold, psf_ref)
+    counts, lengths = cnt.counts, cnt.lengths
+    d_bins, w_occ = occupancy_weights(distribution, particles, cnt.per_particle)
+    if d_bins.size != n_bins:
+        d_bins, w_occ = np.zeros(n_bins), np.zeros(n_bins)
     mean_n = float(counts.mean())
     unc = _count_uncertainty(counts, lengths, params)
     n_valid = int(particles["valid"].astype(bool).sum()) if "valid" in particles else int(len(particles))
     details.update({"mean_particles_per_frame": mean_n, "n_detections": int(counts.sum()),
-                    "n_wing_duplicates_excluded": int(dup.sum()),
+                    "count_threshold": threshold, "noise_level": noise,
+                    "n_wing_duplicates_excluded": cnt.n_duplicates,
                     "n_distinct_particles": int(lengths.size), "n_valid_tracks": n_valid,
                     "count_rel_se": unc["rel_se"],
                     "count_rel_se_block_bootstrap": unc["rel_se_block_bootstrap"],
@@ -806,7 +1140,7 @@ def estimate_concentration(
 
     # ----- depth
     cal_rel_se = 0.0
-    if calibration is None:
+    if cal is None:
         method = "nominal"
         depth_um = float(params.nominal_depth_um)
         inv_depth_per_bin = np.full(n_bins, 1.0 / depth_um)
@@ -814,62 +1148,66 @@ def estimate_concentration(
             f"no detection-volume calibration: the concentration uses the nominal depth {depth_um:g} µm and may be "
             f"off by a large factor; calibrate with a bead standard (exonta calibrate) and pass --calibration")
     else:
-        cal = calibration
         cal_rel_se = float(math.hypot(cal.effective_depth_rel_se, cal.standard_concentration_rel_uncertainty))
         details.update({"calibration_file": cal.file, "calibration_created": cal.created,
                         "calibration_video_sha256": cal.video_sha256,
                         "calibration_video": cal.video_path, "calibration_depth_um": cal.effective_depth_um,
                         "calibration_rel_se": cal_rel_se})
         warnings += _compare_settings(cal, acquisition, detect_params)
-        thr_ratio = _threshold_ratio(cal, detect_params)
-        noise = _noise_level(features, detect_params.psf_sigma_px, detect_params.threshold_snr)
         if cal.noise_level and noise:
             noise_ratio = noise / cal.noise_level
             details["noise_ratio_to_calibration"] = noise_ratio
-            if params.noise_correction and detect_params.threshold is None and cal.brightness_column != "snr":
-                # the detector's threshold is threshold_snr × the local noise: it moves with the noise
-                thr_ratio *= noise_ratio
-            if not 0.8 <= noise_ratio <= 1.25:
+            if threshold is not None and threshold < params.min_threshold_margin * detect_params.threshold_snr * noise:
                 warnings.append(
-                    f"the image noise at the detection threshold is {noise_ratio:.2f}× that of the calibration "
-                    f"video (background, haze of out-of-focus particles, camera level or laser power); the depth "
-                    f"model corrects for it, but the concentration is less certain")
-        ratio = max(cal.brightness_ratio / thr_ratio, 1.0 + 1e-9)
-        details.update({"threshold_ratio_to_calibration": thr_ratio, "brightness_ratio": ratio,
-                        "sheet_sigma_um": cal.sheet_sigma_um})
-        use_model = params.size_correction and n_bins > 0 and w_occ.sum() > 0
-        if use_model:
+                    f"the image noise is {noise_ratio:.2f}× that of the calibration video (haze of out-of-focus "
+                    f"particles, background or camera level): spots at the counting threshold are only "
+                    f"{threshold / noise:.1f} noise sigmas high and some are missed by the detector; the "
+                    f"concentration may be too low — dilute the sample")
+        use_model = cal.absolute_threshold and params.size_correction and n_bins > 0 and w_occ.sum() > 0
+        details.update({"brightness_ratio": cal.brightness_ratio, "sheet_sigma_um": cal.sheet_sigma_um})
+        single = _single_population(cnt, cal, params) if use_model else None
+        if single is not None:
+            details.update(single)
+        if use_model and single is not None and single["brightness_spread"] <= params.max_brightness_spread:
+            # one population: its scattering relative to the calibrant is measured directly from the photons
+            method = "calibrated+brightness-model"
+            d_med = float(np.interp(0.5, np.cumsum(w_occ), d_bins))
+            c_s = float(_blur_offsets(cal, np.array([d_med]), acquisition)[0])
+            g_s, below_s = _size_model_depth_factors(np.array([single["relative_brightness"]]), np.array([c_s]),
+                                                     cal.brightness_ratio, cal.defocus_q, params.min_depth_fraction)
+            depth_um = float(cal.sheet_sigma_simple_um * g_s[0])
+            inv_depth_per_bin = np.full(n_bins, 1.0 / depth_um)
+            details["depth_at_calibrant_um"] = float(cal.effective_depth_um)
+            if below_s[0]:
+                warnings.append("the sample's particles are near the counting limit (much dimmer than the "
+                                "calibrant): the concentration is a lower bound")
+        elif use_model:
             method = "calibrated+size-model"
             k = relative_scattering(d_bins, params.particle_refractive_index, params.medium_refractive_index) / \
                 relative_scattering(cal.standard_diameter_nm, cal.standard_refractive_index,
                                     params.medium_refractive_index)
-            t_soft = (float(detect_params.threshold_snr) if cal.threshold_model == "soft"
-                      and detect_params.threshold is None else None)
-            g_used, below = _size_model_depth_factors(k, ratio, params.min_depth_fraction, t_soft, cal.defocus_q)
+            c_b = _blur_offsets(cal, d_bins, acquisition)
+            g_used, below = _size_model_depth_factors(k, c_b, cal.brightness_ratio, cal.defocus_q,
+                                                      params.min_depth_fraction)
             inv_depth_per_bin = 1.0 / (cal.sheet_sigma_um * g_used)
             depth_um = float(1.0 / np.sum(w_occ * inv_depth_per_bin))
-            details["depth_at_calibrant_um"] = float(depth_model_um(1.0, cal.sheet_sigma_um, ratio, t_soft,
-                                                                    cal.defocus_q))
-            details["defocus_q"] = cal.defocus_q
-            details["threshold_model"] = "soft" if t_soft is not None else "hard"
+            details["depth_at_calibrant_um"] = float(cal.sheet_sigma_um * depth_model_um(
+                1.0, 1.0, cal.brightness_ratio, cal.defocus_q))
+            details["defocus_g"] = cal.defocus_q
             floored = float(np.sum(w_occ[below]))
             details["detections_near_detection_limit_fraction"] = floored
             if floored > 0.05:
-                d_lim = float(np.min(d_bins[~below], initial=np.nan))
+                above = d_bins[~below]
+                d_lim = f"≈{float(above.min()):.0f} nm" if above.size else "every size bin"
                 warnings.append(
-                    f"{100 * floored:.0f}% of the detections are of particles near the detection limit "
-                    f"(below ≈{d_lim:.0f} nm for refractive index {params.particle_refractive_index:g}); "
+                    f"{100 * floored:.0f}% of the counted particles are near the counting limit "
+                    f"(below {d_lim} for refractive index {params.particle_refractive_index:g}); "
                     f"their concentration is a lower bound")
         else:
             method = "calibrated"
-            # a different threshold changes the depth even for the calibrant itself
-            t_soft = (float(detect_params.threshold_snr) if cal.threshold_model == "soft"
-                      and detect_params.threshold is None else None)
-            t_cal = cal.detect_threshold_snr if t_soft is not None else None
-            depth_um = float(cal.effective_depth_um * depth_model_um(1.0, 1.0, ratio, t_soft, cal.defocus_q)
-                             / depth_model_um(1.0, 1.0, cal.brightness_ratio, t_cal, cal.defocus_q))
+            depth_um = float(cal.effective_depth_um)
             inv_depth_per_bin = np.full(n_bins, 1.0 / depth_um)
-            if params.size_correction:
+            if params.size_correction and cal.absolute_threshold:
                 warnings.append("no size distribution: the size correction of the detection depth was not applied")
 
     # ----- concentration
@@ -879,8 +1217,15 @@ def estimate_concentration(
         per_bin = mean_n * w_occ * inv_depth_per_bin / area_um2 * UM3_PER_ML * dilution
     else:
         per_bin = np.full(n_bins, np.nan)
-    uncorrected = (mean_n / (area_um2 * (calibration.effective_depth_um if calibration else depth_um))
+    uncorrected = (mean_n / (area_um2 * (cal.effective_depth_um if cal is not None else depth_um))
                    * UM3_PER_ML * dilution)
+    # slow exchange of diffusing particles with the slab (returns of the same particle): the ideal-gas bound
+    d_typ = float(np.interp(0.5, np.cumsum(w_occ), d_bins)) if n_bins and w_occ.sum() > 0 else 0.0
+    if d_typ > 0 and mean_n > 0:
+        d_coef = float(diffusion_from_diameter(d_typ, acquisition.temperature_c, acquisition.viscosity_mpas))
+        rse_diff = diffusion_rel_se(mean_n, depth_um, d_coef, n_frames, acquisition.fps)
+        unc["rel_se"] = max(unc["rel_se"], rse_diff)
+        details.update({"count_rel_se_diffusion": rse_diff, "count_rel_se": unc["rel_se"]})
     rel_se = float(math.hypot(unc["rel_se"], cal_rel_se))
     lo, hi = _ci(value, rel_se)
     if mean_n == 0:
@@ -924,28 +1269,10 @@ def _compare_settings(cal: Calibration, acq: Acquisition, detect_params: DetectP
             out.append(f"the calibration was recorded with {name}={a:g}, this video with {b:g}: the effective "
                        f"depth may not apply; calibrate with the same settings")
     if not math.isclose(cal.psf_sigma_px, detect_params.psf_sigma_px, rel_tol=0.02):
-        out.append("the detection parameters differ from the calibration's (psf_sigma_px); "
-                   "calibrate with the same detection settings")
-    if _threshold_ratio(cal, detect_params) != 1.0:
-        out.append("the detection threshold differs from the calibration's; the depth model corrects for it, "
-                   "but calibrating with the same threshold is more accurate")
+        out.append(f"the detector's spot width differs from the calibration's (psf_sigma_px "
+                   f"{detect_params.psf_sigma_px:.2f} vs {cal.psf_sigma_px:.2f} px, e.g. measured by auto_psf): particles are counted on the "
+                   f"calibration's scale, but the detection of dim spots may differ")
     return out
-
-
-def _soft_threshold(cal: None, detect_params: DetectParams, params: ConcentrationParams) -> float | None:
-    """Threshold in noise sigmas for the soft-threshold depth model of a calibration (None: hard model)."""
-    if detect_params.threshold is None and params.soft_threshold:
-        return float(detect_params.threshold_snr)
-    return None
-
-
-def _threshold_ratio(cal: Calibration, detect_params: DetectParams) -> float:
-    """Sample threshold over the calibration's, in the units of the brightness column."""
-    if detect_params.threshold is None and cal.detect_threshold is None:
-        return float(detect_params.threshold_snr / cal.detect_threshold_snr)
-    if detect_params.threshold is not None and cal.detect_threshold and cal.brightness_column != "snr":
-        return float(detect_params.threshold / cal.detect_threshold)
-    return 1.0
 
 
 # --------------------------------------------------------------------------- calibration
@@ -956,7 +1283,7 @@ def _detect_hash(detect_params: DetectParams) -> str:
 
 def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100.0, refractive_index: float = 1.59,
               concentration_rel_uncertainty: float = 0.0) -> Calibration:
-    """Calibrate the detection volume from the analysis of a bead standard.
+    """Calibrate the counting threshold and the detection volume from the analysis of a bead standard.
 
     Parameters
     ----------
@@ -994,51 +1321,47 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:
         raise ExontaInputError("the detector's edge exclusion leaves no analysed area in the calibration video")
-    feats = persistent_detections(result.features, result.tracks, params.min_linked_frames)
-    dup = wing_duplicates(feats, detect.psf_sigma_px, params.wing_radius_factor)
-    counts = count_per_frame(feats, n_frames, frame_shape, edge, exclude=dup)
+    noise = _brightness_noise(result.features, detect, detect.psf_sigma_px)
+    threshold = _counting_threshold(params, noise)
+    if threshold is None:
+        raise ExontaInputError("the noise of the calibration video could not be measured (too few detections with "
+                               "an snr): set concentration.count_threshold (raw intensity units) in the config")
+    cnt = _count(result.features, result.tracks, params, detect, frame_shape, n_frames, edge, threshold,
+                 detect.psf_sigma_px)
+    counts = cnt.counts
     mean_n = float(counts.mean()) if counts.size else 0.0
     if mean_n <= 0:
-        raise ExontaInputError("no particle was detected in the calibration video: check the video, the "
-                               "acquisition settings and the detection threshold")
-    lengths = residence_lengths(result.tracks, frame_shape, edge)
-    unc = _count_uncertainty(counts, lengths, params)
+        raise ExontaInputError("no particle was counted in the calibration video: check the video, the "
+                               "acquisition settings and the counting threshold")
     c_meas_um3 = concentration_per_ml / float(acq.dilution) / UM3_PER_ML
     depth = mean_n / (area_um2 * c_meas_um3)
+    unc = _count_uncertainty(counts, cnt.lengths, params, depth, float(diffusion_from_diameter(
+        diameter_nm, acq.temperature_c, acq.viscosity_mpas)), acq.fps)
 
-    keep = _in_region(feats, frame_shape, edge)
-    col = params.brightness_column
-    use = keep & ~dup
-    q = 0.0
-    if params.defocus_model and col == "signal" and "size_px" in feats:
-        prof = sheet_profile_fit(feats["signal"].to_numpy(dtype=float)[use], feats["size_px"].to_numpy(dtype=float)[use])
-        log_bmax, log_ratio, q = prof["log_brightness_max"], math.log(prof["brightness_ratio"]), prof["defocus_q"]
-    else:
-        log_bmax, log_ratio = brightness_fit(_brightness(feats, col)[use])
-    if col == "snr" and detect.threshold is None:
-        # the threshold is known exactly in snr units: only the upper edge is fitted
-        log_ratio = log_bmax - math.log(detect.threshold_snr)
-    if log_ratio < 0.05:
-        raise ExontaInputError("the brightness of the standard's detections does not vary with depth as expected; "
-                               "check that the video shows a monodisperse bead standard in a light sheet")
-    ratio = math.exp(log_ratio)
-    t_soft = _soft_threshold(None, detect, params)
-    # all particles exactly at the standard's size
-    simple_sigma = depth / float(depth_model_um(1.0, 1.0, ratio, t_soft, q))
-    d_bins, w_occ = occupancy_weights(result.distribution, result.particles)
-    if d_bins.size and w_occ.sum() > 0:
-        k = relative_scattering(d_bins, refractive_index, params.medium_refractive_index) / \
-            relative_scattering(diameter_nm, refractive_index, params.medium_refractive_index)
-        g_used, _ = _size_model_depth_factors(k, ratio, params.min_depth_fraction, t_soft, q)
-        # C = N̄ Σ_b w_b/(A σ_s g_b)  ⇒  σ_s = N̄ Σ_b (w_b/g_b) / (A C)
-        sheet_sigma = mean_n * float(np.sum(w_occ / g_used)) / (area_um2 * c_meas_um3)
-    else:
-        sheet_sigma = simple_sigma
+    used = cnt.table[cnt.keep]
+    if "size_px" not in used or "signal" not in used:
+        raise ExontaInputError("the detections have no signal/size_px columns needed for the depth model")
+    prof = sheet_profile_fit(used["signal"].to_numpy(dtype=float), used["size_px"].to_numpy(dtype=float),
+                             threshold, detect.psf_sigma_px)
+    ratio, g = prof["brightness_ratio"], prof["defocus_g"]
+    if not ratio > 1.05:
+        raise ExontaInputError("the brightness of the standard's counted particles does not vary with depth as "
+                               "expected; check that the video shows a monodisperse bead standard in a light sheet")
+    beta_cal = float(blur_variance_px2(diameter_nm, acq))
+    v0 = prof["filtered_variance_px2"]
+    # the standard is monodisperse: σ_s makes the model reproduce its depth at k = 1 exactly (its measured size
+    # distribution is broadened by sizing noise only, which must not enter the sheet width)
+    simple_sigma = depth / float(depth_model_um(1.0, 1.0, ratio, g))
+    sheet_sigma = simple_sigma
     n_valid = int(result.particles["valid"].astype(bool).sum()) if "valid" in result.particles else 0
     cal_warnings = _count_warnings(mean_n, area_um2, acq.pixel_size_um, detect, n_valid, params)
     if unc["rel_se"] > 0.05:
         cal_warnings.append(f"the calibration count has a relative standard error of {unc['rel_se']:.1%}: record a "
                             f"longer calibration video (or several) for a more precise detection volume")
+    if abs(prof["u_star"] / prof["u_max"] - 1) > 0.15:
+        cal_warnings.append(f"the depth model fits the standard poorly (counting limit {prof['u_star']:.2f} sheet "
+                            f"sigmas from the model, {prof['u_max']:.2f} from the brightness distribution): the "
+                            f"size correction may be inaccurate")
     return Calibration(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         exonta_version=__version__,
@@ -1054,19 +1377,23 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
         detect_threshold=None if detect.threshold is None else float(detect.threshold),
         psf_sigma_px=float(detect.psf_sigma_px),
         edge_px=edge,
-        noise_level=_noise_level(feats[use], detect.psf_sigma_px, detect.threshold_snr) if len(feats) else None,
+        noise_level=noise,
+        count_threshold=float(threshold),
         mean_particles_per_frame=mean_n,
         mean_particles_per_frame_rel_se=unc["rel_se"],
         analysed_area_um2=area_um2,
         n_frames=n_frames,
-        n_distinct_particles=int(lengths.size),
+        n_distinct_particles=int(cnt.lengths.size),
         effective_depth_um=float(depth),
         effective_depth_rel_se=float(unc["rel_se"]),
-        brightness_column=col,
-        log_brightness_max=log_bmax,
+        brightness_column=_FILTERED,
+        log_brightness_max=prof["log_brightness_max"],
         brightness_ratio=ratio,
-        defocus_q=q,
-        threshold_model="soft" if t_soft is not None else "hard",
+        defocus_q=g,
+        spot_variance_px2=v0,
+        blur_variance_px2=beta_cal,
+        u_max_quantile_fit=prof["u_max"],
+        threshold_model="hard",
         sheet_sigma_um=float(sheet_sigma),
         sheet_sigma_simple_um=float(simple_sigma),
         video_sha256=str(result.input.get("sha256") or ""),

@@ -57,7 +57,10 @@ def command(
         typer.echo(f"effective depth: {cal.effective_depth_um:.2f} µm "
                    f"(± {100 * cal.effective_depth_rel_se:.1f} %, {cal.mean_particles_per_frame:.1f} particles/frame "
                    f"in {cal.analysed_area_um2:.0f} µm², {cal.n_distinct_particles} distinct particles)")
-        typer.echo(f"depth model: sheet sigma {cal.sheet_sigma_um:.2f} µm, brightness/threshold ratio "
+        typer.echo(f"counting threshold: {cal.count_threshold:.4g} (filtered spot peak, raw intensity units; "
+                   f"{cal.count_threshold / cal.noise_level:.1f} × the noise {cal.noise_level:.3g})"
+                   if cal.noise_level else f"counting threshold: {cal.count_threshold:.4g}")
+        typer.echo(f"depth model: sheet sigma {cal.sheet_sigma_um:.2f} µm, filtered peak/threshold ratio "
                    f"{cal.brightness_ratio:.1f} for {cal.standard_diameter_nm:g} nm, n = "
                    f"{cal.standard_refractive_index:g}")
         for w in cal.warnings:

@@ -52,6 +52,7 @@ Settings = namedtuple(
         "sigma0",         # float: PSF sigma, px (fit start value)
         "noise_tile",     # int: side of the tiles of the local noise estimate, px
         "saturation",     # float: raw value at/above which a pixel is left out of fits (inf: none)
+        "merge_sigma",    # float: fitted spots closer than this × the smaller size_px are one spot (0: off)
     ],
 )
 
@@ -981,44 +982,58 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
         out[k, 5] = b0 + s.sign * out[k, 5]
         sl = vals[k] if vals[k] > 0.0 else floor
         out[k, 6] = filt[rows[k], cols[k]] / sl
-    return n
+    if n > cap or s.merge_sigma <= 0.0:
+        return n
+    return _drop_duplicates(out, rows, nk, s.merge_sigma, s.roi_half)
 
 
-@njit(cache=True, parallel=True)
-def _noise_grid(frames, bg, s, scratch, grid):
-    """Tile noise of the filtered frames: per-tile median over ``frames``.
+@njit(cache=True, nogil=True)
+def _drop_duplicates(out, rows, n, merge_sigma, half):
+    """Remove spots that are another, brighter spot found twice; returns the new count.
 
-    Each frame is filtered (:func:`_filter_frame`) and its tile noise measured
-    (:func:`_noise_map`); ``grid`` receives the per-tile median. The detector
-    uses one grid per video, measured on a few frames spread over it: the
-    camera and background noise do not change from frame to frame, the
-    median of several frames is steadier than one frame's estimate, and the
-    result does not depend on how the video is cut into chunks.
+    Two fitted spots closer than ``merge_sigma`` × the smaller of their widths
+    (``size_px``, at least 1 px) cannot be two resolved particles: the sum of
+    two Gaussian spots closer than 2σ has a single maximum (Sparrow's limit).
+    The detector finds one spot twice when its top is clipped (a saturated
+    8-bit spot has a plateau whose band-passed image can have two maxima
+    farther apart than the minimum separation, and both fits converge on the
+    one spot) or when a bright defocused spot has a structured halo. The
+    dimmer (smaller ``signal``; the later on ties) is dropped. On simulated
+    8-bit videos of 200 nm beads such pairs were about half of all detections,
+    each pair making a parallel duplicate track.
 
-    Parameters
-    ----------
-    frames : (k ≥ 1, h, w) uint8 / uint16 / float32
-    bg : float32 (h, w) or (0, 0)
-    s : Settings
-    scratch : float32 (n_workers, 2, h, w)
-    grid : float64 (ny, nx)
-        Output, ``ny, nx = _n_tiles(h|w, s.edge, s.noise_tile)``.
+    ``out[:n]`` (columns :data:`FIELDS`) is compacted in place; candidates are
+    in raster order of their start pixel ``rows`` and a fit moves at most
+    ``half`` (the ROI half-width) from it, which bounds the pair search.
     """
-    k = frames.shape[0]
-    ny, nx = grid.shape
-    nw = min(scratch.shape[0], k)
-    grids = np.empty((k, ny, nx))
-    for wi in prange(nw):
-        for j in range(wi, k, nw):
-            _filter_frame(frames[j], bg, s.sign, s.gauss, s.box_half, scratch[wi, 0], scratch[wi, 1])
-            _noise_map(scratch[wi, 1], s.edge, grids[j], 6)
-    for a in range(ny):
-        for c in range(nx):
-            grid[a, c] = np.median(grids[:, a, c])
+    keep = np.ones(n, np.bool_)
+    smax = 1.0
+    for k in range(n):
+        smax = max(smax, out[k, 4])
+    limit = 2.0 * half + merge_sigma * smax + 1.0  # farthest start rows of a pair that can merge
+    for k in range(n):
+        for m in range(k + 1, n):
+            if rows[m] - rows[k] > limit:
+                break
+            r = merge_sigma * max(min(out[k, 4], out[m, 4]), 1.0)
+            dx = out[k, 0] - out[m, 0]
+            dy = out[k, 1] - out[m, 1]
+            if dx * dx + dy * dy < r * r:
+                if out[m, 3] > out[k, 3]:
+                    keep[k] = False
+                else:
+                    keep[m] = False
+    j = 0
+    for k in range(n):
+        if keep[k]:
+            if j != k:
+                out[j, :] = out[k, :]
+            j += 1
+    return j
 
 
 @njit(cache=True, parallel=True)
-def _locate_chunk(frames, bg, s, floor, grid, scratch, out, counts):
+def _locate_chunk(frames, bg, s, floor, scratch, out, counts):
     """Run :func:`_process_frame` on every frame of a chunk, frames in parallel.
 
     Parameters
@@ -1028,8 +1043,6 @@ def _locate_chunk(frames, bg, s, floor, grid, scratch, out, counts):
     s : Settings
     floor : float
         Rounding floor of the threshold (see :func:`_process_frame`).
-    grid : float64 (ny, nx)
-        Tile noise of the filtered frames (:func:`_noise_grid`).
     scratch : float32 (n_workers, 2, h, w)
         Per-worker image scratch; ``n_workers`` frames are processed at once.
     out : float64 (k, cap, N_FIELDS)
@@ -1037,6 +1050,8 @@ def _locate_chunk(frames, bg, s, floor, grid, scratch, out, counts):
         Number of spots per frame (may exceed cap, see _process_frame).
     """
     k = frames.shape[0]
+    h = frames.shape[1]
+    w = frames.shape[2]
     nw = min(scratch.shape[0], k)
     cap = out.shape[1]
     for wi in prange(nw):
@@ -1044,5 +1059,6 @@ def _locate_chunk(frames, bg, s, floor, grid, scratch, out, counts):
         rows = np.empty(cap, np.int64)
         cols = np.empty(cap, np.int64)
         vals = np.empty(cap, np.float64)
+        grid = np.empty((_n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)))
         for i in range(wi, k, nw):
-            counts[i] = _process_frame(frames[i], bg, s, floor, grid, False, ws[0], ws[1], rows, cols, vals, out[i])
+            counts[i] = _process_frame(frames[i], bg, s, floor, grid, True, ws[0], ws[1], rows, cols, vals, out[i])

@@ -18,10 +18,12 @@ Algorithm (per frame)
    illumination, e.g. under a stray-light blob), bilinearly interpolated
    between tile centres; threshold
    ``threshold_snr·σ_F(x, y)`` unless a manual ``threshold`` (F units) is given.
-   :func:`locate_frames` measures it once per video, as the per-tile median
-   over ``NOISE_FRAMES`` frames spread over the video (per chunk with the
-   ``"rolling"`` background), so results do not depend on the chunking;
-   :func:`locate` on its one frame.
+   Measured on every frame, so the threshold follows what changes from frame
+   to frame (lamp flicker, the haze of out-of-focus particles, residuals of
+   a moving background). Tiles are at least ``10·psf_sigma_px`` wide, so that
+   a large spot (a micron bead) is a small part of its tile and does not
+   inflate the noise it is compared with, and a tile holds enough independent
+   noise samples.
 4. Candidates: pixels above threshold that are the maximum of ``F`` within
    ``min_separation_px`` (ties broken in raster order), at least ``edge_px``
    from the borders.
@@ -79,7 +81,7 @@ _NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 _MODES = {"gaussian": K.MODE_GAUSSIAN, "radial": K.MODE_RADIAL, "centroid": K.MODE_CENTROID}
 _CAP0 = 4096
 _NO_BG = np.zeros((0, 0), np.float32)
-# Side of the tiles of the local noise estimate, px.
+# Smallest side of the tiles of the local noise estimate, px (at least 10 × the PSF sigma).
 NOISE_TILE_PX = 16
 # A temporal background needs a few frames, or it removes the particles themselves.
 MIN_BACKGROUND_FRAMES = 10
@@ -147,8 +149,9 @@ def _settings(p: DetectParams) -> K.Settings:
         mode=int(_MODES[p.localisation]),
         roi_half=int(d["roi_half"]),
         sigma0=float(p.psf_sigma_px),
-        noise_tile=int(NOISE_TILE_PX),
+        noise_tile=max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px))),
         saturation=math.inf,
+        merge_sigma=float(p.merge_within_sigma),
     )
 
 
@@ -206,45 +209,23 @@ class _Workspace:
 _WORKSPACE = _Workspace()
 
 
-# Frames spread over a video on which the noise of the filtered frame is measured.
-NOISE_FRAMES = 8
-
-
-def _noise_model(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[float, np.ndarray]:
-    """Threshold floor and tile-noise grid of the filtered frame, from sample frames (k, h, w).
-
-    The floor is 1e-5 of the largest working-frame value, so that a flat frame
-    (filtered to float32 rounding noise) gives no spot; the grid is the
-    per-tile median noise of the filtered frames (:func:`K._noise_grid`).
-    """
+def _floor(frames: np.ndarray, bg: np.ndarray) -> float:
+    """Rounding floor of the threshold on the filtered frame: 1e-5 of the
+    largest working-frame value, so that a flat frame (filtered to float32
+    rounding noise) gives no spot."""
     fmax = float(np.abs(frames).max()) if frames.dtype.kind == "f" else float(frames.max())
     bmax = float(np.abs(bg).max()) if bg.size else 0.0
-    floor = max(1e-5 * (fmax + bmax), 1e-30)
-    h, w = frames.shape[1:]
-    grid = np.empty((K._n_tiles(h, s.edge, s.noise_tile), K._n_tiles(w, s.edge, s.noise_tile)))
-    nw = max(1, min(numba.get_num_threads(), frames.shape[0]))
-    scratch, owned = _WORKSPACE.get(nw, (h, w))
-    try:
-        K._noise_grid(frames, bg, s, scratch, grid)
-    finally:
-        if owned:
-            _WORKSPACE.release()
-    return floor, grid
+    return max(1e-5 * (fmax + bmax), 1e-30)
 
 
-def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
-               noise: tuple[float, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame.
-
-    ``noise`` = (floor, grid) from :func:`_noise_model`; measured on these
-    frames when not given.
-    """
+def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
     if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
         s = s._replace(saturation=float(np.iinfo(frames.dtype).max))
     k = frames.shape[0]
     if k == 0:
         return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)
-    floor, grid = noise if noise is not None else _noise_model(frames[_spread(k, NOISE_FRAMES)], bg, s)
+    floor = _floor(frames, bg)
     cap = _CAP0
     nw = max(1, min(numba.get_num_threads(), k))
     h, w = frames.shape[1:]
@@ -254,10 +235,11 @@ def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
             out = np.empty((k, cap, K.N_FIELDS), np.float64)
             counts = np.zeros(k, np.int64)
             if k == 1:  # one frame (live preview): no thread-pool launch
-                counts[0] = K._process_frame(frames[0], bg, s, floor, grid, False, scratch[0, 0], scratch[0, 1],
+                grid = np.empty((K._n_tiles(h, s.edge, s.noise_tile), K._n_tiles(w, s.edge, s.noise_tile)))
+                counts[0] = K._process_frame(frames[0], bg, s, floor, grid, True, scratch[0, 0], scratch[0, 1],
                                              np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), out[0])
             else:
-                K._locate_chunk(frames, bg, s, floor, grid, scratch, out, counts)
+                K._locate_chunk(frames, bg, s, floor, scratch, out, counts)
             need = int(counts.max())
             if need <= cap:
                 break
@@ -267,12 +249,6 @@ def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
             _WORKSPACE.release()
     data = np.concatenate([out[i, :counts[i]] for i in range(k)])
     return data, counts
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    """Up to k indices spread evenly over range(n) (centres of k equal parts)."""
-    m = min(n, k)
-    return (2 * np.arange(m) + 1) * n // (2 * m)
 
 
 def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame: bool) -> pd.DataFrame:
@@ -387,9 +363,6 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         bg = background_from_indices(src, sample_indices(0, n, p.background_frames))
     else:
         bg = _NO_BG  # rolling: per chunk
-    noise = None  # rolling: measured per chunk, with the chunk's background
-    if mode != "rolling" and n > 0:
-        noise = _noise_model(_kernel_frames(np.stack([src.read(int(i)) for i in _spread(n, NOISE_FRAMES)])), bg, s)
 
     def report(done: int) -> None:
         if progress is not None and progress(done, n, "detect") is False:
@@ -409,7 +382,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             lo = max(0, mid - p.background_frames)
             hi = min(n, mid + p.background_frames)
             bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames))
-        data, counts = _run_chunk(frames, bg, s, noise)
+        data, counts = _run_chunk(frames, bg, s)
         per_chunk.append(data)
         frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))
         done += k

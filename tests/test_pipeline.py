@@ -1,0 +1,40 @@
+"""exonta.pipeline: the input checksum is computed beside the analysis and lands in the result."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exonta import pipeline
+from exonta.errors import ExontaInputError
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def test_summary_sha256_is_the_file_checksum():
+    path = next(SAMPLE.glob("beads100.tif"))
+    vid, cfg, _, sources = pipeline.prepare(path)
+    res = pipeline.analyze(vid, cfg, acquisition_sources=sources)
+    assert res.input["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert res.summary()["input"]["sha256"] == res.input["sha256"]
+    assert "checksum_wait" in res.timings_s
+
+
+def test_checksum_of_array_video_and_error_propagation():
+    frames = np.random.default_rng(0).integers(0, 255, (6, 20, 30), dtype=np.uint8)
+    from exonta.io.readers import ArrayVideo
+
+    c = pipeline._Checksum(ArrayVideo(frames), 6, 20, 30)
+    assert c.result() == pipeline._sha256_chunks(ArrayVideo(frames), 6, 20, 30)
+
+    class Broken:
+        path = Path("missing.tif")
+
+        def sha256(self):
+            raise ExontaInputError("cannot read missing.tif")
+
+    with pytest.raises(ExontaInputError, match="missing.tif"):
+        pipeline._Checksum(Broken(), 1, 1, 1).result()
