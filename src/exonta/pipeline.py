@@ -298,6 +298,7 @@ def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
     Frames: ``_PSF_SAMPLE_FRAMES`` spread over the video, a central crop of at most 512×512 px,
     background = temporal median of ``_PSF_BACKGROUND_FRAMES`` frames.
     """
+    from .detect.background import _median_stack, sample_indices
     from .detect.psf import estimate_psf_sigma
 
     if _psf_explicit(cfg):
@@ -307,9 +308,9 @@ def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
     y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
     x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
     crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
-    idx = np.unique(np.linspace(0, n - 1, min(n, _PSF_BACKGROUND_FRAMES)).round().astype(int))
+    idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
     stack = np.stack([np.asarray(video.read(int(i)))[crop] for i in idx])
-    bg = np.median(stack.astype(np.float32), axis=0) if len(idx) >= 5 else None
+    bg = _median_stack(stack) if len(idx) >= 5 else None
     pick = idx.size * (np.arange(min(_PSF_SAMPLE_FRAMES, idx.size)) * 2 + 1) // (2 * min(_PSF_SAMPLE_FRAMES, idx.size))
     try:
         est = estimate_psf_sigma(stack[pick], background=bg, invert=cfg.detect.invert)
