@@ -75,6 +75,107 @@ _BOX_REFRESH = 32
 
 
 @njit(cache=True, nogil=True)
+def _taps_row(dst, src, off, coef, ntap, w, accumulate):
+    """``dst[x] (+)= Σ_k coef[k]·src[off + k + x]`` for x < w.
+
+    Four taps per pass over ``dst`` (each pass a vectorised loop over
+    contiguous rows): a tap-per-pass loop is bound by the load/store of
+    ``dst``, not by the arithmetic.
+    """
+    k = 0
+    if not accumulate:
+        if ntap >= 4:
+            c0 = coef[0]
+            c1 = coef[1]
+            c2 = coef[2]
+            c3 = coef[3]
+            a0 = src[off:off + w]
+            a1 = src[off + 1:off + 1 + w]
+            a2 = src[off + 2:off + 2 + w]
+            a3 = src[off + 3:off + 3 + w]
+            for x in range(w):
+                dst[x] = (c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])
+            k = 4
+        else:
+            c0 = coef[0]
+            a0 = src[off:off + w]
+            for x in range(w):
+                dst[x] = c0 * a0[x]
+            k = 1
+    while k + 4 <= ntap:
+        c0 = coef[k]
+        c1 = coef[k + 1]
+        c2 = coef[k + 2]
+        c3 = coef[k + 3]
+        a0 = src[off + k:off + k + w]
+        a1 = src[off + k + 1:off + k + 1 + w]
+        a2 = src[off + k + 2:off + k + 2 + w]
+        a3 = src[off + k + 3:off + k + 3 + w]
+        for x in range(w):
+            dst[x] += (c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])
+        k += 4
+    while k < ntap:
+        c0 = coef[k]
+        a0 = src[off + k:off + k + w]
+        for x in range(w):
+            dst[x] += c0 * a0[x]
+        k += 1
+
+
+@njit(cache=True, nogil=True)
+def _box_row(dst, src, off, nb, w, quad):
+    """``dst[x] = Σ_{k<nb} src[off + k + x]`` for x < w, by sums of four
+    (``quad[x] = src[off+x] + … + src[off+x+3]``, scratch of length ≥ w + nb)
+    added four at a time: ≈ nb/4 + 1 additions per pixel instead of nb − 1."""
+    nq = nb // 4
+    if nq == 0:
+        a0 = src[off:off + w]
+        for x in range(w):
+            dst[x] = a0[x]
+        for k in range(1, nb):
+            a0 = src[off + k:off + k + w]
+            for x in range(w):
+                dst[x] += a0[x]
+        return
+    m = w + 4 * (nq - 1)
+    a0 = src[off:off + m]
+    a1 = src[off + 1:off + 1 + m]
+    a2 = src[off + 2:off + 2 + m]
+    a3 = src[off + 3:off + 3 + m]
+    for x in range(m):
+        quad[x] = (a0[x] + a1[x]) + (a2[x] + a3[x])
+    j = 0
+    first = True
+    while j < nq:
+        if j + 4 <= nq:
+            q0 = quad[4 * j:4 * j + w]
+            q1 = quad[4 * j + 4:4 * j + 4 + w]
+            q2 = quad[4 * j + 8:4 * j + 8 + w]
+            q3 = quad[4 * j + 12:4 * j + 12 + w]
+            if first:
+                for x in range(w):
+                    dst[x] = (q0[x] + q1[x]) + (q2[x] + q3[x])
+            else:
+                for x in range(w):
+                    dst[x] += (q0[x] + q1[x]) + (q2[x] + q3[x])
+            j += 4
+        else:
+            q0 = quad[4 * j:4 * j + w]
+            if first:
+                for x in range(w):
+                    dst[x] = q0[x]
+            else:
+                for x in range(w):
+                    dst[x] += q0[x]
+            j += 1
+        first = False
+    for k in range(4 * nq, nb):
+        a0 = src[off + k:off + k + w]
+        for x in range(w):
+            dst[x] += a0[x]
+
+
+@njit(cache=True, nogil=True)
 def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     """Working frame and matched filter of one frame, in one streaming pass.
 
@@ -86,10 +187,10 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     x into two small ring buffers (Gaussian, box sums) of ``2·max(r, b)+2``
     rows, and each output row is formed from the ring as soon as the rows it
     needs are in (Gaussian taps along y; box by a running float32 sum along
-    y, summed afresh every ``_BOX_REFRESH`` rows). The whole working set stays in cache, which is what makes a 1024²
-    frame cost about as much as its two passes of arithmetic. Loops are
-    ordered tap-outer / pixel-inner on contiguous rows so that LLVM vectorises
-    them.
+    y, summed afresh every ``_BOX_REFRESH`` rows). The whole working set stays
+    in cache. Every loop runs over contiguous rows (vectorised), four taps
+    per pass (:func:`_taps_row`), the box along x from sums of four
+    (:func:`_box_row`).
 
     Parameters
     ----------
@@ -105,6 +206,7 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     """
     h, w = raw.shape
     r = gauss.shape[0] // 2
+    ntap = 2 * r + 1
     b = box_half
     nb = 2 * b + 1
     pad = max(r, b)
@@ -112,6 +214,7 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     ring_g = np.empty((n_ring, w), np.float32)
     ring_b = np.empty((n_ring, w), np.float32)
     row = np.empty(w + 2 * pad, np.float32)
+    quad = np.empty(w + 2 * pad, np.float32)
     acc = np.zeros(w, np.float32)
     has_bg = bg.shape[0] > 0
     s = np.float32(sign)
@@ -136,24 +239,8 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
                 row[x] = v0
                 row[pad + w + x] = v1
             row[pad:pad + w] = wr
-            g_out = ring_g[nxt % n_ring]
-            src = row[pad - r:pad - r + w]
-            g0 = gauss[0]
-            for x in range(w):
-                g_out[x] = g0 * src[x]
-            for k in range(1, 2 * r + 1):
-                gk = gauss[k]
-                src = row[pad - r + k:pad - r + k + w]
-                for x in range(w):
-                    g_out[x] += gk * src[x]
-            b_out = ring_b[nxt % n_ring]
-            src = row[pad - b:pad - b + w]
-            for x in range(w):
-                b_out[x] = src[x]
-            for k in range(1, nb):
-                src = row[pad - b + k:pad - b + k + w]
-                for x in range(w):
-                    b_out[x] += src[x]
+            _taps_row(ring_g[nxt % n_ring], row, pad - r, gauss, ntap, w, False)
+            _box_row(ring_b[nxt % n_ring], row, pad - b, nb, w, quad)
             nxt += 1
         # ---- output row y
         if y % _BOX_REFRESH == 0:  # sum afresh now and then: a float32 running sum drifts
@@ -168,18 +255,78 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
             for x in range(w):
                 acc[x] += add[x] - sub[x]
         o_row = filt[y]
-        for x in range(w):
-            o_row[x] = -acc[x] * inv_area
-        for k in range(2 * r + 1):
-            src = ring_g[_clamp(y + k - r, h) % n_ring]
-            g = gauss[k]
-            for x in range(w):
-                o_row[x] += g * src[x]
+        k = 0
+        while k < ntap:  # Gaussian along y, four taps per pass
+            if k + 4 <= ntap:
+                a0 = ring_g[_clamp(y + k - r, h) % n_ring]
+                a1 = ring_g[_clamp(y + k + 1 - r, h) % n_ring]
+                a2 = ring_g[_clamp(y + k + 2 - r, h) % n_ring]
+                a3 = ring_g[_clamp(y + k + 3 - r, h) % n_ring]
+                c0 = gauss[k]
+                c1 = gauss[k + 1]
+                c2 = gauss[k + 2]
+                c3 = gauss[k + 3]
+                if k == 0:
+                    for x in range(w):
+                        o_row[x] = ((c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])) - acc[x] * inv_area
+                else:
+                    for x in range(w):
+                        o_row[x] += (c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])
+                k += 4
+            else:
+                a0 = ring_g[_clamp(y + k - r, h) % n_ring]
+                c0 = gauss[k]
+                if k == 0:
+                    for x in range(w):
+                        o_row[x] = c0 * a0[x] - acc[x] * inv_area
+                else:
+                    for x in range(w):
+                        o_row[x] += c0 * a0[x]
+                k += 1
 
 
 # RMS of a unit normal truncated at ±3σ: corrects the clipped estimate.
 _CLIP_K = 3.0
 _CLIP_CORR = 0.9865867
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _clip_pass(buf, n, lo, hi):
+    """Count, sum and sum of squares of ``buf[:n]`` within [lo, hi] (branch-free,
+    vectorised: the order of summation is free)."""
+    s1 = 0.0
+    s2 = 0.0
+    k = 0.0
+    for i in range(n):
+        v = buf[i]
+        m = 1.0 if (v >= lo) & (v <= hi) else 0.0
+        s1 += m * v
+        s2 += m * v * v
+        k += m
+    return k, s1, s2
+
+
+@njit(cache=True, nogil=True)
+def _clipped_sigma_buf(buf, n, n_iter):
+    """:func:`_clipped_sigma` of the samples ``buf[:n]`` (float64)."""
+    lo = -np.inf
+    hi = np.inf
+    prev = -1.0
+    sd = 0.0
+    for it in range(n_iter):
+        k, s1, s2 = _clip_pass(buf, n, lo, hi)
+        if k < 2.0:
+            break
+        mean = s1 / k
+        sd = math.sqrt(max(s2 / k - mean * mean, 0.0))
+        if it > 0:
+            sd /= _CLIP_CORR
+        if k == prev:
+            break
+        prev = k
+        lo = mean - _CLIP_K * sd
+        hi = mean + _CLIP_K * sd
+    return sd
 
 
 @njit(cache=True, nogil=True)
@@ -191,36 +338,18 @@ def _clipped_sigma(f, y0, y1, x0, x1, row_step, n_iter):
     0.98659 of a ±3σ-truncated normal), until the kept set stops changing or
     ``n_iter`` passes. Spots are sparse outliers and get clipped; no sorting,
     so it is cheap enough for many small tiles. Returns 0 for an empty region.
+    The samples are copied once into a contiguous buffer, whose clipping
+    passes are branch-free and vectorised (:func:`_clip_pass`).
     """
     if y1 <= y0 or x1 <= x0:
         return 0.0
-    lo = -np.inf
-    hi = np.inf
-    prev = -1
-    sd = 0.0
-    for it in range(n_iter):
-        s1 = 0.0
-        s2 = 0.0
-        n = 0
-        for y in range(y0, y1, row_step):
-            for x in range(x0, x1):
-                v = f[y, x]
-                if v >= lo and v <= hi:
-                    s1 += v
-                    s2 += v * v
-                    n += 1
-        if n < 2:
-            break
-        mean = s1 / n
-        sd = math.sqrt(max(s2 / n - mean * mean, 0.0))
-        if it > 0:
-            sd /= _CLIP_CORR
-        if n == prev:
-            break
-        prev = n
-        lo = mean - _CLIP_K * sd
-        hi = mean + _CLIP_K * sd
-    return sd
+    buf = np.empty(((y1 - y0 + row_step - 1) // row_step) * (x1 - x0))
+    n = 0
+    for y in range(y0, y1, row_step):
+        for x in range(x0, x1):
+            buf[n] = f[y, x]
+            n += 1
+    return _clipped_sigma_buf(buf, n, n_iter)
 
 
 @njit(cache=True, nogil=True)
@@ -242,13 +371,19 @@ def _noise_map(f, edge, grid, n_iter):
     ny, nx = grid.shape
     lh = max(h - 2 * edge, 0)
     lw = max(w - 2 * edge, 0)
+    buf = np.empty(((lh // ny + 2) // 2 + 1) * (lw // nx + 2))
     for i in range(ny):
         y0 = edge + (i * lh) // ny
         y1 = edge + ((i + 1) * lh) // ny
         for j in range(nx):
             x0 = edge + (j * lw) // nx
             x1 = edge + ((j + 1) * lw) // nx
-            grid[i, j] = _clipped_sigma(f, y0, y1, x0, x1, 2, n_iter)  # every other row: 2× faster
+            n = 0
+            for y in range(y0, y1, 2):  # every other row: 2× faster, little lost (the filter correlates rows)
+                for x in range(x0, x1):
+                    buf[n] = f[y, x]
+                    n += 1
+            grid[i, j] = _clipped_sigma_buf(buf, n, n_iter) if n > 0 else 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -274,6 +409,23 @@ _SEG = 64
 
 
 @njit(cache=True, nogil=True)
+def _tile_floor(grid):
+    """Lower bound of the interpolated noise over each tile: the minimum of
+    ``grid`` over the tile and its 8 neighbours (the bilinear interpolation of
+    :func:`_local_sigma` inside a tile only mixes those), less a rounding margin."""
+    ny, nx = grid.shape
+    lo = np.empty((ny, nx))
+    for i in range(ny):
+        for j in range(nx):
+            m = grid[i, j]
+            for ii in range(max(i - 1, 0), min(i + 2, ny)):
+                for jj in range(max(j - 1, 0), min(j + 2, nx)):
+                    m = min(m, grid[ii, jj])
+            lo[i, j] = m * (1.0 - 1e-9)
+    return lo
+
+
+@njit(cache=True, nogil=True)
 def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, sig):
     """Local maxima of ``f`` above a (local) threshold with a minimum separation.
 
@@ -284,61 +436,89 @@ def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, si
     survives per plateau. Neighbours outside the image are ignored; pixels
     closer than ``edge`` to a border are never kept.
 
+    The scan goes row by row. Each row is first compared, branch-free and
+    64 px at a time (vectorised), with a lower bound of the threshold in its
+    noise tile (:func:`_tile_floor`, laid out along the row of tiles), and a
+    run with no pixel above it is skipped. A single global bound (the noise of
+    the quietest tile) would be exceeded in most runs of a field with haze or
+    uneven illumination.
+
     Returns the total number of maxima; only the first ``len(rows)`` are
-    written, with ``sig`` = σ(p).
+    written (raster order), with ``sig`` = σ(p).
     """
     h, w = f.shape
     cap = rows.shape[0]
     n = 0
     m = sep_dy.shape[0]
-    gmin = grid[0, 0]
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            gmin = min(gmin, grid[i, j])
-    thr_min = max(k_sigma * gmin, thr_abs)
-    thr32 = np.float32(thr_min)
-    if thr32 > thr_min:  # float32 rounding must not lose a pixel of the pre-scan
-        thr32 = np.nextafter(thr32, np.float32(-np.inf))
+    ny, nx = grid.shape
+    lh = max(h - 2 * edge, 0)
+    lw = max(w - 2 * edge, 0)
+    lo = _tile_floor(grid)
+    thr_row = np.empty(w, np.float32)  # pre-scan bound along a row of tiles (rounded down)
+    cross = m >= 4 and abs(sep_dy[3]) + abs(sep_dx[3]) == 1  # the disc holds the 4 direct neighbours
     x_hi = w - edge
-    for y in range(edge, h - edge):
-        fr = f[y]
-        for xs in range(edge, x_hi, _SEG):
-            xe = min(xs + _SEG, x_hi)
-            # almost every pixel is below threshold: a branch-free count over
-            # the segment (vectorised) skips it before the per-pixel tests
-            seg = fr[xs:xe]  # a slice with a 0-based loop: LLVM vectorises this count
-            above = 0
-            for x in range(seg.shape[0]):
-                if seg[x] > thr32:
-                    above += 1
-            if above == 0:
-                continue
-            for x in range(xs, xe):
-                v = fr[x]
-                if not v > thr_min:
+    for i in range(ny):
+        y0 = edge + (i * lh) // ny
+        y1 = edge + ((i + 1) * lh) // ny
+        for j in range(nx):
+            t = max(k_sigma * lo[i, j], thr_abs)
+            t32 = np.float32(t)
+            if t32 > t:  # float32 rounding must not lose a pixel of the pre-scan
+                t32 = np.nextafter(t32, np.float32(-np.inf))
+            thr_row[edge + (j * lw) // nx:edge + ((j + 1) * lw) // nx] = t32
+        for y in range(y0, y1):
+            fr = f[y]
+            inner_y = cross and 0 < y < h - 1
+            for xs in range(edge, x_hi, _SEG):
+                xe = min(xs + _SEG, x_hi)
+                seg = fr[xs:xe]  # slices with a 0-based loop: LLVM vectorises these counts
+                tseg = thr_row[xs:xe]
+                above = 0
+                fast = inner_y and xs > 0 and xe < w
+                if fast:
+                    # above the bound and not below any of the 4 direct neighbours
+                    # (ties as in the full test): the few pixels that can be maxima
+                    lft = fr[xs - 1:xe - 1]
+                    rgt = fr[xs + 1:xe + 1]
+                    up = f[y - 1, xs:xe]
+                    dn = f[y + 1, xs:xe]
+                    for x in range(seg.shape[0]):
+                        v = seg[x]
+                        above += (v > tseg[x]) & (v > lft[x]) & (v >= rgt[x]) & (v > up[x]) & (v >= dn[x])
+                else:
+                    for x in range(seg.shape[0]):
+                        above += seg[x] > tseg[x]
+                if above == 0:
                     continue
-                # maximum test first (offsets nearest first: most pixels fail
-                # on a direct neighbour), the interpolated local noise only
-                # for the few maxima
-                ok = True
-                for j in range(m):
-                    yy = y + sep_dy[j]
-                    xx = x + sep_dx[j]
-                    if yy < 0 or yy >= h or xx < 0 or xx >= w:
+                for x in range(xs, xe):
+                    v = fr[x]
+                    if not v > thr_row[x]:
                         continue
-                    u = f[yy, xx]
-                    if u > v or (u == v and (yy < y or (yy == y and xx < x))):
-                        ok = False
-                        break
-                if not ok:
-                    continue
-                sl = _local_sigma(grid, edge, h, w, y, x)
-                if v > max(k_sigma * sl, thr_abs):
-                    if n < cap:
-                        rows[n] = y
-                        cols[n] = x
-                        sig[n] = sl
-                    n += 1
+                    q0 = 0
+                    if fast:
+                        if not ((v > fr[x - 1]) & (v >= fr[x + 1]) & (v > f[y - 1, x]) & (v >= f[y + 1, x])):
+                            continue
+                        q0 = 4  # the direct neighbours are done
+                    # the interpolated local threshold, then the whole disc
+                    sl = _local_sigma(grid, edge, h, w, y, x)
+                    if not v > max(k_sigma * sl, thr_abs):
+                        continue
+                    ok = True
+                    for q in range(q0, m):
+                        yy = y + sep_dy[q]
+                        xx = x + sep_dx[q]
+                        if yy < 0 or yy >= h or xx < 0 or xx >= w:
+                            continue
+                        u = f[yy, xx]
+                        if u > v or (u == v and (yy < y or (yy == y and xx < x))):
+                            ok = False
+                            break
+                    if ok:
+                        if n < cap:
+                            rows[n] = y
+                            cols[n] = x
+                            sig[n] = sl
+                        n += 1
     return n
 
 
