@@ -186,7 +186,8 @@ def test_fit_gaussian_matches_scipy_least_squares(case, plane):
     ok = K._fit_gaussian(img, FULL, row, col, 5, 1.5, plane, 100, theta)
     assert ok
     expect = ref.fit_gaussian_ref(img, row, col, 5, 1.5, plane=plane)
-    np.testing.assert_allclose(theta[:2], expect[:2], atol=2e-4)  # x, y
+    # within the fit's stopping tolerance (_FIT_TOL = 1e-3 px; localisation errors are ≳ 0.02 px)
+    np.testing.assert_allclose(theta[:2], expect[:2], atol=K._FIT_TOL)  # x, y
     np.testing.assert_allclose(theta[2:], expect[2:], rtol=2e-3, atol=1e-2)  # N, sigma, b, b_x, b_y
 
 
