@@ -9,7 +9,8 @@ time (re-using one calibration would make all replicates share its error and
 the coverage check dishonest).
 
 Reported: per replicate ratio value/truth and whether the CI covers the
-truth; overall coverage, the mean reported relative SE and the empirical SD
+truth, the share of counted spots clipped by the camera (``clip``) and near
+the detector's own threshold (``near``: a count limited by the detector); overall coverage, the mean reported relative SE and the empirical SD
 of ``log(value/truth)`` (a calibrated uncertainty has the two about equal).
 
 Usage::
@@ -67,7 +68,8 @@ def replicate(seed: int, args) -> dict:
             "rel_se": c.details.get("rel_se"), "cal_rel_se": c.details.get("calibration_rel_se"),
             "per_frame": c.mean_particles_per_frame, "uncorrected": c.details.get("uncorrected_per_ml"),
             "noise_ratio": c.details.get("noise_ratio_to_calibration"), "method": c.details.get("method"), "spread": c.details.get("brightness_spread"),
-            "cal_depth_um": cal.effective_depth_um}
+            "cal_depth_um": cal.effective_depth_um, "clipped": c.details.get("clipped_fraction"),
+            "near_limit": c.details.get("near_detection_limit_fraction")}
 
 
 def main(argv=None) -> int:
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rows = []
     print(f"{'seed':>4} {'truth/mL':>10} {'value/truth':>11} {'CI/truth':>16} {'relSE':>6} {'cal':>6} "
-          f"{'N/frame':>7} {'uncorr':>6} {'noise':>5} {'covers':>6} {'s':>5} method")
+          f"{'N/frame':>7} {'uncorr':>6} {'noise':>5} {'clip':>5} {'near':>5} {'covers':>6} {'s':>5} method")
     for seed in range(args.seeds):
         t = time.perf_counter()
         r = replicate(seed, args)
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
         print(f"{seed:4d} {r['truth']:10.3g} {r['value'] / r['truth']:11.3f} "
               f"{r['lo'] / r['truth']:7.3f}–{r['hi'] / r['truth']:7.3f} {r['rel_se']:6.3f} {r['cal_rel_se']:6.3f} "
               f"{r['per_frame']:7.1f} {r['uncorrected'] / r['truth']:6.3f} {r['noise_ratio'] or float('nan'):5.2f} "
+              f"{r['clipped'] or 0.0:5.2f} {r['near_limit'] or 0.0:5.2f} "
               f"{str(cov):>6} {time.perf_counter() - t:5.0f} {r['method']} (spread {r['spread'] or float('nan'):.2f})", flush=True)
     ratio = np.array([r["value"] / r["truth"] for r in rows])
     coverage = np.mean([r["covers"] for r in rows])

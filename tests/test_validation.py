@@ -35,12 +35,9 @@ def test_monodisperse_mode_and_d50(case, tol):
     assert r["counts"]["n_valid_tracks"] >= 100
 
 
-GAP_400 = pytest.mark.xfail(strict=True, reason="open gap (issue 4): mono 400 nm shows a 10-13 % component at "
-                            "~60 nm: tracks built partly from noise maxima (about half of this case's detections at "
-                            "the 3.5-sigma threshold are noise; the adaptive link radius halves but does not remove them)")
-
-
-@pytest.mark.parametrize("case", ["mono100", "mono60", pytest.param("mono400", marks=GAP_400)])
+# mono400: the spurious ~60 nm component (junk links of slow tracks to noise maxima inside the 50 nm physics
+# radius) is removed by the second linking pass with the sample's own radius (exonta.track.quality)
+@pytest.mark.parametrize("case", ["mono100", "mono60", "mono400"])
 def test_monodisperse_has_no_invented_peaks(case):
     size = run_case(case, seed=0)["size"]
     main = _main_peaks(size, 0.05)

@@ -462,12 +462,34 @@ def analyze(
     link_progress = prog.stage("link")
     tracks = link_features(features, acq, config.link,
                            progress=lambda fraction, _msg: link_progress(int(1000 * fraction), 1000))
+    # --- junk links (exonta.track.quality): second pass with the sample's own search radius ---
+    if config.link.sample_search and config.link.search_range_um is None:
+        from .track.link import search_range_um
+        from .track.quality import sample_search_range_um
+
+        rho_um = sample_search_range_um(tracks, acq, config.link, config.sizing.min_track_length)
+        physics_um = search_range_um(acq, config.link)
+        if rho_um is not None and rho_um < 0.9 * physics_um:
+            link = config.link.model_copy(update={"search_range_um": float(round(rho_um, 6))})
+            auto = {**_requested(config), "search_range_um": {
+                "physics": round(physics_um, 6), "used": link.search_range_um,
+                "method": f"quantile {config.link.sample_diffusion_quantile} of the per-track median-step "
+                          "diffusion coefficients of a first linking pass"}}
+            config = config.model_copy(update={"link": link})
+            config._auto = auto
+            tracks = link_features(features, acq, config.link)
+    # --- end junk links (second pass) ---
     if config.link.drift_correction and len(tracks):
         drift = estimate_drift(tracks, acq, config.link)
         tracks = subtract_drift(tracks, drift)
     else:  # x_corrected / y_corrected stay equal to x / y
         drift = DriftResult(drift_px=pd.DataFrame({"frame": np.arange(n_frames), "dx_px": 0.0, "dy_px": 0.0}),
                             velocity_um_per_s=(0.0, 0.0))
+    # --- junk links (exonta.track.quality): positions one Brownian particle does not explain ---
+    from .track.quality import prune_outlier_positions
+
+    tracks = prune_outlier_positions(tracks, config.link)
+    # --- end junk links ---
     warnings += list(getattr(drift, "warnings", []) or [])
     prog(1, 1, "link")
     timings["link"] = time.perf_counter() - t

@@ -362,7 +362,7 @@ SIGMA_S_UM = 4.0
 
 
 def _optics_frames(rng, conc_per_ml, diam_nm, *, n_index=1.59, n_frames=400, noise_f=1.0, photons_100=20000.0,
-                   gsd=None, dof_um=3.0, box_half_um=30.0):
+                   gsd=None, dof_um=3.0, box_half_um=30.0, saturation=None):
     from exonta.analysis.concentration import blur_variance_px2
 
     area = 800.0
@@ -377,9 +377,11 @@ def _optics_frames(rng, conc_per_ml, diam_nm, *, n_index=1.59, n_frames=400, noi
     m = int(det.sum())
     size = np.sqrt(s2[det]) * np.exp(rng.normal(0, 0.03, m))
     signal = photons[det] / (2 * math.pi * s2[det]) * np.exp(rng.normal(0, 0.05, m))
+    if saturation is not None:  # a camera clipping at `saturation` (background 0): the fitted peak is the clip level
+        signal = np.minimum(signal, float(saturation))
     feats = pd.DataFrame({"frame": frame[det].astype(np.int64), "x": rng.uniform(4, 203, m),
                           "y": rng.uniform(4, 103, m), "signal": signal, "size_px": size,
-                          "snr": f_noisy[det] / noise_f})
+                          "snr": f_noisy[det] / noise_f, "background": 0.0})
     feats["mass"] = feats["signal"] * feats["size_px"] ** 2
     tracks = feats.assign(particle=np.arange(m, dtype=np.int64))
     parts = pd.DataFrame({"particle": np.arange(m), "n_positions": 1, "diameter_nm": d[det], "valid": True})
@@ -449,6 +451,59 @@ def test_polydisperse_sample_with_the_size_resolved_model():
     assert r.details["method"] == "calibrated+size-model"
     assert r.value_per_ml == pytest.approx(1e9, rel=0.15)
     assert r.per_bin_per_ml.sum() == pytest.approx(r.value_per_ml, rel=1e-9)
+
+
+def test_saturation_level_clipped_spots_and_detector_limit():
+    from exonta.analysis.concentration import clipped_spots, near_detection_limit, saturation_level_of
+
+    assert saturation_level_of("uint8") == 255.0 and saturation_level_of(np.uint16) == 65535.0
+    assert saturation_level_of("float32") is None and saturation_level_of("uint8", invert=True) is None
+    assert saturation_level_of(None) is None
+    f = pd.DataFrame({"signal": [100.0, 235.0, 300.0, np.nan], "background": [20.0, 20.0, 20.0, 20.0],
+                      "snr": [3.6, 5.0, 30.0, np.nan]})
+    np.testing.assert_array_equal(clipped_spots(f, 255.0), [False, True, True, False])
+    assert not clipped_spots(f, None).any()
+    np.testing.assert_array_equal(near_detection_limit(f, 3.5, 1.5), [True, True, False, False])
+    assert not near_detection_limit(f.drop(columns="snr"), 3.5, 1.5).any()
+
+
+def test_clipped_spots_take_the_scattering_from_the_sizes():
+    """200 nm beads clipped near focus: their fitted brightness is censored, so the depth comes from the size model.
+
+    The calibrant (100 nm, peak ≤ ~1100) is never clipped at 4000; 200 nm beads (64×) are out to ~2 sheet sigmas.
+    Read as one population of *measured* brightness, the censored spots give a scattering far below 64 and a
+    detection depth too shallow.
+    """
+    rng = np.random.default_rng(77)
+    sat = 4000.0
+    cal = _synthetic_calibration(rng).model_copy(update={"saturation_level": sat})
+    sample = _optics_frames(rng, 3e8, 200.0, n_frames=600, saturation=sat)
+    r = _measure(sample, cal, 600)
+    assert r.details["clipped_fraction"] > 0.3
+    assert r.details["method"] == "calibrated+size-model"
+    assert r.value_per_ml == pytest.approx(3e8, rel=0.1)
+    assert any("clipped by the camera" in w for w in r.warnings)
+    blind = _measure(sample, cal.model_copy(update={"saturation_level": None}), 600)
+    assert blind.details["clipped_fraction"] == 0.0
+    assert blind.details["method"] == "calibrated+brightness-model"
+    assert blind.details["relative_brightness"] < 0.5 * relative_scattering(200.0, 1.59)
+    # ~12 % too shallow (on 4 seeds 0.877–0.880): the depth of such bright particles grows only like sqrt(ln k)
+    assert blind.details["effective_depth_um"] < 0.92 * r.details["effective_depth_um"]
+
+
+def test_counting_limited_by_the_detector_warns():
+    """Counted spots at the detector's own threshold (its local noise raised by the spots) mean missed particles."""
+    rng = np.random.default_rng(78)
+    cal = _synthetic_calibration(rng)
+    assert cal.near_detection_limit_fraction < 0.1
+    f, tr, parts, dist = _optics_frames(rng, 1e9, 100.0, n_frames=300)
+    ok = _measure((f, tr, parts, dist), cal, 300)
+    assert ok.details["near_detection_limit_fraction"] < 0.1
+    assert not any("detector's threshold" in w for w in ok.warnings)
+    low = 4.0 + rng.uniform(0, 1, len(f))  # snr squeezed to 4–5 whatever the brightness
+    limited = _measure((f.assign(snr=low), tr.assign(snr=low), parts, dist), cal, 300)
+    assert limited.details["near_detection_limit_fraction"] == 1.0
+    assert any("detector's threshold" in w and "too low" in w for w in limited.warnings)
 
 
 def test_haze_does_not_change_the_counted_volume():
@@ -550,32 +605,49 @@ E2E_CASES = {
 }
 
 
-# Open gap (issue 5): polystyrene ≥ 200 nm on the 8-bit camera set for 100 nm beads (d⁶: 64× and 4096× brighter)
-# saturates out to |z| ≈ 8–10 µm and makes wide defocused halos. Detection of such spots is not reliable (saturated
-# cores, several maxima per halo, an automatic PSF width far from the in-focus one), so the persistent detections above
-# the counting threshold are not exactly one per particle and their clipped photons understate the scattering used for
-# the depth. Measured value/truth with the detector revisions of this session: ps200 0.94, 1.01, 1.17; ps400 0.30,
-# 7.6 (the concentration model itself is right for 200 nm without saturation: see the synthetic-optics tests).
-E2E_GAP = pytest.mark.xfail(strict=True, reason="open gap (issue 5): on 8-bit video the spots of ≥ 200 nm beads are "
-                            "clipped; one detection per particle now (duplicate merge), but the depth model over-corrects "
-                            "them: ps200 0.76x, ps400 0.46x of truth (calibrated depth alone 1.09x, 0.58x)")
+# Open gap (issue 5), in the detector, not in the concentration model. Polystyrene ≥ 200 nm on the 8-bit camera set
+# for 100 nm beads (d⁶: 64× and 4096× brighter) clips near focus, and the detector's local noise estimate (tiles of
+# the filtered image) is raised by the spot itself: matched to the simulator's truth (seed 2002), the local noise
+# F/snr at a detected 200 nm bead is 100–170 raw units within 6 µm of focus (background 0.48; ~3.4 at an in-focus 100
+# nm bead), so its snr is ≈ 4 against the detector's 3.5 and only 60 %, 41 %, 32 %, 62 %, 81 % of the beads at |z| =
+# 0–2, 2–4, 4–6, 6–8, 8–10 µm are found (100 nm: 99.5 % within 4 µm); no 400 nm bead within |z| < 12 µm is found at
+# all (only the 12–16 µm shell, ~50 %). With an absolute detector threshold (detect.threshold = 1.7, i.e. 3.5
+# background sigmas, same for the calibration) 55–98 % of the 200 nm beads are found and ps200 comes out at 1.19×
+# (size model for the clipped spots), while 400 nm plateaus then give several ring maxima per bead (33 counted per
+# frame, 6.4×). The concentration module now says so (detector-limited and clipped-spot warnings) and takes the
+# scattering of clipped spots from the sizes; measured value/truth: ps200 0.76 (calibrated depth alone 1.09), ps400
+# 0.49 (0.58).
+E2E_GAP = pytest.mark.xfail(strict=True, reason="open gap (issue 5): the detector misses clipped ≥ 200 nm spots (its "
+                            "local noise is raised by the spot itself: snr ≈ 4 vs threshold 3.5; no 400 nm bead found "
+                            "within 12 µm of focus): ps200 0.76x, ps400 0.49x of truth (calibrated depth alone 1.09x, "
+                            "0.58x); a detector-limited warning is issued")
 
 
 E2E_MET = {"ps100-1e7", "ps100-1e8", "ps100-1e9", "ps60", "ev"}  # cases that meet their target today
 
 
+_E2E_RESULTS: dict[str, tuple[ConcentrationResult, float]] = {}
+
+
+def _e2e_case(case: str) -> tuple[ConcentrationResult, float]:
+    """Concentration result and true concentration of one E2E case (simulated and analysed once per session)."""
+    from exonta.simulate import SimulationConfig, simulate
+
+    if case not in _E2E_RESULTS:
+        optics, comps, conc, frames, n_sample, _ = E2E_CASES[case]
+        sim = simulate(SimulationConfig(concentration_per_ml=conc, n_frames=frames, components=comps, seed=2002,
+                                        **OPTICS[optics]))
+        res = _e2e_analyse(sim, n_sample, calibration=_calibration_ps100(optics))
+        _E2E_RESULTS[case] = (res.concentration, sim.true_concentration_per_ml)
+    return _E2E_RESULTS[case]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [c if c in E2E_MET else pytest.param(c, marks=E2E_GAP) for c in E2E_CASES])
 def test_concentration_on_simulated_samples(case):
-    from exonta.simulate import SimulationConfig, simulate
-
     optics, comps, conc, frames, n_sample, tol = E2E_CASES[case]
     cal = _calibration_ps100(optics)
-    sim = simulate(SimulationConfig(concentration_per_ml=conc, n_frames=frames, components=comps, seed=2002,
-                                    **OPTICS[optics]))
-    res = _e2e_analyse(sim, n_sample, calibration=cal)
-    c = res.concentration
-    truth = sim.true_concentration_per_ml
+    c, truth = _e2e_case(case)
     msg = (f"value/truth {c.value_per_ml / truth:.3f} (uncorrected {c.details['uncorrected_per_ml'] / truth:.3f}), "
            f"CI {c.ci95_low_per_ml / truth:.3f}–{c.ci95_high_per_ml / truth:.3f}, {c.mean_particles_per_frame:.1f}/frame, "
            f"depth {c.details['effective_depth_um']:.2f} µm, calibration depth {cal.effective_depth_um:.2f} µm "
@@ -583,6 +655,19 @@ def test_concentration_on_simulated_samples(case):
     assert c.details["method"].startswith("calibrated+"), msg
     assert c.per_bin_per_ml.sum() == pytest.approx(c.value_per_ml, rel=1e-6)
     assert c.value_per_ml == pytest.approx(truth, rel=tol), msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(set(E2E_CASES) - E2E_MET))
+def test_open_gap_cases_are_accurate_or_warn(case):
+    """Where the target is not met yet, the result must say why: clipped spots and a detector-limited count."""
+    c, truth = _e2e_case(case)
+    if abs(c.value_per_ml / truth - 1) <= E2E_CASES[case][-1]:
+        return
+    assert c.value_per_ml < truth  # missed particles: too low, never too high
+    assert c.details["clipped_fraction"] > 0.1 and c.details["method"] == "calibrated+size-model"
+    assert any("clipped by the camera" in w for w in c.warnings)
+    assert any("detector's threshold" in w and "too low" in w for w in c.warnings)
 
 
 @pytest.mark.slow

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from reference.link_ref import link_ref
+from reference.link_ref import _best_matching, link_lap_ref, link_ref
 
 from exonta.config import Acquisition, LinkParams
 from exonta.errors import ExontaCancelled, ExontaInputError
 from exonta.physics import diffusion_from_diameter
-from exonta.track import link as link_module
+from exonta.track._linkkernels import assignment_kernel, frame_edges_kernel
 from exonta.track import link_features, search_range_px, search_range_um
 from exonta.track.link import adaptive_radius2
 
@@ -99,11 +99,8 @@ def test_drops_singletons():
     assert len(tracks) == 3 and tracks["particle"].nunique() == 1
 
 
-@pytest.mark.parametrize("solver", ["dense", "sparse"])
-@pytest.mark.parametrize("seed", range(6))
-def test_matches_bruteforce_reference_in_crowded_frames(seed, solver, monkeypatch):
-    if solver == "sparse":  # force the sparse LAPJVsp path for every ambiguous subproblem
-        monkeypatch.setattr(link_module, "_DENSE_MAX", 0)
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_bruteforce_reference_in_crowded_frames(seed):
     rng = np.random.default_rng(seed)
     rows = []
     for f in range(12):
@@ -226,3 +223,59 @@ def test_adaptive_search_rejects_noise_detections():
     assert noise_links(tight) < 0.2 * n_fixed
 
 
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_assignment_kernel_matches_exhaustive_search(seed):
+    """Sparse shortest-augmenting-path kernel = the best partial matching found by enumeration."""
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+    cands = [[(int(j), float(rng.uniform(0.0, 1.0))) for j in np.flatnonzero(rng.random(n_cols) < 0.5)]
+             for _ in range(n_rows)]
+    row_ptr = np.cumsum([0] + [len(c) for c in cands]).astype(np.int64)
+    cols = np.array([j for c in cands for j, _ in c], dtype=np.int64)
+    costs = np.array([w for c in cands for _, w in c], dtype=float)
+    got = np.empty(n_rows, dtype=np.int64)
+    assignment_kernel(n_rows, n_cols, row_ptr, cols, costs, got)
+    ref = dict(_best_matching(cands, n_rows, n_cols, 0.5))
+    assert {i: int(j) for i, j in enumerate(got) if j >= 0} == ref
+    assert len(set(got[got >= 0])) == int(np.sum(got >= 0))  # a detection is used once
+
+
+def test_frame_edges_kernel_finds_every_pair_inside_its_gate():
+    rng = np.random.default_rng(11)
+    src = rng.uniform(0, 100, (60, 2))
+    dst = rng.uniform(0, 100, (80, 2))
+    gap = rng.integers(0, 3, 60).astype(float)
+    gate2 = rng.uniform(1.0, 60.0, 60)
+    row_ptr, cols, cost = frame_edges_kernel(src[:, 0].copy(), src[:, 1].copy(), gap, gate2, 60, dst[:, 0].copy(),
+                                             dst[:, 1].copy(), float(np.sqrt(gate2.max() * 3.0)), 50.0)
+    r2 = ((src[:, None, :] - dst[None, :, :]) ** 2).sum(axis=2) / (gap[:, None] + 1.0)
+    expected = {(i, j) for i, j in zip(*np.nonzero(r2 < gate2[:, None]))}
+    got = {(i, int(cols[e])) for i in range(60) for e in range(row_ptr[i], row_ptr[i + 1])}
+    assert got == expected and len(expected) > 30
+    for i in range(60):
+        for e in range(row_ptr[i], row_ptr[i + 1]):
+            assert cost[e] == pytest.approx(r2[i, cols[e]] / 50.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("dense_max", [160, 0])
+def test_matches_scipy_reference_linker_on_crowded_field(adaptive, dense_max):
+    """Same track of every detection as the scipy (k-d tree + LAP) linker, hundreds of detections per frame."""
+    rng = np.random.default_rng(12)
+    feats = brownian_features(rng, 300, 25, step_px=1.5, box_px=150.0, p_missing=0.1)
+    noise = pd.DataFrame({"frame": np.repeat(np.arange(25), 40), "x": rng.uniform(0, 150, 1000),
+                          "y": rng.uniform(0, 150, 1000)})
+    feats = pd.concat([feats, noise], ignore_index=True).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    params = LinkParams(search_range_um=6.0 * 0.2, memory_frames=2, adaptive_search=adaptive)
+    rho = search_range_px(ACQ, params)
+    ref = link_lap_ref(feats["frame"], feats["x"], feats["y"], rho * rho, 2, adaptive=adaptive,
+                       miss_probability=params.track_miss_probability, dense_max=dense_max)
+    tracks = link_features(feats.assign(row=np.arange(len(feats))), ACQ, params)
+    counts = np.bincount(ref)
+    kept = np.flatnonzero(counts[ref] >= 2)
+    assert np.array_equal(np.sort(tracks["row"].to_numpy()), kept)
+    # same partition: the reference's id of each kept row maps one-to-one onto the particle numbers
+    pairs = set(zip(tracks["particle"].to_numpy(), ref[tracks["row"].to_numpy()]))
+    assert len(pairs) == tracks["particle"].nunique() == len(np.unique(ref[kept]))

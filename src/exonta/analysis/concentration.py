@@ -61,6 +61,31 @@ detections per frame against ~10 real ones at 1e8/mL.
 Without a calibration ``T`` is set the same way from the video itself and
 the nominal depth is used.
 
+Who decides what is counted: threshold, detector, camera
+--------------------------------------------------------
+The depth model below describes a volume set by ``T`` alone. Two things can
+take that role away from ``T``, and both are measured on every video
+(``details["near_detection_limit_fraction"]``, ``details["clipped_fraction"]``):
+
+* **The detector.** Its threshold is relative to a *local* noise estimate
+  (tiles of the filtered image), which bright, clipped or wide spots raise
+  themselves: on the simulator the local noise at an in-focus 100 nm bead is
+  ~7× the background's, at a 200 nm bead 200–360×, so a 200 nm bead 30–60×
+  above ``T`` has ``snr`` ≈ 4 against the detector's 3.5 and is found about
+  half of the time; 400 nm beads (4096× the calibrant) are not found at all
+  within 12 µm of the focus. A counted spot with ``snr`` below
+  ``min_threshold_margin × threshold_snr`` (:func:`near_detection_limit`)
+  could as well have been missed. The calibrant has such spots too (~8 % on
+  the simulator; their loss is part of its calibrated depth), so a warning
+  says the count is detector-limited — too low — when the sample's share
+  exceeds the calibration's (stored in it) by more than 0.25.
+* **The camera.** A spot whose fitted peak plus background reaches the clipping
+  level of the video's integer type (:func:`clipped_spots`; the level is
+  stored in the calibration, :func:`saturation_level_of`) has a censored
+  brightness: the detector fits its unclipped wings, and ``signal·size_px²``
+  is an extrapolation (too low by ~6× for 200 nm beads on the simulator's
+  8-bit camera). See "Which ``k``" for its consequence.
+
 Uncertainty of the count
 ------------------------
 The per-frame counts are strongly correlated (a particle stays in the sheet
@@ -169,6 +194,16 @@ Effective depth
       ``h(d) < min_depth_fraction·h(d_cal)`` (near the counting limit) use
       that floor and a warning says the result is a lower bound there.
 
+   Clipped spots (see above) are the brightest of a population (the peak
+   falls monotonically away from the focus), so the quantile fit, which uses
+   the 10–90 % quantiles, is blind to them up to a clipped share of 10 %.
+   Above that share ``k̂`` would be too low (the depth too shallow) and the
+   size model (b) is used whatever the spread, with a warning. This is also
+   where the size model is at its best: for ``R·k ≫ 1`` the depth grows only
+   like ``sqrt(ln(R·k))``, so a 10 % size error (77 % in ``k``) is a 3–5 %
+   depth error at 200–400 nm polystyrene, against 12–13 % at the calibrant's
+   brightness (simulator calibration, ``R`` = 11.6, ``g`` = 0.18).
+
    In both cases ``size_distribution.csv`` gets ``C_b`` per size bin
    (``ΣC_b`` = the total).
 
@@ -184,10 +219,13 @@ for real particles: use a calibrant close to the sample's size); one
 refractive index for the sample (``particle_refractive_index``); the same
 laser power, camera settings (gain, exposure) and detector filter as the
 calibration; every spot at the counting threshold is found by the detector
-(its threshold is far lower) and is not saturated. Spots that saturate the
-camera near focus are counted only if the detector localises them; with
-large (≥ 200 nm polystyrene) particles on a camera set for 100 nm beads it
-misses a part of them and the concentration is too low.
+(its threshold is meant to be far lower). The last assumption fails for
+particles much brighter than the calibrant on a camera set for it (≥ 200 nm
+polystyrene with a 100 nm calibrant on the simulator's 8-bit camera): the
+detector misses many of their spots (see "Who decides what is counted"), the
+concentration is too low, and a warning says so; the remedy is at the
+acquisition (lower gain or laser power, a calibrant of similar size) or in
+the detector's noise estimate, not in the depth model.
 
 References
 ----------
@@ -228,6 +266,7 @@ __all__ = [
     "block_bootstrap_rel_se",
     "brightness_fit",
     "calibrate",
+    "clipped_spots",
     "compound_poisson_rel_se",
     "count_per_frame",
     "depth_model_um",
@@ -236,9 +275,11 @@ __all__ = [
     "filtered_noise_level",
     "filtered_peak",
     "load_calibration",
+    "near_detection_limit",
     "occupancy_weights",
     "persistent_detections",
     "residence_lengths",
+    "saturation_level_of",
     "save_calibration",
     "sheet_profile_fit",
     "wing_duplicates",
@@ -248,6 +289,13 @@ CALIBRATION_SCHEMA = "exonta.calibration/1"
 UM3_PER_ML = 1e12
 _Z95 = 1.959963984540054
 _QUANTILES = np.linspace(0.1, 0.9, 17)
+# the brightness fit uses the quantiles up to _QUANTILES[-1]: it ignores the brightest 10 % of the counted detections,
+# so it tolerates at most that share of clipped (censored) spots (their wrong values then shift no used quantile by
+# more than that share of ranks)
+_MAX_CLIPPED_FRACTION = float(1.0 - _QUANTILES[-1])
+# the sample's share of counted spots near the detector's threshold may exceed the calibrant's by this much before
+# the count is declared limited by the detector (see "Who decides what is counted" in the module docstring)
+_MAX_EXTRA_NEAR_LIMIT = 0.25
 # brightness column of calibrations that count with the absolute filtered-peak threshold
 _FILTERED = "filtered_peak"
 
@@ -342,6 +390,12 @@ class Calibration(_CalModel):
                                                                        "(self-consistency check of the model)")
     sheet_sigma_um: float = Field(gt=0, description="σ_s of the depth model (reproduces the standard)")
     sheet_sigma_simple_um: float = Field(gt=0, description="σ_s if all detections were exactly at d_cal")
+    saturation_level: float | None = Field(default=None, gt=0, description="raw value at which the camera clips "
+                                                                           "(maximum of the video's integer type); "
+                                                                           "None: unknown or float video")
+    near_detection_limit_fraction: float | None = Field(
+        default=None, ge=0, le=1, description="share of the standard's counted detections whose snr is below "
+                                              "min_threshold_margin × the detector's threshold_snr")
     video_sha256: str
     video_path: str | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -447,6 +501,73 @@ def filtered_noise_level(features: pd.DataFrame, psf_sigma_px: float, threshold_
     if use.sum() < 10:
         return None
     return float(np.median(f[use] / snr[use]))
+
+
+def saturation_level_of(dtype: Any, invert: bool = False) -> float | None:
+    """Raw value at which a camera of this video type clips, or None.
+
+    Integer videos clip at the largest value of their type (the detector then
+    leaves those pixels out of its fits); float videos and inverted
+    (dark-spot) analyses have no known clipping level for bright spots.
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return None
+    if invert or dt.kind not in "ui":
+        return None
+    return float(np.iinfo(dt).max)
+
+
+def clipped_spots(features: pd.DataFrame, saturation_level: float | None) -> np.ndarray:
+    """Detections whose spot reaches the camera's clipping level.
+
+    The detector fits a Gaussian to the unclipped pixels of a spot (clipped
+    ones are censored), so a clipped spot has a fitted peak at or above the
+    clipping level: ``signal + background ≥ saturation_level`` (``background``
+    0 when the column is missing). Its true brightness is only known to be
+    at least that; its fitted ``signal·size_px²`` is an extrapolation.
+
+    Parameters
+    ----------
+    features : DataFrame
+        ``signal`` (and ``background``) in raw units.
+    saturation_level : float or None
+        From :func:`saturation_level_of`; None gives all False.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(features),)
+    """
+    n = len(features)
+    if saturation_level is None or n == 0 or "signal" not in features:
+        return np.zeros(n, dtype=bool)
+    peak = features["signal"].to_numpy(dtype=float)
+    if "background" in features:
+        peak = peak + np.nan_to_num(features["background"].to_numpy(dtype=float), nan=0.0)
+    with np.errstate(invalid="ignore"):
+        return peak >= float(saturation_level)
+
+
+def near_detection_limit(features: pd.DataFrame, threshold_snr: float, margin: float) -> np.ndarray:
+    """Detections whose ``snr`` is below ``margin × threshold_snr`` (the detector could as well have missed them).
+
+    ``snr`` is the detector's own criterion (its filtered peak over its local
+    noise estimate). A counted spot far above the counting threshold can still
+    be close to the detector's threshold when that local noise is raised — by
+    haze, or by the spot itself when it is bright, clipped or wide (the noise
+    is estimated on tiles the spot covers): then the detector, not the counting
+    threshold, decides whether the particle is counted.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(features),) (all False without an ``snr`` column)
+    """
+    n = len(features)
+    if n == 0 or "snr" not in features:
+        return np.zeros(n, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return features["snr"].to_numpy(dtype=float) < float(margin) * float(threshold_snr)
 
 
 def blur_variance_px2(diameter_nm, acquisition: Acquisition) -> np.ndarray | float:
@@ -1138,6 +1259,22 @@ def estimate_concentration(
                     "bootstrap_block_frames": unc["block_frames"],
                     "mean_residence_frames": unc["mean_residence_frames"]})
 
+    # ----- who decides what is counted: clipping and the detector's own threshold
+    used = cnt.table[cnt.keep]
+    saturation = cal.saturation_level if cal is not None else None
+    clipped_frac = float(clipped_spots(used, saturation).mean()) if len(used) else 0.0
+    near_frac = float(near_detection_limit(used, detect_params.threshold_snr, params.min_threshold_margin).mean()) \
+        if len(used) else 0.0
+    near_cal = float(cal.near_detection_limit_fraction or 0.0) if cal is not None else 0.0
+    details.update({"clipped_fraction": clipped_frac, "near_detection_limit_fraction": near_frac})
+    if near_frac - near_cal > _MAX_EXTRA_NEAR_LIMIT:
+        warnings.append(
+            f"{100 * near_frac:.0f}% of the counted spots are within {params.min_threshold_margin:g}× of the "
+            f"detector's threshold ({100 * near_cal:.0f}% in the calibration): the detector's local noise is raised "
+            f"(bright, saturated or wide defocused spots, or haze), so it misses particles that the counting "
+            f"threshold would count and the concentration is too low; lower the camera gain or laser power (for "
+            f"large or bright particles), or dilute the sample")
+
     # ----- depth
     cal_rel_se = 0.0
     if cal is None:
@@ -1165,9 +1302,18 @@ def estimate_concentration(
                     f"concentration may be too low — dilute the sample")
         use_model = cal.absolute_threshold and params.size_correction and n_bins > 0 and w_occ.sum() > 0
         details.update({"brightness_ratio": cal.brightness_ratio, "sheet_sigma_um": cal.sheet_sigma_um})
-        single = _single_population(cnt, cal, params) if use_model else None
+        # clipped spots have a censored brightness: beyond the share the quantile fit ignores, the measured
+        # scattering k̂ would be too low, so the size model (k from the sizes) is used instead
+        censored = clipped_frac > _MAX_CLIPPED_FRACTION
+        single = _single_population(cnt, cal, params) if use_model and not censored else None
         if single is not None:
             details.update(single)
+        if use_model and censored:
+            warnings.append(
+                f"{100 * clipped_frac:.0f}% of the counted spots are clipped by the camera (saturated): their "
+                f"brightness is censored, so the detection depth comes from the measured sizes and the scattering "
+                f"model (refractive index {params.particle_refractive_index:g}); lower the camera gain or laser "
+                f"power, or calibrate with a standard of similar size")
         if use_model and single is not None and single["brightness_spread"] <= params.max_brightness_spread:
             # one population: its scattering relative to the calibrant is measured directly from the photons
             method = "calibrated+brightness-model"
@@ -1341,6 +1487,10 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     used = cnt.table[cnt.keep]
     if "size_px" not in used or "signal" not in used:
         raise ExontaInputError("the detections have no signal/size_px columns needed for the depth model")
+    saturation = saturation_level_of(result.input.get("dtype"), detect.invert)
+    clipped_frac = float(clipped_spots(used, saturation).mean()) if len(used) else 0.0
+    near_frac = float(near_detection_limit(used, detect.threshold_snr, params.min_threshold_margin).mean()) \
+        if len(used) else 0.0
     prof = sheet_profile_fit(used["signal"].to_numpy(dtype=float), used["size_px"].to_numpy(dtype=float),
                              threshold, detect.psf_sigma_px)
     ratio, g = prof["brightness_ratio"], prof["defocus_g"]
@@ -1358,6 +1508,15 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     if unc["rel_se"] > 0.05:
         cal_warnings.append(f"the calibration count has a relative standard error of {unc['rel_se']:.1%}: record a "
                             f"longer calibration video (or several) for a more precise detection volume")
+    if clipped_frac > _MAX_CLIPPED_FRACTION:
+        cal_warnings.append(f"{100 * clipped_frac:.0f}% of the standard's counted spots are clipped by the camera "
+                            f"(saturated): their brightness is censored and the depth model is unreliable; lower "
+                            f"the camera gain or the laser power for the calibration")
+    if near_frac > _MAX_EXTRA_NEAR_LIMIT:
+        cal_warnings.append(f"{100 * near_frac:.0f}% of the standard's counted spots are within "
+                            f"{params.min_threshold_margin:g}× of the detector's threshold: the detector, not the "
+                            f"counting threshold, limits the calibrated volume, and samples as bright as the "
+                            f"standard or brighter may be under-counted")
     if abs(prof["u_star"] / prof["u_max"] - 1) > 0.15:
         cal_warnings.append(f"the depth model fits the standard poorly (counting limit {prof['u_star']:.2f} sheet "
                             f"sigmas from the model, {prof['u_max']:.2f} from the brightness distribution): the "
@@ -1396,6 +1555,8 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
         threshold_model="hard",
         sheet_sigma_um=float(sheet_sigma),
         sheet_sigma_simple_um=float(simple_sigma),
+        saturation_level=saturation,
+        near_detection_limit_fraction=near_frac,
         video_sha256=str(result.input.get("sha256") or ""),
         video_path=result.input.get("path"),
         warnings=cal_warnings,

@@ -1213,7 +1213,7 @@ def _drop_duplicates(out, rows, n, merge_sigma, half):
     return j
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _locate_chunk(frames, bg, s, floor, scratch, out, counts):
     """Run :func:`_process_frame` on every frame of a chunk, frames in parallel.
 

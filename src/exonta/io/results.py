@@ -159,6 +159,54 @@ def config_to_toml(tables: dict[str, dict[str, Any]], header: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
+def _write_one(path: Path, content: Any) -> None:
+    if callable(content):
+        content(path)
+    elif isinstance(content, pd.DataFrame):
+        if path.name.endswith(".parquet"):
+            content.to_parquet(path, index=False)
+        else:
+            content.to_csv(path, index=False)
+    elif isinstance(content, dict):
+        path.write_text(json.dumps(to_jsonable(content), indent=2, ensure_ascii=False), encoding="utf-8")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(str(content), encoding="utf-8")
+
+
+#: Files written at the same time by :func:`write_result_dir`.
+_WRITE_THREADS = 4
+
+
+def _write_files(folder: Path, writers: dict[str, Any]) -> None:
+    """Write every file of ``writers`` into ``folder``, several at a time.
+
+    Parquet encoding and file I/O release the GIL, so the two large tables are
+    written while the plot is rendered and the CSV files are formatted (a
+    1500-frame result folder: about half the time of writing one file after the
+    other). The first error is raised after all writers have finished.
+    """
+    if len(writers) <= 1:
+        for fname, content in writers.items():
+            _write_one(folder / fname, content)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    # largest first: the parquet tables, then the plot, then the rest
+    def weight(item: tuple[str, Any]) -> int:
+        fname, content = item
+        if isinstance(content, pd.DataFrame):
+            return -content.size * (2 if fname.endswith(".parquet") else 1)
+        return -1 if callable(content) else 0
+
+    items = sorted(writers.items(), key=weight)
+    with ThreadPoolExecutor(max_workers=min(_WRITE_THREADS, len(items)), thread_name_prefix="exonta-write") as pool:
+        futures = [pool.submit(_write_one, folder / fname, content) for fname, content in items]
+    for f in futures:
+        f.result()
+
+
 def write_result_dir(out_root: str | Path, name: str, writers: dict[str, Any]) -> Path:
     """Atomically create ``out_root/name`` holding the given files.
 
@@ -190,21 +238,7 @@ def write_result_dir(out_root: str | Path, name: str, writers: dict[str, Any]) -
     tmp = out_root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        for fname, content in writers.items():
-            p = tmp / fname
-            if callable(content):
-                content(p)
-            elif isinstance(content, pd.DataFrame):
-                if fname.endswith(".parquet"):
-                    content.to_parquet(p, index=False)
-                else:
-                    content.to_csv(p, index=False)
-            elif isinstance(content, dict):
-                p.write_text(json.dumps(to_jsonable(content), indent=2, ensure_ascii=False), encoding="utf-8")
-            elif isinstance(content, bytes):
-                p.write_bytes(content)
-            else:
-                p.write_text(str(content), encoding="utf-8")
+        _write_files(tmp, writers)
         for p in tmp.iterdir():
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())

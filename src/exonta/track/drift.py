@@ -79,8 +79,9 @@ def _steps(tracks: pd.DataFrame) -> tuple[np.ndarray, ...]:
     f = tracks["frame"].to_numpy().astype(np.int64)
     x = tracks["x"].to_numpy(dtype=np.float64)
     y = tracks["y"].to_numpy(dtype=np.float64)
-    o = np.lexsort((f, p))
-    p, f, x, y = p[o], f[o], x[o], y[o]
+    if p.size > 1 and not np.all((p[1:] > p[:-1]) | ((p[1:] == p[:-1]) & (f[1:] > f[:-1]))):
+        o = np.lexsort((f, p))  # the tracks table of link_features is already in this order
+        p, f, x, y = p[o], f[o], x[o], y[o]
     ok = (p[1:] == p[:-1]) & (f[1:] - f[:-1] == 1)
     dx = (x[1:] - x[:-1])[ok]
     dy = (y[1:] - y[:-1])[ok]
@@ -251,6 +252,16 @@ def subtract_drift(tracks: pd.DataFrame, drift: DriftResult) -> pd.DataFrame:
         out["y_corrected"] = out["y"].astype(np.float64)
         return out
     fr = d["frame"].to_numpy().astype(np.float64)
-    out["x_corrected"] = out["x"].to_numpy(dtype=np.float64) - np.interp(f, fr, d["dx_px"].to_numpy())
-    out["y_corrected"] = out["y"].to_numpy(dtype=np.float64) - np.interp(f, fr, d["dy_px"].to_numpy())
+    dxp = d["dx_px"].to_numpy(dtype=np.float64)
+    dyp = d["dy_px"].to_numpy(dtype=np.float64)
+    fi = out["frame"].to_numpy()
+    if (np.issubdtype(fi.dtype, np.integer) and np.array_equal(fr, fr[0] + np.arange(fr.size))):
+        # consecutive whole frames (as estimate_drift makes them): a lookup, clamped at both ends
+        # (the values np.interp gives at its knots)
+        k = np.clip(fi.astype(np.int64) - int(fr[0]), 0, fr.size - 1)
+        shift_x, shift_y = dxp[k], dyp[k]
+    else:
+        shift_x, shift_y = np.interp(f, fr, dxp), np.interp(f, fr, dyp)
+    out["x_corrected"] = out["x"].to_numpy(dtype=np.float64) - shift_x
+    out["y_corrected"] = out["y"].to_numpy(dtype=np.float64) - shift_y
     return out

@@ -30,10 +30,11 @@ assignment problem, LAP) on sparse candidate pairs, with gap closing:
    p = 1e-6 keeps most of the gain (37 °C D50 −4.0 % fixed, −3.0 % adaptive)
    with the lognormal D50 at +2.9 %. Costs stay in units of the physics radius, so among candidates
    the shortest (gap-normalised) displacements win;
-6. pairs that are unambiguous (the source has one candidate and the detection
-   has one candidate) are linked directly; the rest is solved exactly by the
-   sparse Jonker–Volgenant algorithm (LAPJVsp,
-   :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`).
+6. the assignment is solved exactly by sparse shortest augmenting paths
+   (Jonker & Volgenant, Computing 38:325, 1987) in numba
+   (:mod:`exonta.track._linkkernels`): each augmentation explores only the
+   subnetwork of its source, so an unambiguous pair costs O(1); candidate
+   pairs come from a strip search over the detections sorted by ``x``.
 
 Unlike trackpy's subnet enumeration, the LAP is polynomial: crowded fields
 cannot raise a ``SubnetOversizeException`` or blow up combinatorially, and the
@@ -61,10 +62,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-from scipy.spatial import cKDTree
 
 from ..config import Acquisition, LinkParams
 from ..errors import ExontaCancelled, ExontaInputError
@@ -74,7 +71,6 @@ __all__ = ["adaptive_radius2", "link_features", "search_range_px", "search_range
 
 _REQUIRED = ("frame", "x", "y")
 _ADAPTIVE_FLOOR_PX = 1.0  # smallest per-track search radius, px
-_DENSE_MAX = 160  # augmented problems up to this size are solved densely (faster than building a sparse graph)
 
 
 def search_range_um(acquisition: Acquisition, params: LinkParams) -> float:
@@ -178,97 +174,49 @@ def _validate(features: pd.DataFrame) -> None:
             raise ExontaInputError("column 'frame' of the features table must hold whole frame numbers")
 
 
-def _match_frame(src_pos: np.ndarray, src_gap: np.ndarray, dst_pos: np.ndarray, rho2,
-                 src_tree_r: float, cost_unit2: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal links between active sources and the detections of one frame.
-
-    Parameters
-    ----------
-    src_pos : (k, 2) float array
-        Last positions of the active tracks, px.
-    src_gap : (k,) int array
-        Missing frames since each track was last seen (0 = seen in the previous frame).
-    dst_pos : (m, 2) float array
-        Detections of the current frame, px.
-    rho2 : float or (k,) float array
-        Squared base search radius of every source (one value for all), px²; costs are in units of
-        ``cost_unit2`` (default: the largest).
-    cost_unit2 : float, optional
-        Squared radius (px²) the costs are expressed in; leaving a source or a
-        detection unlinked costs half of it.
-    src_tree_r : float
-        Largest radius to query (base radius × sqrt(max gap + 1)), px.
-
-    Returns
-    -------
-    src_idx, dst_idx : int arrays
-        Linked pairs.
-    """
-    empty = np.empty(0, dtype=np.int64)
-    t_src = cKDTree(src_pos)
-    t_dst = cKDTree(dst_pos)
-    sdm = t_src.sparse_distance_matrix(t_dst, src_tree_r, output_type="ndarray")
-    if sdm.size == 0:
-        return empty, empty
-    i = sdm["i"].astype(np.int64)
-    j = sdm["j"].astype(np.int64)
-    # cost: squared displacement over frames spanned, in units of the base radius ρ² (the largest one);
-    # a pair is a candidate only inside its source's own (gap-widened) radius; leaving a source or a
-    # detection unlinked costs 1/2 each
-    rho2_src = np.broadcast_to(np.asarray(rho2, dtype=float), (src_pos.shape[0],))
-    rho2_max = float(rho2_src.max()) if cost_unit2 is None else float(cost_unit2)
-    r2 = sdm["v"] ** 2 / (src_gap[i] + 1.0)
-    keep = r2 < rho2_src[i]
-    cost = r2 / rho2_max
-    i, j, cost = i[keep], j[keep], cost[keep]
-    if i.size == 0:
-        return empty, empty
-    k, m = src_pos.shape[0], dst_pos.shape[0]
-    row_deg = np.bincount(i, minlength=k)
-    col_deg = np.bincount(j, minlength=m)
-    trivial = (row_deg[i] == 1) & (col_deg[j] == 1)
-    out_i = [i[trivial]]
-    out_j = [j[trivial]]
-    rest = ~trivial
-    if np.any(rest):
-        ri, rj, rc = i[rest], j[rest], cost[rest]
-        rows, li = np.unique(ri, return_inverse=True)
-        cols, lj = np.unique(rj, return_inverse=True)
-        nr, nc = rows.size, cols.size
-        n = nr + nc
-        half = 0.5
-        # augmented LAP (Jaqaman 2008): [[C, diag(1/2)], [diag(1/2), Cᵀ-pattern·0]];
-        # a constant offset keeps every weight non-zero without changing the optimum
-        # (every full matching has exactly n edges).
-        if n <= _DENSE_MAX:
-            big = (n + 1) * 4.0  # never chosen: dearer than leaving everything unlinked
-            c = np.full((n, n), big)
-            c[li, lj] = rc
-            c[np.arange(nr), nc + np.arange(nr)] = half
-            c[nr + np.arange(nc), np.arange(nc)] = half
-            c[nr:, nc:] = 0.0
-            r_ind, c_ind = linear_sum_assignment(c)
-            sel = (r_ind < nr) & (c_ind < nc)
-            out_i.append(rows[r_ind[sel]])
-            out_j.append(cols[c_ind[sel]])
-            return np.concatenate(out_i), np.concatenate(out_j)
-        off = 1.0
-        ar = np.concatenate([li, np.arange(nr), nr + np.arange(nc), nr + lj])
-        ac = np.concatenate([lj, nc + np.arange(nr), np.arange(nc), nc + li])
-        aw = np.concatenate([rc + off, np.full(nr, half + off), np.full(nc, half + off), np.full(lj.size, off)])
-        graph = coo_array((aw, (ar, ac)), shape=(n, n)).tocsr()
-        r_ind, c_ind = min_weight_full_bipartite_matching(graph)
-        sel = (r_ind < nr) & (c_ind < nc)
-        out_i.append(rows[r_ind[sel]])
-        out_j.append(cols[c_ind[sel]])
-    return np.concatenate(out_i), np.concatenate(out_j)
-
-
 def _notify(progress, fraction: float, message: str) -> None:
     if progress is None:
         return
     if progress(fraction, message) is False:
         raise ExontaCancelled("linking cancelled")
+
+
+def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: float, reach_px: float, memory: int,
+                 adaptive: bool, miss_probability: float, progress) -> np.ndarray:
+    """Track id of every detection (sorted by frame), ids in order of creation.
+
+    The frame loop runs in :func:`exonta.track._linkkernels.link_frames_kernel` (candidate pairs,
+    per-track gates, exact sparse assignment, track state), in chunks of about 1 % of the frames
+    between progress reports.
+    """
+    from ._linkkernels import link_frames_kernel
+
+    n_feat = fr_sorted.size
+    track_of = np.full(n_feat, -1, dtype=np.int64)
+    if n_feat:
+        uframes, starts = np.unique(fr_sorted, return_index=True)
+        uframes = uframes.astype(np.int64)
+        ends = np.append(starts[1:], n_feat).astype(np.int64)
+        starts = starts.astype(np.int64)
+    else:
+        uframes = starts = ends = np.empty(0, dtype=np.int64)
+    act_x = np.empty(n_feat)
+    act_y = np.empty(n_feat)
+    act_last = np.empty(n_feat, dtype=np.int64)
+    act_id = np.empty(n_feat, dtype=np.int64)
+    act_sq = np.empty(n_feat)  # sum of squared steps / (frames spanned), px², per active track
+    act_n = np.empty(n_feat, dtype=np.int64)  # number of steps per active track
+    counters = np.zeros(2, dtype=np.int64)  # active tracks, next track id
+    neg_log_p = float(-np.log(miss_probability))
+    floor2 = _ADAPTIVE_FLOOR_PX ** 2
+    n_frames = uframes.size
+    every = max(1, n_frames // 100)
+    for fi in range(0, n_frames, every):
+        _notify(progress, fi / max(n_frames, 1), "linking")
+        link_frames_kernel(x, y, uframes, starts, ends, fi, min(fi + every, n_frames), int(memory),
+                           float(rho2), float(reach_px), adaptive, neg_log_p, floor2, act_x, act_y, act_last, act_id,
+                           act_sq, act_n, counters, track_of)
+    return track_of
 
 
 def link_features(features: pd.DataFrame, acquisition: Acquisition, params: LinkParams | None = None,
@@ -329,71 +277,24 @@ def link_features(features: pd.DataFrame, acquisition: Acquisition, params: Link
     frames = features["frame"].to_numpy().astype(np.int64)
     order = np.argsort(frames, kind="stable")
     fr_sorted = frames[order]
-    xy = np.column_stack([features["x"].to_numpy(dtype=np.float64)[order],
-                          features["y"].to_numpy(dtype=np.float64)[order]])
+    x = np.ascontiguousarray(features["x"].to_numpy(dtype=np.float64)[order])
+    y = np.ascontiguousarray(features["y"].to_numpy(dtype=np.float64)[order])
+    track_of = _link_sorted(fr_sorted, x, y, rho2, r_query, memory, bool(params.adaptive_search),
+                            float(params.track_miss_probability), progress)
     n_feat = fr_sorted.size
-    track_of = np.full(n_feat, -1, dtype=np.int64)
-    if n_feat:
-        uframes, starts = np.unique(fr_sorted, return_index=True)
-        ends = np.append(starts[1:], n_feat)
-    else:
-        uframes = starts = ends = np.empty(0, dtype=np.int64)
-
-    act_pos = np.empty((0, 2))
-    act_last = np.empty(0, dtype=np.int64)
-    act_id = np.empty(0, dtype=np.int64)
-    act_sq = np.empty(0)  # sum of squared steps / (frames spanned), px², per active track
-    act_n = np.empty(0, dtype=np.int64)  # number of steps per active track
-    adaptive = bool(params.adaptive_search)
-    p_track = float(params.track_miss_probability)
-    floor2 = _ADAPTIVE_FLOOR_PX ** 2
-    next_id = 0
-    n_frames = uframes.size
-    every = max(1, n_frames // 100)
-    for fi in range(n_frames):
-        f, s, e = int(uframes[fi]), int(starts[fi]), int(ends[fi])
-        if fi % every == 0:
-            _notify(progress, fi / max(n_frames, 1), "linking")
-        alive = (f - act_last - 1) <= memory
-        if not np.all(alive):
-            act_pos, act_last, act_id = act_pos[alive], act_last[alive], act_id[alive]
-            act_sq, act_n = act_sq[alive], act_n[alive]
-        dst = xy[s:e]
-        m = e - s
-        ids = np.full(m, -1, dtype=np.int64)
-        if act_id.size:
-            gap = f - act_last - 1
-            gate2 = adaptive_radius2(act_sq, act_n, rho2, p_track, floor2) if adaptive else rho2
-            si, dj = _match_frame(act_pos, gap, dst, gate2, r_query, cost_unit2=rho2)
-            ids[dj] = act_id[si]
-            d = dst[dj] - act_pos[si]
-            act_sq[si] += (d[:, 0] ** 2 + d[:, 1] ** 2) / (gap[si] + 1.0)
-            act_n[si] += 1
-            act_pos[si] = dst[dj]
-            act_last[si] = f
-        new = ids < 0
-        n_new = int(new.sum())
-        if n_new:
-            ids[new] = np.arange(next_id, next_id + n_new)
-            next_id += n_new
-            act_pos = np.concatenate([act_pos, dst[new]])
-            act_last = np.concatenate([act_last, np.full(n_new, f, dtype=np.int64)])
-            act_id = np.concatenate([act_id, ids[new]])
-            act_sq = np.concatenate([act_sq, np.zeros(n_new)])
-            act_n = np.concatenate([act_n, np.zeros(n_new, dtype=np.int64)])
-        track_of[s:e] = ids
+    next_id = int(track_of.max()) + 1 if n_feat else 0
     _notify(progress, 1.0, "linking")
 
-    particle = np.empty(n_feat, dtype=np.int64)
-    particle[order] = track_of
     counts = np.bincount(track_of, minlength=next_id) if n_feat else np.zeros(0, dtype=np.int64)
     keep_track = counts >= 2
     new_number = np.cumsum(keep_track) - 1  # ids are already in order of first appearance
-    keep_row = keep_track[particle] if n_feat else np.zeros(0, dtype=bool)
-    out = features.loc[keep_row].copy()
-    out["particle"] = new_number[particle[keep_row]].astype(np.int64)
+    # kept rows in frame order, then (stable) by particle: sorted by particle, then frame
+    kept = keep_track[track_of] if n_feat else np.zeros(0, dtype=bool)
+    part_fs = new_number[track_of[kept]]
+    by_particle = np.argsort(part_fs, kind="stable")
+    out = features.take(order[kept][by_particle]).reset_index(drop=True)
+    out["particle"] = part_fs[by_particle].astype(np.int64)
     out["frame"] = out["frame"].astype(np.int64)
     out["x_corrected"] = out["x"].astype(np.float64)
     out["y_corrected"] = out["y"].astype(np.float64)
-    out = out.sort_values(["particle", "frame"], kind="stable").reset_index(drop=True)
     return out
