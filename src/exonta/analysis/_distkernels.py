@@ -26,13 +26,15 @@ _N_BLOCKS = 16  # blocks of tracks (kept for a future parallel loop; the results
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _track_starts(track_index):  # pragma: no cover
-    """Start of each run of equal ``track_index`` (plus the end), or an empty array when not sorted."""
+    """Start of each run of equal ``track_index`` (plus the end). When ``track_index`` is not
+    sorted, every component is a run of its own (``0, 1, …, n``): a track then has several runs,
+    whose contributions the kernels add."""
     n = track_index.shape[0]
     n_runs = 0
     for e in range(n):
         if e == 0 or track_index[e] != track_index[e - 1]:
             if e > 0 and track_index[e] < track_index[e - 1]:
-                return np.empty(0, dtype=np.int64)
+                return np.arange(n + 1)
             n_runs += 1
     starts = np.empty(n_runs + 1, dtype=np.int64)
     k = 0
@@ -108,15 +110,6 @@ def dst_loglik_kernel(track_index, one_minus_cos, power, scale, sigma2_um2, alph
     n_bins = alpha_um2.shape[0]
     log2pi = math.log(2.0 * math.pi)
     starts = _track_starts(track_index)
-    if starts.shape[0] == 0 and track_index.shape[0] > 0:  # unsorted: one component at a time
-        acc = np.empty(n_bins)
-        prod = np.empty(n_bins)
-        for e in range(track_index.shape[0]):
-            t = track_index[e]
-            _loglik_run(e, e + 1, one_minus_cos, power, scale, 2.0 * sigma2_um2[t], alpha_um2, blur_r, acc, prod)
-            for j in range(n_bins):
-                out[t, j] -= log2pi + acc[j]
-        return
     n_runs = starts.shape[0] - 1
     for b in range(_N_BLOCKS):
         acc = np.empty(n_bins)
@@ -201,18 +194,12 @@ def dst_loglik_sigma_derivs_kernel(track_index, one_minus_cos, power, scale, sig
     sorted.
     """
     n_bins = alpha_um2.shape[0]
-    n_comp = track_index.shape[0]
     starts = _track_starts(track_index)
-    if starts.shape[0] == 0 and n_comp > 0:  # unsorted: serial, one component at a time
-        starts = np.arange(n_comp + 1)
-        n_blocks = 1
-    else:
-        n_blocks = _N_BLOCKS
     n_runs = starts.shape[0] - 1
-    for blk in range(n_blocks):
+    for blk in range(_N_BLOCKS):
         a1 = np.empty(n_bins)
         a2 = np.empty(n_bins)
-        for r in range(blk * n_runs // n_blocks, (blk + 1) * n_runs // n_blocks):
+        for r in range(blk * n_runs // _N_BLOCKS, (blk + 1) * n_runs // _N_BLOCKS):
             lo = starts[r]
             hi = starts[r + 1]
             t = track_index[lo]

@@ -75,33 +75,31 @@ _BOX_REFRESH = 32
 
 
 @njit(cache=True, nogil=True)
-def _taps_row(dst, src, off, coef, ntap, w, accumulate):
-    """``dst[x] (+)= Σ_k coef[k]·src[off + k + x]`` for x < w.
+def _taps_row(dst, src, off, coef, ntap, w):
+    """``dst[x] = Σ_k coef[k]·src[off + k + x]`` for x < w.
 
     Four taps per pass over ``dst`` (each pass a vectorised loop over
     contiguous rows): a tap-per-pass loop is bound by the load/store of
     ``dst``, not by the arithmetic.
     """
-    k = 0
-    if not accumulate:
-        if ntap >= 4:
-            c0 = coef[0]
-            c1 = coef[1]
-            c2 = coef[2]
-            c3 = coef[3]
-            a0 = src[off:off + w]
-            a1 = src[off + 1:off + 1 + w]
-            a2 = src[off + 2:off + 2 + w]
-            a3 = src[off + 3:off + 3 + w]
-            for x in range(w):
-                dst[x] = (c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])
-            k = 4
-        else:
-            c0 = coef[0]
-            a0 = src[off:off + w]
-            for x in range(w):
-                dst[x] = c0 * a0[x]
-            k = 1
+    if ntap >= 4:
+        c0 = coef[0]
+        c1 = coef[1]
+        c2 = coef[2]
+        c3 = coef[3]
+        a0 = src[off:off + w]
+        a1 = src[off + 1:off + 1 + w]
+        a2 = src[off + 2:off + 2 + w]
+        a3 = src[off + 3:off + 3 + w]
+        for x in range(w):
+            dst[x] = (c0 * a0[x] + c1 * a1[x]) + (c2 * a2[x] + c3 * a3[x])
+        k = 4
+    else:
+        c0 = coef[0]
+        a0 = src[off:off + w]
+        for x in range(w):
+            dst[x] = c0 * a0[x]
+        k = 1
     while k + 4 <= ntap:
         c0 = coef[k]
         c1 = coef[k + 1]
@@ -239,7 +237,7 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
                 row[x] = v0
                 row[pad + w + x] = v1
             row[pad:pad + w] = wr
-            _taps_row(ring_g[nxt % n_ring], row, pad - r, gauss, ntap, w, False)
+            _taps_row(ring_g[nxt % n_ring], row, pad - r, gauss, ntap, w)
             _box_row(ring_b[nxt % n_ring], row, pad - b, nb, w, quad)
             nxt += 1
         # ---- output row y
@@ -344,12 +342,19 @@ def _clipped_sigma(f, y0, y1, x0, x1, row_step, n_iter):
     if y1 <= y0 or x1 <= x0:
         return 0.0
     buf = np.empty(((y1 - y0 + row_step - 1) // row_step) * (x1 - x0))
+    n = _gather(f, y0, y1, x0, x1, row_step, buf)
+    return _clipped_sigma_buf(buf, n, n_iter)
+
+
+@njit(cache=True, nogil=True)
+def _gather(f, y0, y1, x0, x1, row_step, buf):
+    """Copy ``f[y0:y1:row_step, x0:x1]`` into ``buf`` (float64, row-major); returns the count."""
     n = 0
     for y in range(y0, y1, row_step):
         for x in range(x0, x1):
             buf[n] = f[y, x]
             n += 1
-    return _clipped_sigma_buf(buf, n, n_iter)
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -378,11 +383,8 @@ def _noise_map(f, edge, grid, n_iter):
         for j in range(nx):
             x0 = edge + (j * lw) // nx
             x1 = edge + ((j + 1) * lw) // nx
-            n = 0
-            for y in range(y0, y1, 2):  # every other row: 2× faster, little lost (the filter correlates rows)
-                for x in range(x0, x1):
-                    buf[n] = f[y, x]
-                    n += 1
+            # every other row: 2× faster, little lost (the filter correlates rows)
+            n = _gather(f, y0, y1, x0, x1, 2, buf)
             grid[i, j] = _clipped_sigma_buf(buf, n, n_iter) if n > 0 else 0.0
 
 

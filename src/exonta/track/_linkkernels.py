@@ -163,6 +163,37 @@ def _heap_pop(keys, vals, size):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
+def _relax_row(i, h, n_cols, row_ptr, edge_col, edge_cost, v, d, pred, pcost, settled, touched, nt, hk, hv, hs):
+    """Relax the edges of row ``i`` (its candidate columns and its private "unlinked" column
+    ``n_cols + i``, cost 0) in the shortest-path search of :func:`assignment_kernel`.
+
+    ``h`` is the reduced distance offset of the row (0 for the source row). Unsettled columns
+    whose reduced distance ``c − 1 − v − h`` improves get it, with the row as predecessor, and
+    are pushed on the heap; first-touched columns are recorded in ``touched``. Returns the new
+    ``(nt, hs)`` (touched count, heap size).
+    """
+    for e in range(row_ptr[i], row_ptr[i + 1] + 1):
+        if e < row_ptr[i + 1]:
+            k = edge_col[e]
+            a = edge_cost[e] - 1.0
+        else:
+            k = n_cols + i
+            a = 0.0
+        if settled[k]:
+            continue
+        nd = a - v[k] - h
+        if nd < d[k]:
+            if d[k] == np.inf:
+                touched[nt] = k
+                nt += 1
+            d[k] = nd
+            pred[k] = i
+            pcost[k] = a
+            hs = _heap_push(hk, hv, hs, nd, k)
+    return nt, hs
+
+
+@njit(cache=True, nogil=True)
 def assignment_kernel(n_rows, n_cols, row_ptr, edge_col, edge_cost, row_to_col):  # pragma: no cover
     """Minimum-cost partial matching with edge costs ``edge_cost − 1`` (unmatched: cost 0).
 
@@ -198,24 +229,8 @@ def assignment_kernel(n_rows, n_cols, row_ptr, edge_col, edge_cost, row_to_col):
         row_to_col[f] = -1
         if row_ptr[f + 1] == row_ptr[f]:
             continue  # no candidate: stays unlinked, interacts with nothing
-        nt = 0
-        hs = 0
-        for e in range(row_ptr[f], row_ptr[f + 1] + 1):
-            if e < row_ptr[f + 1]:
-                j = edge_col[e]
-                a = edge_cost[e] - 1.0
-            else:
-                j = n_cols + f
-                a = 0.0
-            nd = a - v[j]
-            if nd < d[j]:
-                if d[j] == np.inf:
-                    touched[nt] = j
-                    nt += 1
-                d[j] = nd
-                pred[j] = f
-                pcost[j] = a
-                hs = _heap_push(hk, hv, hs, nd, j)
+        nt, hs = _relax_row(f, 0.0, n_cols, row_ptr, edge_col, edge_cost, v, d, pred, pcost, settled, touched, 0,
+                            hk, hv, 0)
         end = -1
         big_l = 0.0
         while hs > 0:
@@ -230,25 +245,8 @@ def assignment_kernel(n_rows, n_cols, row_ptr, edge_col, edge_cost, row_to_col):
                 end = j
                 big_l = key
                 break
-            h = a_match[i] - v[j] - key
-            for e in range(row_ptr[i], row_ptr[i + 1] + 1):
-                if e < row_ptr[i + 1]:
-                    k = edge_col[e]
-                    a = edge_cost[e] - 1.0
-                else:
-                    k = n_cols + i
-                    a = 0.0
-                if settled[k]:
-                    continue
-                nd = a - v[k] - h
-                if nd < d[k]:
-                    if d[k] == np.inf:
-                        touched[nt] = k
-                        nt += 1
-                    d[k] = nd
-                    pred[k] = i
-                    pcost[k] = a
-                    hs = _heap_push(hk, hv, hs, nd, k)
+            nt, hs = _relax_row(i, a_match[i] - v[j] - key, n_cols, row_ptr, edge_col, edge_cost, v, d, pred, pcost,
+                                settled, touched, nt, hk, hv, hs)
         # column prices of the settled columns (keeps every reduced cost ≥ 0), then reset the labels
         for t in range(nt):
             j = touched[t]
