@@ -148,8 +148,9 @@ def _posterior_gram_rows(lo, hi, lik, w, lw, c, gram, colsum, q):  # pragma: no 
         for a in range(first, last + 1):
             qa = ci * q[a]
             colsum[a] += qa
+            ga = gram[a]  # a row view: the inner loop is then a plain vectorisable axpy
             for b in range(a, last + 1):
-                gram[a, b] += qa * q[b]
+                ga[b] += qa * q[b]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
