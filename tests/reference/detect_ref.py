@@ -109,9 +109,9 @@ def bandpass_ref(img, sigma, box_half):
     return sm - box
 
 
-def clipped_sigma_ref(f, y0, y1, x0, x1, row_step, n_iter):
+def clipped_sigma_ref(f, y0, y1, x0, x1, row_step, n_iter, col_step=1):
     """Iterative ±3σ clipping (σ/0.9865867 after the first pass) until the kept set is stable."""
-    v = np.asarray(f[y0:y1:row_step, x0:x1], np.float64).ravel()
+    v = np.asarray(f[y0:y1:row_step, x0:x1:col_step], np.float64).ravel()
     if v.size == 0:
         return 0.0
     keep = np.ones(v.size, bool)
@@ -133,7 +133,7 @@ def noise_map_ref(f, edge, tile, n_iter):
     ny, nx = max(1, (h - 2 * edge) // tile), max(1, (w - 2 * edge) // tile)
     yb = [edge + (i * max(h - 2 * edge, 0)) // ny for i in range(ny + 1)]
     xb = [edge + (j * max(w - 2 * edge, 0)) // nx for j in range(nx + 1)]
-    return np.array([[clipped_sigma_ref(f, yb[i], yb[i + 1], xb[j], xb[j + 1], 2, n_iter)
+    return np.array([[clipped_sigma_ref(f, yb[i], yb[i + 1], xb[j], xb[j + 1], 2, n_iter, col_step=2)
                       for j in range(nx)] for i in range(ny)])
 
 

@@ -13,7 +13,8 @@ Algorithm (per frame)
 2. Matched filter at the PSF width: ``F = G_σ * W − box_mean(W)`` (separable
    Gaussian of σ = ``psf_sigma_px`` minus the mean over a (2⌈4σ⌉+1)² box),
    which also removes smooth illumination left in ``W``.
-3. Noise ``σ_F`` = iteratively 3σ-clipped RMS of ``F`` per 16×16-px tile
+3. Noise ``σ_F`` = iteratively 3σ-clipped RMS of ``F`` per 16×16-px tile (sampled
+   on every other row and column: the filter correlates neighbours)
    (robust to the sparse spots; per tile because shot noise grows with the
    illumination, e.g. under a stray-light blob), bilinearly interpolated
    between tile centres; threshold
