@@ -262,6 +262,43 @@ def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame:
     return pd.DataFrame(cols)
 
 
+def _prefetched(chunks: Any):
+    """Yield ``(first, kernel-ready frames)`` from a chunk iterator, reading the next chunk in a
+    background thread while the caller processes the current one.
+
+    Reading and converting a chunk (file I/O, decoding) then overlaps the detection kernels, whose
+    threads release the GIL. At most one chunk is read ahead; the iterator is only ever advanced by
+    one thread at a time and is closed (after any read in flight has finished) when the consumer
+    stops early, e.g. on cancellation or an error.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch():
+        try:
+            first, chunk = next(chunks)
+        except StopIteration:
+            return None
+        return first, _kernel_frames(chunk)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="exonta-read") as pool:
+        pending = pool.submit(fetch)
+        try:
+            while True:
+                item = pending.result()
+                if item is None:
+                    return
+                pending = pool.submit(fetch)
+                yield item
+        finally:
+            try:
+                pending.result()  # let a read in flight finish before the iterator is closed
+            except BaseException:
+                pass
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+
 def locate(frame: Any, params: DetectParams | None = None, *, background: Any = None,
            **kwargs: Any) -> pd.DataFrame:
     """Detect and localise the spots of one frame.
@@ -373,8 +410,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     per_chunk: list[np.ndarray] = []
     frame_idx: list[np.ndarray] = []
     done = 0
-    for first, chunk in src.iter_chunks(p.chunk_frames):
-        frames = _kernel_frames(chunk)
+    for first, frames in _prefetched(src.iter_chunks(p.chunk_frames)):
         if frames.shape[1:] != (h, w):
             raise ExontaInputError(f"frame shape changed inside the video: {frames.shape[1:]} vs {(h, w)}")
         k = frames.shape[0]
