@@ -153,6 +153,32 @@ def test_progress_and_cancel():
     assert seen == [0, 3]
 
 
+def test_read_ahead_stops_cleanly_on_cancel_and_reports_bad_chunks():
+    """The next chunk is read in a background thread: cancelling reads at most one chunk ahead and closes
+    the video's iterator; a bad chunk found while reading ahead is reported as an input error."""
+    rng = np.random.default_rng(14)
+    frames = np.stack([_frame(rng, shape=(40, 40), n=2)[0] for _ in range(12)])
+    closed = []
+
+    class Tracked(FakeVideo):
+        def iter_chunks(self, chunk_frames, start=0, stop=None):
+            try:
+                yield from super().iter_chunks(chunk_frames, start, stop)
+            finally:
+                closed.append(True)
+
+    vid = Tracked(frames)
+    with pytest.raises(ExontaCancelled):
+        locate_frames(vid, chunk_frames=2, progress=lambda d, t, s: d < 2)
+    assert closed == [True]
+    assert vid.chunk_sizes == [2, 2]  # the chunk processed and the one read ahead, no more
+
+    bad = frames.astype(np.float32)
+    bad[9, 5, 5] = np.nan
+    with pytest.raises(ExontaInputError, match="NaN"):
+        locate_frames(FakeVideo(bad), chunk_frames=4)
+
+
 # ----------------------------------------------------------------- edge cases
 @pytest.mark.parametrize("value", [0, 7, 255])
 def test_flat_frames_give_no_spots(value):
