@@ -38,3 +38,18 @@ def test_checksum_of_array_video_and_error_propagation():
 
     with pytest.raises(ExontaInputError, match="missing.tif"):
         pipeline._Checksum(Broken(), 1, 1, 1).result()
+
+
+def test_sample_search_radius_is_recorded_whether_or_not_it_is_used():
+    """The linker's sample-derived search radius is provenance: summary.json's auto_parameters always says
+    what the physics radius was, what the sample gave and which one the tracks were linked with."""
+    path = next(SAMPLE.glob("beads100.tif"))
+    vid, cfg, _, sources = pipeline.prepare(path)
+    before = dict(cfg._auto)
+    res = pipeline.analyze(vid, cfg, acquisition_sources=sources)
+    assert cfg._auto == before  # the caller's configuration is not changed
+    rec = res.summary()["auto_parameters"]["search_range_um"]
+    assert rec["physics"] > 0 and rec["used"] > 0
+    relinked = rec["sample"] is not None and rec["sample"] < pipeline.RELINK_FACTOR * rec["physics"]
+    assert rec["used"] == pytest.approx(rec["sample"] if relinked else rec["physics"])
+    assert res.config.link.search_range_um == (pytest.approx(rec["used"]) if relinked else None)

@@ -289,6 +289,11 @@ def _psf_explicit(cfg: AnalysisConfig) -> bool:
     return "psf_sigma_px" in cfg.detect.model_fields_set or not cfg.detect.auto_psf
 
 
+# Second linking pass only when the sample's own search radius is clearly (here 10 %) below the physics
+# one: a smaller change would not remove junk links measurably and costs a second linking pass.
+RELINK_FACTOR = 0.9
+
+
 def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
     """Measure the spot width of ``video`` (:func:`exonta.detect.psf.estimate_psf_sigma`) and return
     the configuration with ``detect.psf_sigma_px`` set to it (``auto_psf`` false from then on).
@@ -469,15 +474,20 @@ def analyze(
 
         rho_um = sample_search_range_um(tracks, acq, config.link, config.sizing.min_track_length)
         physics_um = search_range_um(acq, config.link)
-        if rho_um is not None and rho_um < 0.9 * physics_um:
+        relink = rho_um is not None and rho_um < RELINK_FACTOR * physics_um
+        record = {"physics": round(physics_um, 6), "sample": None if rho_um is None else round(float(rho_um), 6),
+                  "used": round(float(rho_um), 6) if relink else round(physics_um, 6),
+                  "method": f"quantile {config.link.sample_diffusion_quantile} of the per-track median-step "
+                            "diffusion coefficients of a first linking pass; relinked with it when below "
+                            f"{RELINK_FACTOR} x the physics radius"}
+        auto = {**_requested(config), "search_range_um": record}
+        if relink:
             link = config.link.model_copy(update={"search_range_um": float(round(rho_um, 6))})
-            auto = {**_requested(config), "search_range_um": {
-                "physics": round(physics_um, 6), "used": link.search_range_um,
-                "method": f"quantile {config.link.sample_diffusion_quantile} of the per-track median-step "
-                          "diffusion coefficients of a first linking pass"}}
             config = config.model_copy(update={"link": link})
-            config._auto = auto
             tracks = link_features(features, acq, config.link)
+        else:
+            config = config.model_copy()  # never change the caller's configuration object
+        config._auto = auto
     # --- end junk links (second pass) ---
     if config.link.drift_correction and len(tracks):
         drift = estimate_drift(tracks, acq, config.link)
