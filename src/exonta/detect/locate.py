@@ -210,23 +210,30 @@ class _Workspace:
 _WORKSPACE = _Workspace()
 
 
-def _floor(frames: np.ndarray, bg: np.ndarray) -> float:
+def _frames_max(frames: np.ndarray) -> float:
+    """Largest absolute pixel value of a stack."""
+    return float(np.abs(frames).max()) if frames.dtype.kind == "f" else float(frames.max())
+
+
+def _floor(frames: np.ndarray, bg: np.ndarray, frames_max: float | None = None) -> float:
     """Rounding floor of the threshold on the filtered frame: 1e-5 of the
     largest working-frame value, so that a flat frame (filtered to float32
-    rounding noise) gives no spot."""
-    fmax = float(np.abs(frames).max()) if frames.dtype.kind == "f" else float(frames.max())
+    rounding noise) gives no spot. ``frames_max`` = :func:`_frames_max` of
+    ``frames`` when the caller has it."""
+    fmax = _frames_max(frames) if frames_max is None else frames_max
     bmax = float(np.abs(bg).max()) if bg.size else 0.0
     return max(1e-5 * (fmax + bmax), 1e-30)
 
 
-def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings) -> tuple[np.ndarray, np.ndarray]:
+def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
+               frames_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
     if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
         s = s._replace(saturation=float(np.iinfo(frames.dtype).max))
     k = frames.shape[0]
     if k == 0:
         return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)
-    floor = _floor(frames, bg)
+    floor = _floor(frames, bg, frames_max)
     cap = _CAP0
     nw = max(1, min(numba.get_num_threads(), k))
     h, w = frames.shape[1:]
@@ -263,8 +270,9 @@ def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame:
 
 
 def _prefetched(chunks: Any):
-    """Yield ``(first, kernel-ready frames)`` from a chunk iterator, reading the next chunk in a
-    background thread while the caller processes the current one.
+    """Yield ``(first, kernel-ready frames, their largest absolute value)`` from a chunk iterator,
+    reading (and scanning) the next chunk in a background thread while the caller processes the
+    current one.
 
     Reading and converting a chunk (file I/O, decoding) then overlaps the detection kernels, whose
     threads release the GIL. At most one chunk is read ahead; the iterator is only ever advanced by
@@ -278,7 +286,8 @@ def _prefetched(chunks: Any):
             first, chunk = next(chunks)
         except StopIteration:
             return None
-        return first, _kernel_frames(chunk)
+        frames = _kernel_frames(chunk)
+        return first, frames, _frames_max(frames) if frames.size else 0.0
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="exonta-read") as pool:
         pending = pool.submit(fetch)
@@ -410,7 +419,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     per_chunk: list[np.ndarray] = []
     frame_idx: list[np.ndarray] = []
     done = 0
-    for first, frames in _prefetched(src.iter_chunks(p.chunk_frames)):
+    for first, frames, frames_max in _prefetched(src.iter_chunks(p.chunk_frames)):
         if frames.shape[1:] != (h, w):
             raise ExontaInputError(f"frame shape changed inside the video: {frames.shape[1:]} vs {(h, w)}")
         k = frames.shape[0]
@@ -419,7 +428,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             lo = max(0, mid - p.background_frames)
             hi = min(n, mid + p.background_frames)
             bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames))
-        data, counts = _run_chunk(frames, bg, s)
+        data, counts = _run_chunk(frames, bg, s, frames_max)
         per_chunk.append(data)
         frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))
         done += k
