@@ -251,6 +251,7 @@ def prepare(
     else:
         vid = video
         path = Path(getattr(vid, "path", "") or "")
+    _load_kernels_in_background(getattr(vid, "dtype", None))
     cfg, warnings, sources = load_config(
         video_path=path if str(path) not in ("", ".") else None,
         config_file=config_file,
@@ -260,6 +261,26 @@ def prepare(
     )
     cfg = resolve_auto_psf(vid, cfg)
     return vid, cfg, warnings, sources
+
+
+def _load_kernels_in_background(dtype: Any) -> None:
+    """Load the detection kernels for ``dtype`` in a daemon thread (:func:`exonta.detect.locate.load_kernels`).
+
+    Numba's compiler lock makes this safe beside other kernel calls; errors are ignored (a real
+    detection call reports them).
+    """
+    if dtype is None:
+        return
+
+    def work() -> None:
+        try:
+            from .detect.locate import load_kernels
+
+            load_kernels(dtype)
+        except Exception:  # noqa: BLE001 - the detection itself reports any real problem
+            pass
+
+    threading.Thread(target=work, name="exonta-load-kernels", daemon=True).start()
 
 
 # --- automatic acquisition-dependent parameters (spot width, size range) ----------------------

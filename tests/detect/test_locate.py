@@ -449,3 +449,26 @@ def test_saturated_8bit_spots_are_not_found_twice():
     assert close == 0
     off = locate_frames(sim.frames, merge_within_sigma=0.0)
     assert len(off) > len(df)  # the merge removed something on these frames
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float64"])
+def test_load_kernels_loads_exactly_what_detection_uses(dtype):
+    """load_kernels (run by pipeline.prepare in a background thread) must load the signatures locate_frames
+    then calls, or it only costs time: no new specialisation may appear afterwards (fresh process)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import numpy as np
+from exonta.detect import locate_frames, _kernels as K, background as B
+from exonta.detect.locate import load_kernels
+load_kernels(np.{dtype})
+before = (len(K._locate_chunk.signatures), len(B._median_int_kernel.signatures))
+a = np.random.default_rng(0).integers(0, 200, (12, 48, 40)).astype(np.{dtype})
+locate_frames(a)
+after = (len(K._locate_chunk.signatures), len(B._median_int_kernel.signatures))
+print(before, after)
+assert before == after and before[0] == 1, (before, after)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
