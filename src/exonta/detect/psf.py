@@ -186,8 +186,9 @@ def _response(w: np.ndarray, yc: float, xc: float, sigma: float) -> float | None
     r0, c0 = int(round(yc)), int(round(xc))
     if r0 - rad < 0 or c0 - rad < 0 or r0 + rad >= h or c0 + rad >= wd:
         return None
-    yy, xx = np.mgrid[r0 - rad:r0 + rad + 1, c0 - rad:c0 + rad + 1]
-    q = ((yy - yc) ** 2 + (xx - xc) ** 2) / (sigma * sigma)
+    dy = np.arange(r0 - rad, r0 + rad + 1) - yc
+    dx = np.arange(c0 - rad, c0 + rad + 1) - xc
+    q = (dy[:, None] ** 2 + dx[None, :] ** 2) / (sigma * sigma)
     ker = (2.0 - q) * np.exp(-0.5 * q) / (2 * math.pi * sigma * sigma)
     ker -= ker.mean()
     return float((ker * w[r0 - rad:r0 + rad + 1, c0 - rad:c0 + rad + 1]).sum())
