@@ -133,7 +133,7 @@ def noise_map_ref(f, edge, tile, n_iter):
     ny, nx = max(1, (h - 2 * edge) // tile), max(1, (w - 2 * edge) // tile)
     yb = [edge + (i * max(h - 2 * edge, 0)) // ny for i in range(ny + 1)]
     xb = [edge + (j * max(w - 2 * edge, 0)) // nx for j in range(nx + 1)]
-    return np.array([[clipped_sigma_ref(f, yb[i], yb[i + 1], xb[j], xb[j + 1], 2, n_iter, col_step=2)
+    return np.array([[clipped_sigma_ref(f, yb[i], yb[i + 1], xb[j], xb[j + 1], 2, n_iter)
                       for j in range(nx)] for i in range(ny)])
 
 

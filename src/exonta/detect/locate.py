@@ -14,7 +14,7 @@ Algorithm (per frame)
    Gaussian of σ = ``psf_sigma_px`` minus the mean over a (2⌈4σ⌉+1)² box),
    which also removes smooth illumination left in ``W``.
 3. Noise ``σ_F`` = iteratively 3σ-clipped RMS of ``F`` per 16×16-px tile (sampled
-   on every other row and column: the filter correlates neighbours)
+   on every other row: the filter correlates neighbours)
    (robust to the sparse spots; per tile because shot noise grows with the
    illumination, e.g. under a stray-light blob), bilinearly interpolated
    between tile centres; threshold
