@@ -496,14 +496,15 @@ def analyze(
         rho_um = sample_search_range_um(tracks, acq, config.link, config.sizing.min_track_length)
         physics_um = search_range_um(acq, config.link)
         relink = rho_um is not None and rho_um < RELINK_FACTOR * physics_um
+        used_um = float(round(rho_um, 6)) if relink else round(physics_um, 6)
         record = {"physics": round(physics_um, 6), "sample": None if rho_um is None else round(float(rho_um), 6),
-                  "used": round(float(rho_um), 6) if relink else round(physics_um, 6),
+                  "used": used_um,
                   "method": f"quantile {config.link.sample_diffusion_quantile} of the per-track median-step "
                             "diffusion coefficients of a first linking pass; relinked with it when below "
                             f"{RELINK_FACTOR} x the physics radius"}
         auto = {**_requested(config), "search_range_um": record}
         if relink:
-            link = config.link.model_copy(update={"search_range_um": float(round(rho_um, 6))})
+            link = config.link.model_copy(update={"search_range_um": used_um})
             config = config.model_copy(update={"link": link})
             tracks = link_features(features, acq, config.link)
         else:

@@ -761,6 +761,27 @@ def _normal_eq_5(img, mask, r0, r1, c0, c1, th, ex, ey, dxv, dyv, sxv, syv, jtj,
 
 
 @njit(cache=True, nogil=True)
+def _profile_sums(e, d, g, n):
+    """Sums over ``[:n]`` of one axis' profile E, its derivatives E' = ∂E/∂μ and G = ∂E/∂σ, and their
+    products: ``(ΣE², ΣE'², ΣE'E, ΣE'G, ΣGE, ΣG², ΣE, ΣE', ΣG)`` (:func:`_normal_eq_5_full`)."""
+    ee = dd = de = dg = ge = gg = se = sd = sg = 0.0
+    for j in range(n):
+        a = e[j]
+        b = d[j]
+        c = g[j]
+        ee += a * a
+        dd += b * b
+        de += b * a
+        dg += b * c
+        ge += c * a
+        gg += c * c
+        se += a
+        sd += b
+        sg += c
+    return ee, dd, de, dg, ge, gg, se, sd, sg
+
+
+@njit(cache=True, nogil=True)
 def _normal_eq_5_full(img, r0, r1, c0, c1, th, ex, ey, dxv, dyv, sxv, syv, rowsum, jtj, jtr):
     """:func:`_normal_eq_5` when every pixel of the ROI is used, from 1-D sums.
 
@@ -774,35 +795,13 @@ def _normal_eq_5_full(img, r0, r1, c0, c1, th, ex, ey, dxv, dyv, sxv, syv, rowsu
     b = th[4]
     nr = r1 - r0
     nc = c1 - c0
-    sxx = sdd = sde = sds = sse_ = sss = se = sd = ss = 0.0
-    for j in range(nc):
-        e = ex[j]
-        d = dxv[j]
-        g = sxv[j]
-        sxx += e * e
-        sdd += d * d
-        sde += d * e
-        sds += d * g
-        sse_ += g * e
-        sss += g * g
-        se += e
-        sd += d
-        ss += g
-    tyy = tdd = tde = tds = tse = tss = te = td = ts = 0.0
+    sxx, sdd, sde, sds, sse_, sss, se, sd, ss = _profile_sums(ex, dxv, sxv, nc)
+    tyy, tdd, tde, tds, tse, tss, te, td, ts = _profile_sums(ey, dyv, syv, nr)
     g0 = g1 = g2 = g3 = g4 = 0.0
     for i in range(nr):
         e = ey[i]
         d = dyv[i]
         g = syv[i]
-        tyy += e * e
-        tdd += d * d
-        tde += d * e
-        tds += d * g
-        tse += g * e
-        tss += g * g
-        te += e
-        td += d
-        ts += g
         pe = 0.0
         pd = 0.0
         ps = 0.0
