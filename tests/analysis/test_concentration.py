@@ -605,22 +605,23 @@ E2E_CASES = {
 }
 
 
-# Open gap (issue 5), in the detector, not in the concentration model. Polystyrene ≥ 200 nm on the 8-bit camera set
-# for 100 nm beads (d⁶: 64× and 4096× brighter) clips near focus, and the detector's local noise estimate (tiles of
-# the filtered image) is raised by the spot itself: matched to the simulator's truth (seed 2002), the local noise
-# F/snr at a detected 200 nm bead is 100–170 raw units within 6 µm of focus (background 0.48; ~3.4 at an in-focus 100
-# nm bead), so its snr is ≈ 4 against the detector's 3.5 and only 60 %, 41 %, 32 %, 62 %, 81 % of the beads at |z| =
-# 0–2, 2–4, 4–6, 6–8, 8–10 µm are found (100 nm: 99.5 % within 4 µm); no 400 nm bead within |z| < 12 µm is found at
-# all (only the 12–16 µm shell, ~50 %). With an absolute detector threshold (detect.threshold = 1.7, i.e. 3.5
-# background sigmas, same for the calibration) 55–98 % of the 200 nm beads are found and ps200 comes out at 1.19×
-# (size model for the clipped spots), while 400 nm plateaus then give several ring maxima per bead (33 counted per
-# frame, 6.4×). The concentration module now says so (detector-limited and clipped-spot warnings) and takes the
-# scattering of clipped spots from the sizes; measured value/truth: ps200 0.76 (calibrated depth alone 1.09), ps400
-# 0.49 (0.58).
-E2E_GAP = pytest.mark.xfail(strict=True, reason="open gap (issue 5): the detector misses clipped ≥ 200 nm spots (its "
-                            "local noise is raised by the spot itself: snr ≈ 4 vs threshold 3.5; no 400 nm bead found "
-                            "within 12 µm of focus): ps200 0.76x, ps400 0.49x of truth (calibrated depth alone 1.09x, "
-                            "0.58x); a detector-limited warning is issued")
+# Open gap (issue 5), now in the size model, not in the detector. Polystyrene ≥ 200 nm on the 8-bit camera set for
+# 100 nm beads (d⁶: 64× and 4096× brighter) clips near focus. The detector's local noise used to be raised by the
+# spot itself (a bright spot filled its noise tile: snr ≈ 4 vs 3.5; ps200 0.76×, no 400 nm bead found within 12 µm
+# of focus, ps400 0.49×). With the capped tile noise, one candidate per clipped region, the saddle merge and the halo
+# test (exonta.detect._kernels._cap_noise, _merge_saturated, _merge_no_saddle, _halo_test) 93–100 % of the 200 nm
+# beads within 10 µm of focus and every 400 nm bead within 12 µm are found (simulator, seed 2002, 60 frames), with
+# no more unmatched detections per frame than on 100 nm beads (noise maxima). Both now come out too HIGH:
+# ps200 1.17× (uncorrected 1.78×, size-model depth 18.3 µm; 1.12× with a tile-noise cap that ignores the tile's
+# brightness, which let stray-light blobs through), ps400 1.23× (uncorrected 2.49×, depth 24.4 µm, 7.5 counted per
+# frame, 73 valid tracks). The size model splits the count over the deconvolved sizes, and short noise tracks make a
+# ghost component at 40–80 nm (~5 % of the occupancy weight for ps200) whose modelled depth is tiny (floored at 0.2×
+# the calibrant's): on ps200 it alone adds ~0.3–0.4× of the truth (the 150–260 nm bins give ≈ 1.0×). Dropping the
+# bins that cannot be counted at all (R·k ≤ 1) fixed ps200 (1.05×) but moved ev from 0.94× to 0.83× (real small EVs
+# are there), so it is not done. Both 95 % CIs cover the truth.
+E2E_GAP = pytest.mark.xfail(strict=True, reason="open gap (issue 5): clipped 200/400 nm beads are now all detected, "
+                            "but the size model counts a ghost small-size component of short noise tracks at a tiny "
+                            "depth: ps200 1.17x, ps400 1.23x of truth")
 
 
 E2E_MET = {"ps100-1e7", "ps100-1e8", "ps100-1e9", "ps60", "ev"}  # cases that meet their target today
@@ -660,14 +661,14 @@ def test_concentration_on_simulated_samples(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(set(E2E_CASES) - E2E_MET))
 def test_open_gap_cases_are_accurate_or_warn(case):
-    """Where the target is not met yet, the result must say why: clipped spots and a detector-limited count."""
+    """Where the target is not met yet, the result must say why (clipped spots, hence the size model) and its 95 %
+    interval must still cover the truth."""
     c, truth = _e2e_case(case)
     if abs(c.value_per_ml / truth - 1) <= E2E_CASES[case][-1]:
         return
-    assert c.value_per_ml < truth  # missed particles: too low, never too high
     assert c.details["clipped_fraction"] > 0.1 and c.details["method"] == "calibrated+size-model"
     assert any("clipped by the camera" in w for w in c.warnings)
-    assert any("detector's threshold" in w and "too low" in w for w in c.warnings)
+    assert c.ci95_low_per_ml < truth < c.ci95_high_per_ml
 
 
 @pytest.mark.slow

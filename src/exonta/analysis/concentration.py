@@ -68,12 +68,15 @@ take that role away from ``T``, and both are measured on every video
 (``details["near_detection_limit_fraction"]``, ``details["clipped_fraction"]``):
 
 * **The detector.** Its threshold is relative to a *local* noise estimate
-  (tiles of the filtered image), which bright, clipped or wide spots raise
-  themselves: on the simulator the local noise at an in-focus 100 nm bead is
-  ~7× the background's, at a 200 nm bead 200–360×, so a 200 nm bead 30–60×
-  above ``T`` has ``snr`` ≈ 4 against the detector's 3.5 and is found about
-  half of the time; 400 nm beads (4096× the calibrant) are not found at all
-  within 12 µm of the focus. A counted spot with ``snr`` below
+  (tiles of the filtered image), which bright, clipped or wide spots could
+  raise themselves (a tile filled by a 200 nm bead on the simulator's 8-bit
+  camera had 200–360× the background's noise, and the bead fell below its own
+  threshold). The detector now caps each tile's noise at 1.5× the median of
+  its neighbourhood, more where the tile is brighter (shot noise;
+  :func:`exonta.detect._kernels._cap_noise`), so such a
+  bead is found (93–100 % within 10 µm of focus for 200 nm, every 400 nm bead
+  within 12 µm); a spot near the limit of a noisy region can still be missed.
+  A counted spot with ``snr`` below
   ``min_threshold_margin × threshold_snr`` (:func:`near_detection_limit`)
   could as well have been missed. The calibrant has such spots too (~8 % on
   the simulator; their loss is part of its calibrated depth), so a warning
