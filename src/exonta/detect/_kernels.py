@@ -532,6 +532,21 @@ def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, si
     return n
 
 
+@njit(cache=True, nogil=True)
+def _compact_candidates(keep, n, rows, cols, vals, peak, sat):
+    """Move the kept candidates (``keep[:n]``) to the front of the candidate arrays, in order; returns their number."""
+    j = 0
+    for k in range(n):
+        if keep[k]:
+            rows[j] = rows[k]
+            cols[j] = cols[k]
+            vals[j] = vals[k]
+            peak[j] = peak[k]
+            sat[j] = sat[k]
+            j += 1
+    return j
+
+
 # --------------------------------------------------------------------------- bright spots
 # A tile's noise is capped at this multiple of the median of its 5×5 tile neighbourhood. A clipped 200 nm bead
 # raised its tile's noise 100–360× (it fell below its own threshold); an in-focus 100 nm bead raises it ~7×, and
@@ -914,16 +929,7 @@ def _halo_test(f, k_sigma, ratio, reach, half, hole, rows, cols, vals, peak, sat
         sd = _clipped_sigma_buf(buf, cnt, 6) if cnt > 0 else 0.0
         if not peak[k] > k_sigma * max(sd, vals[k]):
             keep[k] = False
-    j = 0
-    for k in range(n):
-        if keep[k]:
-            rows[j] = rows[k]
-            cols[j] = cols[k]
-            vals[j] = vals[k]
-            peak[j] = peak[k]
-            sat[j] = sat[k]
-            j += 1
-    return j
+    return _compact_candidates(keep, n, rows, cols, vals, peak, sat)
 
 
 # --------------------------------------------------------------------------- refinement
@@ -1694,16 +1700,7 @@ def _merge_no_saddle(f, reach, ratio, rows, cols, vals, peak, sat, n):
                     keep[k] = False
                 else:
                     keep[m] = False
-    j = 0
-    for k in range(n):
-        if keep[k]:
-            rows[j] = rows[k]
-            cols[j] = cols[k]
-            vals[j] = vals[k]
-            peak[j] = peak[k]
-            sat[j] = sat[k]
-            j += 1
-    return j
+    return _compact_candidates(keep, n, rows, cols, vals, peak, sat)
 
 
 @njit(cache=True, nogil=True)
