@@ -150,8 +150,15 @@ class DetectParams(_Model):
     edge_px: int | None = Field(default=None, ge=0, le=500,
                                 description="pixels excluded at every edge (default ceil(2.5×psf))")
     background: Literal["static", "rolling", "none"] = Field(
-        default="static", description="static = temporal median over a frame subsample")
+        default="static", description="static = temporal quantile (background_quantile) over a frame subsample")
     background_frames: int = Field(default=64, ge=1, le=10000)
+    background_quantile: float = Field(
+        default=0.25, gt=0, lt=1,
+        description="the static (and rolling) background is this per-pixel temporal quantile of the sampled "
+        "frames (1 − it with invert). Below the median, so that a large, slow particle that stays over a pixel "
+        "for up to 3/4 of the frames does not become background (with the median its halo did, and the hole it "
+        "left gave persistent false spots at its rim); the offset this leaves (−0.67 noise sigmas) is smooth and "
+        "the band-pass filter and the per-spot local background remove it")
     localisation: Literal["gaussian", "radial", "centroid"] = "gaussian"
     invert: bool = Field(default=False, description="dark particles on a light background (bright-field)")
     chunk_frames: int = Field(default=64, ge=1, le=100000)

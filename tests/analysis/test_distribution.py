@@ -302,6 +302,23 @@ def test_bimodal_100_200():
     np.testing.assert_allclose(_integrals(dist), 1.0, rtol=1e-9)
 
 
+def test_posterior_per_track_classifies_the_components():
+    """The per-track posterior (prior = the deconvolved distribution) sums to 1 per track, names the fitted
+    tracks, and puts each track of a well-separated 100 + 300 nm mixture on its own component."""
+    rng = np.random.default_rng(21)
+    d = np.where(rng.random(600) < 0.5, 100.0, 300.0)
+    tracks, parts = _data(d, 22)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    post, ids = dist.posterior, dist.posterior_particle_ids
+    assert post.shape == (dist.stats["n_tracks_used"], len(dist.table)) and ids.size == post.shape[0]
+    np.testing.assert_allclose(post.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(ids) <= set(parts["particle"])
+    truth = pd.Series(d, index=parts["particle"].to_numpy())  # one track per simulated particle, in order
+    large = post[:, dist.table["diameter_nm"].to_numpy() > 173.0].sum(axis=1)  # 173 nm: geometric midpoint
+    is_large = truth.loc[ids].to_numpy() == 300.0
+    assert np.mean((large > 0.5) == is_large) > 0.95
+
+
 @pytest.mark.slow
 def test_bimodal_100_150_resolved_where_raw_is_not():
     rng = np.random.default_rng(14)

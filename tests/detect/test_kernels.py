@@ -266,9 +266,21 @@ def _reference_frame(raw, p: DetectParams):
     w = ref.prepare_ref(raw, None, -1.0 if p.invert else 1.0)
     f = ref.bandpass_ref(w, p.psf_sigma_px, d["box_half"])
     e = d["edge_px"]
-    grid = ref.noise_map_ref(f, e, L._settings(p).noise_tile, 6)
+    s = L._settings(p)
+    grid = ref.noise_map_ref(f, e, s.noise_tile, 6)
+    grid = ref.cap_noise_ref(grid, K._NOISE_CAP, raw, e)
     floor = 1e-5 * np.abs(w).max()
     peaks = ref.find_maxima_ref(f, floor, e, d["min_separation_px"], grid=grid, k_sigma=p.threshold_snr)
+    # bright-spot pass (no clipping level here): saddle merge, then the halo test
+    peak = [f[r, c] for r, c in peaks]
+    keep = ref.merge_no_saddle_ref(f, K._SADDLE_REACH_SIGMAS * s.sigma0, K._SADDLE_RATIO, peaks, peak)
+    peaks = [pk for pk, kp in zip(peaks, keep) if kp]
+    peak = [f[r, c] for r, c in peaks]
+    sig = [ref.local_sigma_ref(grid, e, w.shape, r, c) for r, c in peaks]
+    keep = ref.halo_test_ref(f, p.threshold_snr, K._HALO_RATIO, K._HALO_REACH_TILES * s.noise_tile,
+                             int(K._HALO_HALF_TILES * s.noise_tile), K._HALO_HOLE_SIGMAS * math.sqrt(2) * s.sigma0,
+                             peaks, sig, peak)
+    peaks = [pk for pk, kp in zip(peaks, keep) if kp]
     rows = []
     for k, (r, c) in enumerate(peaks):
         keep = ref.voronoi_mask_ref(w.shape, peaks, k, d["roi_half"])
@@ -291,8 +303,9 @@ def test_process_frame_matches_reference_pipeline():
     grid = np.empty((K._n_tiles(60, s.edge, s.noise_tile), K._n_tiles(80, s.edge, s.noise_tile)))
     n = K._process_frame(raw, NO_BG, s, L._floor(raw[None], NO_BG), grid, True, ws[0], ws[1], np.empty(cap, np.int64),
                          np.empty(cap, np.int64), np.empty(cap), out)
-    np.testing.assert_allclose(grid, ref.noise_map_ref(ref.bandpass_ref(ref.prepare_ref(raw, None, 1.0), 1.5, 6),
-                                                       s.edge, s.noise_tile, 6), rtol=1e-4)
+    np.testing.assert_allclose(grid, ref.cap_noise_ref(ref.noise_map_ref(
+        ref.bandpass_ref(ref.prepare_ref(raw, None, 1.0), 1.5, 6), s.edge, s.noise_tile, 6), K._NOISE_CAP, raw, s.edge),
+        rtol=1e-4)
     expect = _reference_frame(raw, p)
     assert n == len(expect) >= 10
     got = out[:n]
@@ -322,3 +335,110 @@ def test_drop_duplicates_matches_reference(merge):
     got = K._drop_duplicates(out, rows, n, merge, 3)
     assert got == keep.sum()
     np.testing.assert_array_equal(out[:got], expect)
+
+
+# ----------------------------------------------------------------- bright spots (issue 5)
+def test_cap_noise_matches_reference_and_one_spot_cannot_raise_its_tile():
+    rng = np.random.default_rng(51)
+    ny, nx, tile, edge = 9, 12, 16, 4
+    grid = rng.uniform(0.9, 1.1, (ny, nx)) * np.linspace(1.0, 2.0, nx)[None, :]  # smooth shot-noise ramp
+    raw = rng.normal(20.0, 1.0, (ny * tile + 2 * edge, nx * tile + 2 * edge))
+    grid[4, 5] *= 100.0  # a bright spot fills its tile (its level rises 3×)
+    raw[edge + 4 * tile:edge + 5 * tile, edge + 5 * tile:edge + 6 * tile] *= 3.0
+    cap = K._NOISE_CAP
+    grid[0, 0] *= 2.0 * cap  # a corner tile
+    grid[7, 2:4] *= 0.8 * cap  # within the cap: untouched
+    grid[2, 9] *= 1.2 * cap  # a stray-light blob: above the cap, but for 6.25× the level (shot noise ×2.5): kept
+    raw[edge + 2 * tile:edge + 3 * tile, edge + 9 * tile:edge + 10 * tile] *= 6.25
+    got = grid.copy()
+    n_cap = K._cap_noise(got, K._NOISE_CAP, raw, edge)
+    expect = ref.cap_noise_ref(grid, K._NOISE_CAP, raw, edge)
+    np.testing.assert_allclose(got, expect, rtol=1e-12)
+    assert n_cap == int(np.sum(got < grid)) >= 2
+    assert got[4, 5] < 0.2 * grid[4, 5] and got[4, 5] < 2.0 * cap * np.median(grid[2:7, 3:8])
+    assert got[7, 2] == grid[7, 2] and got[2, 9] == grid[2, 9]
+
+
+def _clipped_frame(rng, shape, discs, level=255):
+    """uint8 frame: noise ~20 plus clipped Gaussian spots (row, col, sigma, peak)."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = rng.normal(20.0, 2.0, shape)
+    for r, c, s, a in discs:
+        img += a * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * s * s))
+    return np.clip(np.round(img), 0, level).astype(np.uint8)
+
+
+def test_merge_saturated_matches_reference():
+    rng = np.random.default_rng(52)
+    shape = (70, 90)
+    discs = [(20.3, 30.6, 3.0, 3000.0), (50.0, 60.0, 2.0, 600.0), (1.5, 70.0, 3.0, 3000.0),  # centre inside, cut
+             (-2.0, 10.0, 3.0, 3000.0), (45.0, 10.0, 1.5, 100.0)]  # centre beyond the border; unclipped
+    raw = _clipped_frame(rng, shape, discs)
+    # candidates on the rims (several per region), one on the unclipped spot, one far from any
+    peaks = [(14, 30), (20, 25), (26, 31), (20, 36), (47, 60), (53, 60), (5, 68), (5, 72), (1, 10), (45, 10), (60, 80)]
+    peaks.sort()
+    peak = rng.uniform(5, 50, len(peaks))
+    n = len(peaks)
+    rows = np.array([p[0] for p in peaks], np.int64)
+    cols = np.array([p[1] for p in peaks], np.int64)
+    vals = np.arange(n, dtype=float)
+    pk = peak.copy()
+    sat = np.zeros((n, 3))
+    m = K._merge_saturated(raw, 255.0, 3, rows, cols, vals, pk, sat, n)
+    exp_pos, exp_idx, exp_sat = ref.merge_saturated_ref(raw, 255, 3, peaks, peak)
+    assert m == len(exp_pos) == 5  # 3 regions inside (one cut by the border), the unclipped spot, the far one
+    np.testing.assert_array_equal(np.c_[rows[:m], cols[:m]], np.array(exp_pos))
+    np.testing.assert_array_equal(vals[:m], np.array(exp_idx, float))
+    np.testing.assert_allclose(pk[:m], peak[exp_idx])
+    np.testing.assert_allclose(sat[:m], np.array(exp_sat), atol=1e-12)
+    # the region cut by the border is centred on its widest row, not on its (inward-biased) centroid
+    cut = [i for i in range(m) if abs(sat[i, 2] - 70.0) < 3]
+    assert len(cut) == 1 and abs(sat[cut[0], 1] - 3.0) <= 1.0
+
+
+def _smooth_field(rng, shape, spots):
+    """A filtered-image stand-in: Gaussian spots plus smooth noise whose variance grows with the signal (shot noise)."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    sig = np.zeros(shape)
+    for r, c, s, a in spots:
+        sig += a * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * s * s))
+    return sig + ndimage_gauss(rng.normal(0.0, 1.0, shape), 1.2) * 4.0 * np.sqrt(1.0 + sig)
+
+
+def ndimage_gauss(a, s):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(a, s)
+
+
+def test_merge_no_saddle_and_halo_test_match_reference():
+    rng = np.random.default_rng(53)
+    shape = (80, 100)
+    # a wide bright spot (noise maxima on its top), a resolved pair, a close pair, isolated spots
+    spots = [(40, 50, 10.0, 100.0), (15, 20, 2.1, 40.0), (15, 29, 2.1, 35.0), (60, 20, 2.1, 40.0), (62, 24, 2.1, 30.0),
+             (20, 80, 2.1, 25.0), (70, 85, 2.1, 12.0)]
+    f = _smooth_field(rng, shape, spots)
+    peaks = ref.find_maxima_ref(f, 6.0, 3, 3.75)
+    assert sum((r - 40) ** 2 + (c - 50) ** 2 < 200 for r, c in peaks) >= 2  # the wide spot's top has several maxima
+    peak = np.array([f[r, c] for r, c in peaks])
+    keep = ref.merge_no_saddle_ref(f, 9.75, 0.9, peaks, peak)
+    rows = np.array([p[0] for p in peaks], np.int64)
+    cols = np.array([p[1] for p in peaks], np.int64)
+    n = len(peaks)
+    vals = np.full(n, 1.0)
+    pk = peak.copy()
+    sat = np.zeros((n, 3))
+    m = K._merge_no_saddle(f, 9.75, 0.9, rows, cols, vals, pk, sat, n)
+    assert 0 < n - m == n - keep.sum()  # something merged
+    np.testing.assert_array_equal(np.c_[rows[:m], cols[:m]], np.array(peaks)[keep])
+    # the resolved pair (9 px apart, σ_F ≈ 2.1) survives
+    kept = np.c_[rows[:m], cols[:m]]
+    assert all(np.hypot(*(kept - np.array(c)).T).min() <= 1.5 for c in [(15, 20), (15, 29)])
+    # halo test on what is left
+    peaks2 = [tuple(p) for p in np.c_[rows[:m], cols[:m]]]
+    sig = rng.uniform(0.5, 1.5, m)
+    keep2 = ref.halo_test_ref(f, 3.5, 4.0, 32.0, 8, 4.2, peaks2, sig, pk[:m])
+    vals2 = sig.copy()
+    m2 = K._halo_test(f, 3.5, 4.0, 32.0, 8, 4.2, rows, cols, vals2, pk, sat, m)
+    assert m2 == keep2.sum() < m
+    np.testing.assert_array_equal(np.c_[rows[:m2], cols[:m2]], np.array(peaks2)[keep2])

@@ -287,6 +287,50 @@ def test_temporal_median_matches_numpy(n):
     np.testing.assert_allclose(_median_stack(stack), np.median(stack.astype(np.float64), axis=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("n", [1, 7, 8, 64])
+@pytest.mark.parametrize("q", [0.1, 0.25, 0.75])
+def test_temporal_quantile_matches_numpy(dtype, n, q):
+    from exonta.detect.background import _quantile_stack
+
+    stack = np.random.default_rng(n).integers(0, 250, (n, 9, 13)).astype(dtype)
+    np.testing.assert_array_equal(_quantile_stack(stack, q),
+                                  np.quantile(stack.astype(np.float64), q, axis=0, method="midpoint"))
+
+
+def test_background_quantile_follows_invert():
+    from exonta.detect.background import background_quantile
+
+    assert background_quantile(DetectParams()) == 0.25
+    assert background_quantile(DetectParams(invert=True)) == 0.75
+    assert background_quantile(DetectParams(background_quantile=0.5)) == 0.5
+
+
+def test_slow_bright_particle_does_not_become_background():
+    """A large, slow particle over the same pixels in 62 % of the sampled frames must stay out of the static
+    background: with the temporal median its halo entered the background, and the negative hole it left in
+    frame − background once it had moved on gave persistent false spots at the hole's rim (simulated 400 nm
+    beads: 9 % of the counted detections; tests/analysis/test_concentration.py, case ps400)."""
+    from exonta.detect.background import estimate_background
+
+    rng = np.random.default_rng(5)
+    n, h, w = 64, 64, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    halo = 150.0 * np.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / (2 * 6.0 ** 2))
+    present = (np.arange(n) % 8) < 5  # 5 frames in 8, spread over the video
+    frames = np.stack([rng.poisson(20.0 + halo * p) for p in present]).astype(np.uint8)
+    centre = (slice(28, 37), slice(28, 37))
+    bg = estimate_background(frames)  # default: lower quartile
+    # the empty level within its noise (a higher quantile of the frames without the particle), not the halo (150)
+    assert abs(float(bg[centre].mean()) - float(bg[:10, :10].mean())) < 2.0 * np.sqrt(20.0)
+    med = estimate_background(frames, background_quantile=0.5)
+    assert float(med[centre].mean()) - float(med[:10, :10].mean()) > 50.0  # the median took the halo in
+    # dark particles (invert): the upper quartile, by the same argument
+    dark = np.stack([rng.poisson(200.0 - halo * p) for p in present]).astype(np.uint8)
+    bg_dark = estimate_background(dark, invert=True)
+    assert abs(float(bg_dark[centre].mean()) - float(bg_dark[:10, :10].mean())) < 2.0 * np.sqrt(200.0)
+
+
 def test_static_background_estimate_and_use():
     rng = np.random.default_rng(18)
     h, w, n = 80, 100, 30
@@ -300,7 +344,8 @@ def test_static_background_estimate_and_use():
         frames[i] = rng.poisson(illum + ref.render_spots((h, w), xs, ys, 1200.0, 1.5, 0.0, None, poisson=False))
     bg = estimate_background(frames, DetectParams(background_frames=20))
     assert bg.dtype == np.float32 and bg.shape == (h, w)
-    assert np.median(np.abs(bg - illum)) < 0.1 * np.sqrt(illum).mean() + 1.0
+    # the lower quartile of Poisson counts: 0.674 sigma below the mean (normal approximation)
+    assert np.median(np.abs(bg - (illum - 0.674 * np.sqrt(illum)))) < 0.1 * np.sqrt(illum).mean() + 1.0
     assert np.array_equal(bg, estimate_background(FakeVideo(frames), background_frames=20))
     for mode in ("static", "rolling", "none"):
         df = locate_frames(frames, params=DetectParams(background=mode, threshold_snr=5.0),
@@ -447,8 +492,10 @@ def test_saturated_8bit_spots_are_not_found_twice():
             size = np.maximum(g["size_px"].to_numpy(), 1.0)
             close += int(np.sum(d[:, 1] < 2.0 * np.minimum(size, size[i[:, 1]])))
     assert close == 0
+    # one candidate per clipped region (detect._kernels._merge_saturated) now removes these pairs before the
+    # fits, so the fit-based merge finds nothing left to merge here; it must not add detections either
     off = locate_frames(sim.frames, merge_within_sigma=0.0)
-    assert len(off) > len(df)  # the merge removed something on these frames
+    assert len(off) >= len(df)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float64"])
@@ -463,12 +510,54 @@ import numpy as np
 from exonta.detect import locate_frames, _kernels as K, background as B
 from exonta.detect.locate import load_kernels
 load_kernels(np.{dtype})
-before = (len(K._locate_chunk.signatures), len(B._median_int_kernel.signatures))
+before = (len(K._locate_chunk.signatures), len(B._order_stat_int_kernel.signatures))
 a = np.random.default_rng(0).integers(0, 200, (12, 48, 40)).astype(np.{dtype})
 locate_frames(a)
-after = (len(K._locate_chunk.signatures), len(B._median_int_kernel.signatures))
+after = (len(K._locate_chunk.signatures), len(B._order_stat_int_kernel.signatures))
 print(before, after)
 assert before == after and before[0] == 1, (before, after)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _recall_and_false(sim, feats, z_max_um):
+    """Share of the in-focus (|z| < z_max_um) truth beads with a detection within 3 px; detections per frame
+    farther than 3 px from every bead; beads with more than one detection within 3 px."""
+    h, w = sim.frames.shape[1:]
+    tr = sim.truth[sim.truth.in_field]
+    tr = tr[(tr.x > 8) & (tr.x < w - 9) & (tr.y > 8) & (tr.y < h - 9)]
+    found, unmatched, twice = [], 0, 0
+    for f in range(sim.frames.shape[0]):
+        g, t = feats[feats.frame == f], tr[tr.frame == f]
+        if len(t) == 0:
+            unmatched += len(g)
+            continue
+        d, i = cKDTree(t[["x", "y"]].to_numpy()).query(g[["x", "y"]].to_numpy())
+        unmatched += int((d >= 3).sum())
+        hits = np.bincount(i[d < 3], minlength=len(t))
+        found += list(hits[np.abs(t.z_um.to_numpy()) < z_max_um] > 0)
+        twice += int((hits > 1).sum())
+    return float(np.mean(found)), unmatched / sim.frames.shape[0], twice, len(found)
+
+
+def test_clipped_200nm_beads_are_found_once_each_on_an_8bit_camera():
+    """Issue 5: 200 nm PS beads (64× a 100 nm bead) clip the simulator's 8-bit camera near focus.
+
+    A bright spot filled its noise tile, whose noise rose ~100×, and the bead fell below its own threshold
+    (recall 0.71/0.40/0.35 at |z| = 0–2/2–4/4–6 µm). With the capped tile noise, one candidate per clipped
+    region and the halo test, every bead within 6 µm of focus is found, and the frames have no more
+    unmatched detections than a frame with no bead at all (same noise): no halo or rim maxima.
+    """
+    from exonta.simulate import SimulationConfig, simulate
+
+    cfg = dict(n_frames=12, seed=2002, width_px=640, height_px=480)
+    p = DetectParams(background="none")
+    sim = simulate(SimulationConfig(concentration_per_ml=1e8, components=[{"diameter_nm": 200.0}], **cfg))
+    assert (sim.frames == 255).any()  # clipped
+    recall, unmatched, twice, n = _recall_and_false(sim, locate_frames(sim.frames, p), 6.0)
+    blank = simulate(SimulationConfig(concentration_per_ml=1e3, components=[{"diameter_nm": 100.0}], **cfg))
+    noise = len(locate_frames(blank.frames, p)) / cfg["n_frames"]
+    assert n >= 50 and recall > 0.9, (recall, n)
+    assert unmatched <= noise + 3.0, (unmatched, noise)
+    assert twice <= 0.05 * n, twice

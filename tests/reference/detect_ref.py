@@ -286,3 +286,125 @@ def drop_duplicates_ref(spots, merge_sigma):
             if math.hypot(spots[k, 0] - spots[m, 0], spots[k, 1] - spots[m, 1]) < r:
                 keep[k if spots[m, 3] > spots[k, 3] else m] = False
     return keep
+
+
+# ----------------------------------------------------------------- bright spots
+def tile_levels_ref(raw, edge, shape):
+    """Mean raw level per noise tile (every other row, the tiles of noise_map_ref)."""
+    h, w = np.asarray(raw).shape
+    ny, nx = shape
+    yb = [edge + (i * max(h - 2 * edge, 0)) // ny for i in range(ny + 1)]
+    xb = [edge + (j * max(w - 2 * edge, 0)) // nx for j in range(nx + 1)]
+    return np.array([[np.asarray(raw, float)[yb[i]:yb[i + 1]:2, xb[j]:xb[j + 1]].mean() for j in range(nx)]
+                     for i in range(ny)])
+
+
+def cap_noise_ref(grid, ratio, raw, edge):
+    """Each tile's noise capped at ratio × the median (np.median) of its (border-clipped) 5×5 neighbourhood ×
+    max(1, sqrt(level / median level of the same tiles)), levels = clipped-at-0 mean raw per tile."""
+    g = np.asarray(grid, float)
+    lev = np.maximum(tile_levels_ref(raw, edge, g.shape), 0.0)
+    out = g.copy()
+    ny, nx = g.shape
+    for i in range(ny):
+        for j in range(nx):
+            win = np.s_[max(i - 2, 0):i + 3, max(j - 2, 0):j + 3]
+            lim = ratio * np.median(g[win])
+            lm = np.median(lev[win])
+            if lm > 0 and lev[i, j] > lm:
+                lim *= math.sqrt(lev[i, j] / lm)
+            out[i, j] = min(g[i, j], lim)
+    return out
+
+
+def merge_saturated_ref(raw, saturation, reach, peaks, peak):
+    """One candidate per 8-connected clipped region (scipy.ndimage.label): the highest-peak candidate whose
+    nearest clipped pixel within the (2·reach+1)² box belongs to the region, moved to the rounded centroid.
+    Regions cut by the border: centre = far edge − half the extent along the border, dropped when outside.
+    Returns the kept (row, col), their index into ``peaks`` and (radius, centre row, centre col) per kept one."""
+    raw = np.asarray(raw)
+    h, w = raw.shape
+    lab, _ = ndimage.label(raw >= saturation, structure=np.ones((3, 3)))
+    owner = []
+    for r, c in peaks:
+        best, cand = None, None
+        for y in range(max(r - reach, 0), min(r + reach + 1, h)):
+            for x in range(max(c - reach, 0), min(c + reach + 1, w)):
+                if lab[y, x] and (best is None or (y - r) ** 2 + (x - c) ** 2 < best):
+                    best, cand = (y - r) ** 2 + (x - c) ** 2, lab[y, x]
+        owner.append(cand)
+    out, idx, sat = [], [], []
+    for k, (r, c) in enumerate(peaks):
+        g = owner[k]
+        if g is None:
+            out.append((r, c)), idx.append(k), sat.append((0.0, 0.0, 0.0))
+            continue
+        members = [m for m in range(len(peaks)) if owner[m] == g]
+        if max(members, key=lambda m: (peak[m], -m)) != k:
+            continue
+        ys, xs = np.nonzero(lab == g)
+        cy, cx = ys.mean(), xs.mean()
+        # cut by a border: a disc's extent along the border is its diameter (or a shorter chord when its
+        # centre is beyond the border), its far edge is centre + radius
+        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+        if y0 == 0 and y1 < h - 1:
+            cy = y1 + 0.5 - (x1 - x0 + 1) / 2
+        elif y1 == h - 1 and y0 > 0:
+            cy = y0 - 0.5 + (x1 - x0 + 1) / 2
+        if x0 == 0 and x1 < w - 1:
+            cx = x1 + 0.5 - (y1 - y0 + 1) / 2
+        elif x1 == w - 1 and x0 > 0:
+            cx = x0 - 0.5 + (y1 - y0 + 1) / 2
+        if not (0 <= cy <= h - 1 and 0 <= cx <= w - 1):
+            continue
+        out.append((int(round(cy)), int(round(cx)))), idx.append(k)
+        sat.append((math.sqrt(ys.size / math.pi), cy, cx))
+    order = sorted(range(len(out)), key=lambda i: out[i])
+    return [out[i] for i in order], [idx[i] for i in order], [sat[i] for i in order]
+
+
+def merge_no_saddle_ref(f, reach, ratio, peaks, peak, sat=None):
+    """Keep-mask: pairs (in order k < m, both still kept) within reach px with no pixel of f on the
+    segment (nearest to unit steps) below ratio × the lower peak lose the lower one (ties: the unclipped,
+    else the later)."""
+    n = len(peaks)
+    sat = np.zeros(n) if sat is None else np.asarray(sat, float)
+    keep = np.ones(n, bool)
+    for k in range(n):
+        for m in range(k + 1, n):
+            if not (keep[k] and keep[m]):
+                continue
+            (r0, c0), (r1, c1) = peaks[k], peaks[m]
+            d = math.hypot(r1 - r0, c1 - c0)
+            if d > reach:
+                continue
+            steps = int(math.ceil(d))
+            lo = min(peak[k], peak[m])
+            line = [f[int(round(r0 + (r1 - r0) * t / steps)), int(round(c0 + (c1 - c0) * t / steps))]
+                    for t in range(1, steps)]
+            if all(v >= ratio * lo for v in line):
+                drop_k = peak[m] > peak[k] or (peak[m] == peak[k] and sat[m] > sat[k])
+                keep[k if drop_k else m] = False
+    return keep
+
+
+def halo_test_ref(f, k_sigma, ratio, reach, half, hole, peaks, vals, peak, sat=None):
+    """Keep-mask: a candidate with a candidate within reach px whose peak is > ratio × its own (or which
+    is clipped while it is not) must exceed k_sigma × max(its σ, the 3σ-clipped RMS of f in the
+    (2·half+1)² window around it without the disc of radius hole)."""
+    n = len(peaks)
+    sat = np.zeros(n) if sat is None else np.asarray(sat, float)
+    h, w = f.shape
+    keep = np.ones(n, bool)
+    for k, (r, c) in enumerate(peaks):
+        near = any((peak[m] > ratio * peak[k] or (sat[m] > 0 and sat[k] == 0))
+                   and (peaks[m][0] - r) ** 2 + (peaks[m][1] - c) ** 2 <= reach ** 2
+                   for m in range(n) if m != k)
+        if not near:
+            continue
+        yy, xx = np.mgrid[max(r - half, 0):min(r + half + 1, h), max(c - half, 0):min(c + half + 1, w)]
+        ring = (yy - r) ** 2 + (xx - c) ** 2 > hole ** 2
+        v = f[yy[ring], xx[ring]][:, None]
+        sd = clipped_sigma_ref(v, 0, v.shape[0], 0, 1, 1, 6)
+        keep[k] = peak[k] > k_sigma * max(sd, vals[k])
+    return keep

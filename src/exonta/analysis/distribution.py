@@ -159,6 +159,14 @@ class SizeDistribution:
         Weights of each bootstrap replicate (empty when none).
     sigma2_um2 : ndarray
         Localisation variance per axis used for each fitted track, µm².
+    posterior : ndarray, shape (n_fitted_tracks, n_bins), float32
+        Posterior probability of each size bin for each fitted track given
+        the deconvolved distribution as prior (the E-step responsibilities of
+        the mixture: ``w_b·L_ib / Σ_b w_b·L_ib``; Dempster, Laird & Rubin,
+        J. R. Stat. Soc. B 39:1, 1977). Rows sum to 1; empty when nothing was
+        deconvolved.
+    posterior_particle_ids : ndarray of int64, shape (n_fitted_tracks,)
+        Track (``particle``) id of each row of ``posterior``.
     """
 
     table: pd.DataFrame
@@ -168,6 +176,8 @@ class SizeDistribution:
     edges_nm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bootstrap_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     sigma2_um2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    posterior: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    posterior_particle_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 # --------------------------------------------------------------------------- grid
@@ -936,6 +946,7 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
             return dst_log_likelihood(*comp, sigma2_, d_grid, dt, r, n_tracks=n_fit, **comp_kw)
         return gamma_log_likelihood(msd1, n_steps, sigma2_, d_grid, dt, r)
 
+    fit_ids = ids[has]
     n_fit = int(has.sum())
     if n_fit <= 1:
         return _empty_result(edges, centres, widths, raw_dens, raw, n_fit,
@@ -962,6 +973,7 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
             if quality is not None:
                 quality = quality[keep_t]
             n_fit = int(keep_t.sum())
+            fit_ids = fit_ids[keep_t]
             sigma2, pool = sigma2_for(np.arange(n_fit))
             loglik = loglik_for(sigma2)
     derivs = None
@@ -983,6 +995,8 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
     w, beta, hess = fit_mixture_weights(lik, penalty=penalty, beta0=beta0, gram=gram)
     report(1, params.bootstrap + 2)
 
+    post = lik * w
+    post = (post / np.maximum(post.sum(axis=1, keepdims=True), 1e-300)).astype(np.float32)
     st = weighted_stats(w, edges, centres, widths)
     vw = _volume_weights(w, centres)
     vst = weighted_stats(vw, edges, centres, widths)
@@ -1035,7 +1049,7 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
              "n_tracks_used": n_fit, "n_tracks_faster_than_grid": n_fast, "method": method,
              "localization_error_pooled_nm": float(math.sqrt(max(pool, 0.0)) * 1000.0),
              "note": ""}
-    return SizeDistribution(table, stats, w, method, edges, boot_w, sigma2)
+    return SizeDistribution(table, stats, w, method, edges, boot_w, sigma2, post, fit_ids)
 
 
 # --------------------------------------------------------------------------- plot

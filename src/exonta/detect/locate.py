@@ -73,7 +73,7 @@ from pydantic import ValidationError
 from ..config import DetectParams, format_validation_error
 from ..errors import ExontaCancelled, ExontaInputError
 from . import _kernels as K
-from .background import background_from_indices, frame_source, sample_indices
+from .background import background_from_indices, background_quantile, frame_source, sample_indices
 
 __all__ = ["locate", "locate_frames", "COLUMNS"]
 
@@ -328,7 +328,7 @@ def load_kernels(dtype: Any) -> None:
     scratch = np.zeros((1, 2, 8, 8), np.float32)
     out = np.zeros((2, 4, K.N_FIELDS))
     if dt.kind == "u":  # the static background (temporal median) comes first in a run
-        B._median_int_kernel.compile((typeof(frames), typeof(8), typeof(scratch[0, 0])))
+        B._order_stat_int_kernel.compile((typeof(frames), typeof(8), typeof(8), typeof(8), typeof(scratch[0, 0])))
     K._locate_chunk.compile(tuple(typeof(a) for a in (frames, _NO_BG, s, 1.0, scratch, out,
                                                       np.zeros(2, np.int64))))
 
@@ -398,8 +398,9 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         returning ``False`` cancels (:class:`~exonta.errors.ExontaCancelled`).
     background : ndarray (h, w), optional
         Background in raw units; overrides ``params.background``. Otherwise
-        ``"static"`` = temporal median of ``background_frames`` frames sampled
-        over the video, ``"rolling"`` = temporal median of up to
+        ``"static"`` = temporal quantile (``background_quantile``) of
+        ``background_frames`` frames sampled over the video, ``"rolling"`` =
+        the same of up to
         ``background_frames`` frames sampled within ±``background_frames`` of
         each chunk (follows slow illumination changes), ``"none"``. With fewer
         than 10 frames no temporal background is used.
@@ -432,7 +433,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         bg = _NO_BG
         mode = "none"
     elif mode == "static":
-        bg = background_from_indices(src, sample_indices(0, n, p.background_frames))
+        bg = background_from_indices(src, sample_indices(0, n, p.background_frames), background_quantile(p))
     else:
         bg = _NO_BG  # rolling: per chunk
 
@@ -452,7 +453,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             mid = first + k // 2
             lo = max(0, mid - p.background_frames)
             hi = min(n, mid + p.background_frames)
-            bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames))
+            bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames), background_quantile(p))
         data, counts = _run_chunk(frames, bg, s, frames_max)
         per_chunk.append(data)
         frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))

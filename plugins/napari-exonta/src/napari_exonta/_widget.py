@@ -448,7 +448,8 @@ class ExontaWidget(QWidget):
         frame_idx = min(max(self.current_frame(), 0), int(layer.data.shape[0]) - 1)
         try:
             params = self.detect_params()
-            key = (id(video), params.background, params.background_frames)
+            key = (id(video), params.background, params.background_frames, params.background_quantile,
+                   params.invert)
             if key != self._bg_key:
                 self._bg = None if params.background == "none" else estimate_background(video, params)
                 self._bg_key = key
