@@ -218,7 +218,7 @@ def main(argv=None):
               f"{c_o:11.1f} {c_d:6.1f} {c_t:11.1f} "
               f"{c_t / c_o:5.1f} {c_t / c_d:5.1f} | {e_o:7.3f} {e_t:7.3f} {e_o / e_t:5.2f} | {r_o:6.3f} {r_t:6.3f} | "
               f"{p_o:7.3f} {p_t:7.3f} | {mm:.0f}")
-    print("\nfps ex, cpu ms/f ex: including the one-time per-video cost (once s: background median); "
+    print("\nfps ex, cpu ms/f ex: including the one-time per-video cost (once s: static background, plus JIT compilation on a first run); "
           "(det) = per-frame detection only (what a long video costs per frame).")
     print("wall× = frames/s ratio (both on all cores: numba threads / trackpy processes='auto'); cpu× = ratio of "
           "CPU time per frame (robust to other load on the machine).")
