@@ -369,6 +369,13 @@ def _n_tiles(n, edge, tile):
 
 
 @njit(cache=True, nogil=True)
+def _tile_span(length, edge, n_tiles, i):
+    """``[lo, hi)`` of tile ``i`` of ``n_tiles`` splitting the interior ``[edge, length − edge)`` evenly."""
+    inner = max(length - 2 * edge, 0)
+    return edge + (i * inner) // n_tiles, edge + ((i + 1) * inner) // n_tiles
+
+
+@njit(cache=True, nogil=True)
 def _noise_map(f, edge, grid, n_iter):
     """Noise sigma of ``f`` per tile: the interior ``[edge, n-edge)`` of each axis
     is split evenly into ``grid.shape`` tiles and each gets :func:`_clipped_sigma`.
@@ -383,11 +390,9 @@ def _noise_map(f, edge, grid, n_iter):
     lw = max(w - 2 * edge, 0)
     buf = np.empty(((lh // ny + 2) // 2 + 1) * (lw // nx + 2))
     for i in range(ny):
-        y0 = edge + (i * lh) // ny
-        y1 = edge + ((i + 1) * lh) // ny
+        y0, y1 = _tile_span(h, edge, ny, i)
         for j in range(nx):
-            x0 = edge + (j * lw) // nx
-            x1 = edge + ((j + 1) * lw) // nx
+            x0, x1 = _tile_span(w, edge, nx, j)
             # every other row: 2× faster, little lost (the filter correlates rows). Not every other
             # column as well: as precise on pure noise, but in the halo of bright clipped spots the
             # clipping of the smaller sample then lowers σ, and on 400 nm beads junk tracks made an
@@ -461,21 +466,19 @@ def _find_maxima(f, grid, k_sigma, thr_abs, edge, sep_dy, sep_dx, rows, cols, si
     n = 0
     m = sep_dy.shape[0]
     ny, nx = grid.shape
-    lh = max(h - 2 * edge, 0)
-    lw = max(w - 2 * edge, 0)
     lo = _tile_floor(grid)
     thr_row = np.empty(w, np.float32)  # pre-scan bound along a row of tiles (rounded down)
     cross = m >= 4 and abs(sep_dy[3]) + abs(sep_dx[3]) == 1  # the disc holds the 4 direct neighbours
     x_hi = w - edge
     for i in range(ny):
-        y0 = edge + (i * lh) // ny
-        y1 = edge + ((i + 1) * lh) // ny
+        y0, y1 = _tile_span(h, edge, ny, i)
         for j in range(nx):
             t = max(k_sigma * lo[i, j], thr_abs)
             t32 = np.float32(t)
             if t32 > t:  # float32 rounding must not lose a pixel of the pre-scan
                 t32 = np.nextafter(t32, np.float32(-np.inf))
-            thr_row[edge + (j * lw) // nx:edge + ((j + 1) * lw) // nx] = t32
+            x0, x1 = _tile_span(w, edge, nx, j)
+            thr_row[x0:x1] = t32
         for y in range(y0, y1):
             fr = f[y]
             inner_y = cross and 0 < y < h - 1
@@ -601,12 +604,8 @@ def _median5_lower(orig, i, j, nx):
 def _tile_level(raw, edge, ny, nx, i, j):
     """Mean of ``raw`` over noise tile (i, j) (every other row, the tiles of :func:`_noise_map`)."""
     h, w = raw.shape
-    lh = max(h - 2 * edge, 0)
-    lw = max(w - 2 * edge, 0)
-    y0 = edge + (i * lh) // ny
-    y1 = edge + ((i + 1) * lh) // ny
-    x0 = edge + (j * lw) // nx
-    x1 = edge + ((j + 1) * lw) // nx
+    y0, y1 = _tile_span(h, edge, ny, i)
+    x0, x1 = _tile_span(w, edge, nx, j)
     s = 0.0
     k = 0
     for y in range(y0, y1, 2):

@@ -327,7 +327,7 @@ def load_kernels(dtype: Any) -> None:
     frames = np.zeros((2, 8, 8), dt)
     scratch = np.zeros((1, 2, 8, 8), np.float32)
     out = np.zeros((2, 4, K.N_FIELDS))
-    if dt.kind == "u":  # the static background (temporal median) comes first in a run
+    if dt.kind == "u":  # the static background (temporal quantile) comes first in a run
         B._order_stat_int_kernel.compile((typeof(frames), typeof(8), typeof(8), typeof(8), typeof(scratch[0, 0])))
     K._locate_chunk.compile(tuple(typeof(a) for a in (frames, _NO_BG, s, 1.0, scratch, out,
                                                       np.zeros(2, np.int64))))
