@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .physics import relative_scattering
 
-__all__ = ["CASES", "ValidationCase", "run_case", "truth_stats"]
+__all__ = ["CASES", "ValidationCase", "label_tracks", "run_case", "truth_stats"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ def run_case(name: str, seed: int = 0, **analysis_overrides: Any) -> dict[str, A
     dict
         ``truth`` (:func:`truth_stats`), ``size`` (summary ``size_nm``),
         ``raw`` (raw-histogram stats), ``counts``, ``drift_um_per_s``,
-        ``particles`` (the per-track table) and ``timings_s``.
+        ``particles`` (the per-track table), ``tracks``, ``track_truth``
+        (:func:`label_tracks`, with ``fitted``: the track entered the size
+        distribution), ``config`` (as resolved) and ``timings_s``.
     """
     from .config import AnalysisConfig
     from .pipeline import analyze
@@ -119,8 +122,102 @@ def run_case(name: str, seed: int = 0, **analysis_overrides: Any) -> dict[str, A
     cfg = AnalysisConfig(acquisition=sim.acquisition, **sections)
     result = analyze(sim.frames, cfg)
     summary = result.summary()
+    labels = label_tracks(result.tracks, sim.truth)
+    labels["fitted"] = labels["particle"].isin(result.distribution.posterior_particle_ids)
     return {"case": name, "seed": seed, "truth": truth_stats(case), "size": summary["size_nm"],
             "raw": summary["size_nm"].get("raw", {}), "counts": summary["counts"],
             "drift_um_per_s": summary["drift_um_per_s"], "particles": result.particles,
+            "tracks": result.tracks, "track_truth": labels, "config": result.config,
             "timings_s": summary["timings_s"], "true_concentration_per_ml": sim.true_concentration_per_ml,
             "concentration_per_ml": summary["concentration_per_ml"]}
+
+
+def label_tracks(tracks: pd.DataFrame, truth: pd.DataFrame, max_distance_px: float = 3.0) -> pd.DataFrame:
+    """Match every position of every track to the simulator's truth; one row per track.
+
+    A position is *on* a true particle when the nearest true position in the same frame
+    (``truth`` ``x, y``: the exposure-averaged position, the detector's target) is within
+    ``max_distance_px``; otherwise it is *junk* (a noise maximum, a neighbour's halo, a
+    mis-localised spot). A track's true particle is the one most of its on-particle positions
+    belong to.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        ``frame, x, y, particle`` (an analysis' tracks table).
+    truth : DataFrame
+        ``frame, particle, x, y, diameter_nm`` (:attr:`exonta.simulate.SimulationResult.truth`).
+    max_distance_px : float
+
+    Returns
+    -------
+    DataFrame
+        ``particle`` (track id), ``n_positions``, ``junk_fraction`` (positions matching no true
+        particle), ``purity`` (fraction of the track's positions on its true particle),
+        ``true_particle`` (−1 when no position matched) and ``true_diameter_nm`` (NaN then).
+    """
+    from scipy.spatial import cKDTree
+
+    cols = ["particle", "n_positions", "junk_fraction", "purity", "true_particle", "true_diameter_nm"]
+    if not len(tracks):
+        return pd.DataFrame({c: np.zeros(0) for c in cols})
+    tr = tracks[["frame", "x", "y", "particle"]].sort_values("frame", kind="stable")
+    tf = tr["frame"].to_numpy(np.int64)
+    txy = tr[["x", "y"]].to_numpy(float)
+    gt = truth.sort_values("frame", kind="stable")
+    gf = gt["frame"].to_numpy(np.int64)
+    gxy = gt[["x", "y"]].to_numpy(float)
+    gid = gt["particle"].to_numpy(np.int64)
+    match = np.full(len(tr), -1, np.int64)
+    for f in np.unique(tf):
+        a0, a1 = np.searchsorted(tf, [f, f + 1])
+        b0, b1 = np.searchsorted(gf, [f, f + 1])
+        if b1 == b0:
+            continue
+        dist, idx = cKDTree(gxy[b0:b1]).query(txy[a0:a1], distance_upper_bound=max_distance_px)
+        ok = np.isfinite(dist)
+        match[a0:a1][ok] = gid[b0:b1][idx[ok]]
+    pos = pd.DataFrame({"particle": tr["particle"].to_numpy(np.int64), "true_particle": match})
+    n = pos.groupby("particle").size()
+    junk = (pos["true_particle"] < 0).groupby(pos["particle"]).mean()
+    on = pos[pos["true_particle"] >= 0]
+    counts = on.groupby(["particle", "true_particle"]).size().reset_index(name="k")
+    best = counts.sort_values(["particle", "k", "true_particle"], ascending=[True, False, True]).drop_duplicates(
+        "particle").set_index("particle")
+    out = pd.DataFrame({"particle": n.index.to_numpy(np.int64), "n_positions": n.to_numpy(np.int64),
+                        "junk_fraction": junk.reindex(n.index).to_numpy(float)})
+    out["true_particle"] = best["true_particle"].reindex(n.index).fillna(-1).to_numpy(np.int64)
+    out["purity"] = (best["k"].reindex(n.index).fillna(0).to_numpy(float) / out["n_positions"].to_numpy(float))
+    diam = truth.drop_duplicates("particle").set_index("particle")["diameter_nm"]
+    out["true_diameter_nm"] = diam.reindex(out["true_particle"]).to_numpy(float)
+    return out[cols]
+
+
+def refit_tracks(run: dict[str, Any], particle_ids: Any) -> dict[str, Any]:
+    """Size statistics (:func:`exonta.analysis.distribution.size_distribution`, no bootstrap) of a
+    subset of a :func:`run_case` result's tracks, with the run's own acquisition and sizing
+    parameters; e.g. only the tracks that :func:`label_tracks` finds free of junk positions.
+    """
+    from .analysis.distribution import size_distribution
+
+    cfg = run["config"]
+    keep = np.asarray(particle_ids)
+    particles = run["particles"][run["particles"]["particle"].isin(keep)]
+    tracks = run["tracks"][run["tracks"]["particle"].isin(keep)]
+    sizing = cfg.sizing.model_copy(update={"bootstrap": 0})
+    return size_distribution(particles, cfg.acquisition, sizing, tracks=tracks).stats
+
+
+def weighted_quantiles(values: Any, quantiles: Any, weights: Any = None) -> np.ndarray:
+    """Quantiles of an empirical distribution (step CDF, optional weights): the smallest value
+    whose cumulative weight reaches each quantile."""
+    v = np.asarray(values, float)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, float)
+    ok = np.isfinite(v) & (w > 0)
+    v, w = v[ok], w[ok]
+    if not v.size:
+        return np.full(np.shape(quantiles), np.nan)
+    order = np.argsort(v, kind="stable")
+    c = np.cumsum(w[order]) / w.sum()
+    i = np.minimum(np.searchsorted(c, np.asarray(quantiles, float) * (1 - 1e-12)), v.size - 1)
+    return v[order][i]
