@@ -118,17 +118,6 @@ def test_label_tracks_finds_junk_and_majority_particle():
     assert list(lab["n_positions"]) == [5, 5, 5]
 
 
-def test_weighted_quantiles_is_the_inverted_cdf():
-    from exonta.validation import weighted_quantiles
-
-    rng = np.random.default_rng(4)
-    v = rng.lognormal(4.7, 0.4, 301)
-    w = rng.integers(1, 4, v.size)
-    q = [0.1, 0.5, 0.9]
-    assert np.allclose(weighted_quantiles(v, q), np.quantile(v, q, method="inverted_cdf"))
-    assert np.allclose(weighted_quantiles(v, q, w), np.quantile(np.repeat(v, w), q, method="inverted_cdf"))
-
-
 def test_deconvolution_recovers_the_true_sizes_of_its_tracks():
     """The estimator alone, without track selection and junk links: deconvolve only the fitted tracks that
     have no junk position and compare with the *true* diameters of those same tracks (one count per track).

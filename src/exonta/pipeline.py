@@ -442,7 +442,7 @@ def analyze(
 
     from .analysis.concentration import estimate_concentration, load_calibration
     from .analysis.diffusion import particle_table
-    from .analysis.distribution import size_distribution
+    from .analysis.distribution import brightness_warnings, size_distribution
     from .detect import locate_frames
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
@@ -534,6 +534,7 @@ def analyze(
 
     t = time.perf_counter()
     dist = size_distribution(particles, acq, config.sizing, tracks=tracks, progress=prog.stage("distribution"))
+    warnings += brightness_warnings(dist.stats.get("peaks") or [])
     prog(1, 1, "distribution")
     timings["distribution"] = time.perf_counter() - t
 

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .analysis.distribution import weighted_quantiles
 from .physics import relative_scattering
 
-__all__ = ["CASES", "ValidationCase", "label_tracks", "run_case", "truth_stats"]
+__all__ = ["CASES", "ValidationCase", "label_tracks", "refit_tracks", "run_case", "truth_stats",
+           "weighted_quantiles"]
 
 
 @dataclass(frozen=True)
@@ -207,17 +209,3 @@ def refit_tracks(run: dict[str, Any], particle_ids: Any) -> dict[str, Any]:
     sizing = cfg.sizing.model_copy(update={"bootstrap": 0})
     return size_distribution(particles, cfg.acquisition, sizing, tracks=tracks).stats
 
-
-def weighted_quantiles(values: Any, quantiles: Any, weights: Any = None) -> np.ndarray:
-    """Quantiles of an empirical distribution (step CDF, optional weights): the smallest value
-    whose cumulative weight reaches each quantile."""
-    v = np.asarray(values, float)
-    w = np.ones_like(v) if weights is None else np.asarray(weights, float)
-    ok = np.isfinite(v) & (w > 0)
-    v, w = v[ok], w[ok]
-    if not v.size:
-        return np.full(np.shape(quantiles), np.nan)
-    order = np.argsort(v, kind="stable")
-    c = np.cumsum(w[order]) / w.sum()
-    i = np.minimum(np.searchsorted(c, np.asarray(quantiles, float) * (1 - 1e-12)), v.size - 1)
-    return v[order][i]

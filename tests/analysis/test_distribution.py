@@ -12,6 +12,7 @@ from scipy.stats import gamma as gamma_dist
 from exonta.analysis import _distkernels
 from exonta.analysis.distribution import (
     _sigma2_per_track,
+    brightness_warnings,
     diameter_grid,
     dst_log_likelihood,
     dst_log_likelihood_sigma_derivatives,
@@ -20,6 +21,7 @@ from exonta.analysis.distribution import (
     plot_size_distribution,
     size_distribution,
     track_components,
+    weighted_quantiles,
     weighted_stats,
 )
 from exonta.config import Acquisition, SizingParams
@@ -318,6 +320,58 @@ def test_posterior_per_track_classifies_the_components():
     is_large = truth.loc[ids].to_numpy() == 300.0
     assert np.mean((large > 0.5) == is_large) > 0.95
 
+
+
+def test_peaks_carry_the_brightness_of_their_tracks_and_implausible_ones_are_flagged():
+    """Each peak reports the (posterior-weighted) median ``mean_mass`` of its tracks; a small-size peak that is
+    not dimmer than a larger one by at least (d ratio)² / BRIGHTNESS_SLACK gets a warning, a physical one not."""
+    rng = np.random.default_rng(31)
+    d = np.where(rng.random(600) < 0.5, 100.0, 300.0)
+    tracks, parts = _data(d, 32)
+    truth = pd.Series(d, index=parts["particle"].to_numpy())
+    noise = rng.lognormal(0.0, 0.3, len(parts))
+    parts["mean_mass"] = 1000.0 * (truth.loc[parts["particle"]].to_numpy() / 100.0) ** 6 * noise  # Rayleigh d⁶
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    small, large = dist.stats["peaks"]
+    assert small["median_mass"] == pytest.approx(1000.0, rel=0.15)
+    assert large["median_mass"] == pytest.approx(729000.0, rel=0.15)
+    assert small["n_tracks"] + large["n_tracks"] == pytest.approx(dist.stats["n_tracks_used"], rel=0.03)
+    assert small["n_tracks"] == pytest.approx(np.sum(d == 100.0), rel=0.1)
+    assert brightness_warnings(dist.stats["peaks"]) == []
+    # the same tracks, but the 100 nm ones as bright as the 300 nm ones: not particles of 100 nm
+    parts["mean_mass"] = 729000.0 * noise
+    flagged = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    msgs = brightness_warnings(flagged.stats["peaks"])
+    assert len(msgs) == 1 and msgs[0].startswith(f"the {flagged.stats['peaks'][0]['diameter_nm']:.0f} nm peak")
+
+
+def test_brightness_warnings_bounds():
+    pk = [{"diameter_nm": 36.0, "number_fraction": 0.11, "median_mass": 160.0, "n_tracks": 10.0},
+          {"diameter_nm": 1040.0, "number_fraction": 0.84, "median_mass": 3700.0, "n_tracks": 82.0}]
+    assert len(brightness_warnings(pk)) == 1  # 29x smaller, only 23x dimmer (d² needs 835 / 4)
+    pk[0]["median_mass"] = 3700.0 / 300.0  # 300x dimmer: within the d² / 4 tolerance
+    assert brightness_warnings(pk) == []
+    pk[0].update(median_mass=160.0, number_fraction=0.01)  # too small a peak to judge
+    assert brightness_warnings(pk) == []
+    pk[0].update(number_fraction=0.11, n_tracks=3.0)
+    assert brightness_warnings(pk) == []
+    pk[0].update(n_tracks=10.0, median_mass=float("nan"))  # no brightness column
+    assert brightness_warnings(pk) == []
+    close = [{"diameter_nm": 98.0, "number_fraction": 0.48, "median_mass": 27000.0, "n_tracks": 320.0},
+             {"diameter_nm": 205.0, "number_fraction": 0.52, "median_mass": 600000.0, "n_tracks": 350.0}]
+    assert brightness_warnings(close) == []
+    close[0]["median_mass"] = 700000.0  # the smaller peak brighter than the larger one
+    assert len(brightness_warnings(close)) == 1
+
+
+def test_weighted_quantiles_is_the_inverted_cdf():
+    rng = np.random.default_rng(4)
+    v = rng.lognormal(4.7, 0.4, 301)
+    w = rng.integers(1, 4, v.size)
+    q = [0.1, 0.5, 0.9]
+    np.testing.assert_allclose(weighted_quantiles(v, q), np.quantile(v, q, method="inverted_cdf"))
+    np.testing.assert_allclose(weighted_quantiles(v, q, w), np.quantile(np.repeat(v, w), q, method="inverted_cdf"))
+    assert np.isnan(weighted_quantiles([np.nan], [0.5])).all()
 
 @pytest.mark.slow
 def test_bimodal_100_150_resolved_where_raw_is_not():

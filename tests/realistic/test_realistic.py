@@ -81,3 +81,29 @@ def test_bf_1um_jpeg_rgb_drift_median_within_10_percent(bf_1um_folder):
     assert s["counts"]["n_valid_tracks"] >= 20
     assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
     assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)
+    assert not [m for m in res.warnings if "dimmer than the" in m]  # one population, plausible brightness
+
+
+@pytest.mark.slow
+def test_fl_1um_mjpeg_avi_sizes_and_flags_artefact_peaks(tmp_path):
+    """1 µm fluorescent beads in an MJPEG AVI: the compression artefacts are detected at the default threshold
+    and link into chains that size as tens of nm. The median must hold, and every peak far below the beads'
+    size must carry the brightness warning (its tracks are ~20x dimmer than the beads, not the > 200x that
+    particles 30x smaller would be); the beads' own peak must not."""
+    from realistic.recording import write_avi
+
+    rec = render(CASES["fl_1um_0.1px"])
+    avi = write_avi(rec, tmp_path / "fl_1um.avi")
+    vid, cfg, w, src = prepare(avi, acquisition=ACQ_1UM)
+    res = analyze(vid, cfg, acquisition_sources=src, warnings=w)
+    size = res.summary()["size_nm"]
+    assert size["d50"] == pytest.approx(1000.0, rel=0.05)
+    beads = max(size["peaks"], key=lambda p: p["number_fraction"])
+    assert beads["diameter_nm"] == pytest.approx(1000.0, rel=0.05) and beads["number_fraction"] > 0.7
+    flagged = [m for m in res.warnings if "dimmer than the" in m]
+    for p in size["peaks"]:
+        named = any(m.startswith(f"the {p['diameter_nm']:.0f} nm peak") for m in flagged)
+        if p["diameter_nm"] < 500.0 and p["number_fraction"] >= 0.02 and p["n_tracks"] >= 5:
+            assert named, (p, flagged)
+        if p is beads:
+            assert not named

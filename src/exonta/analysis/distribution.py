@@ -115,6 +115,8 @@ __all__ = [
     "gamma_log_likelihood",
     "fit_mixture_weights",
     "weighted_stats",
+    "weighted_quantiles",
+    "brightness_warnings",
 ]
 
 _STAT_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
@@ -792,6 +794,75 @@ def _raw_stats(values, edges, centres, widths, prominence):
             "d90": float(np.quantile(values, 0.9)), "peaks": peaks, "n": int(values.size)}
 
 
+def weighted_quantiles(values, quantiles, weights=None):
+    """Quantiles of an empirical distribution (step CDF, optional non-negative weights): the
+    smallest value whose cumulative weight reaches each quantile (``np.quantile``'s
+    ``"inverted_cdf"`` for equal weights). NaN values and zero weights are ignored."""
+    v = np.asarray(values, float)
+    wt = np.ones_like(v) if weights is None else np.asarray(weights, float)
+    ok = np.isfinite(v) & (wt > 0)
+    v, wt = v[ok], wt[ok]
+    if not v.size:
+        return np.full(np.shape(quantiles), np.nan)
+    order = np.argsort(v, kind="stable")
+    c = np.cumsum(wt[order]) / wt.sum()
+    i = np.minimum(np.searchsorted(c, np.asarray(quantiles, float) * (1 - 1e-12)), v.size - 1)
+    return v[order][i]
+
+
+#: Weakest growth of a particle's brightness with its diameter that :func:`brightness_warnings`
+#: allows: ∝ d² (a dye on the surface, or the geometric cross-section of particles far above the
+#: wavelength); light scattering by sub-wavelength particles grows as d⁶ (Rayleigh).
+BRIGHTNESS_MIN_EXPONENT = 2.0
+#: Factor of tolerance on that bound (defocus, motion blur and clipping change a track's mean mass).
+BRIGHTNESS_SLACK = 4.0
+
+
+def brightness_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
+    """Warnings for size peaks whose tracks are too bright for their size.
+
+    A peak at ``d_s`` below a more populous peak at ``d_l`` must be at least
+    ``(d_l/d_s)^2 / BRIGHTNESS_SLACK`` times dimmer (``median_mass`` of the tracks in each peak's
+    basin, posterior-weighted; see :func:`size_distribution`): no particle becomes brighter than
+    ``∝ d²`` (:data:`BRIGHTNESS_MIN_EXPONENT`), and small particles seen next to micron beads are
+    physically ``(d_l/d_s)^6`` dimmer. A small-size peak that is much brighter than that is not
+    made of small particles: chains of noise maxima (compression artefacts, dust, a threshold below
+    the video's noise), or real particles whose tracks took wrong links and so look too fast. The
+    sizes are not changed; the warning tells the user where to look.
+
+    Parameters
+    ----------
+    peaks : list of dict
+        ``stats["peaks"]`` of a :class:`SizeDistribution` (``diameter_nm``, ``number_fraction``,
+        ``median_mass``, ``n_tracks``).
+    min_fraction, min_tracks : float
+        Peaks smaller than this (number fraction, posterior track count) are not judged.
+
+    Returns
+    -------
+    list of str
+    """
+    ok = [p for p in peaks if p.get("number_fraction", 0) >= min_fraction and p.get("n_tracks", 0) >= min_tracks
+          and np.isfinite(p.get("median_mass", np.nan)) and p["median_mass"] > 0]
+    out = []
+    for small in ok:
+        larger = [p for p in ok if p["diameter_nm"] > small["diameter_nm"]]
+        if not larger:
+            continue
+        ref = max(larger, key=lambda p: p["number_fraction"])
+        ratio_d = ref["diameter_nm"] / small["diameter_nm"]
+        need = ratio_d ** BRIGHTNESS_MIN_EXPONENT / BRIGHTNESS_SLACK
+        seen = ref["median_mass"] / small["median_mass"]
+        if seen < need:
+            out.append(
+                f"the {small['diameter_nm']:.0f} nm peak ({100 * small['number_fraction']:.0f} % of the sized "
+                f"tracks) is only {seen:.1f}x dimmer than the {ref['diameter_nm']:.0f} nm peak, but particles "
+                f"{ratio_d:.1f}x smaller are at least {ratio_d ** BRIGHTNESS_MIN_EXPONENT:.0f}x dimmer: it is "
+                "probably not real particles (noise maxima or compression artefacts linked into tracks, or "
+                "tracks with wrong links); check its tracks, or raise --threshold-snr")
+    return out
+
+
 def _volume_weights(w, centres):
     v = np.asarray(w, float) * centres ** 3
     s = v.sum()
@@ -1038,6 +1109,11 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
     boot_peaks = [[q["diameter_nm"] for q in _find_peaks(wb / widths, wb, centres, prominence)] for wb in boot_w]
     for pk in peaks:
         lo, hi = pk.pop("_basin")
+        # the brightness of the tracks of this peak (posterior share in its basin as weight)
+        share = post[:, lo:hi].sum(axis=1, dtype=np.float64)
+        pk["n_tracks"] = float(share.sum())
+        pk["median_mass"] = (float(weighted_quantiles(brightness, [0.5], share)[0]) if use_brightness
+                             else float("nan"))
         lo_nm, hi_nm = edges[lo], edges[hi]
         pk["bootstrap_support"] = (float(np.mean([any(lo_nm <= d < hi_nm for d in bp) for bp in boot_peaks]))
                                    if boot_peaks else float("nan"))
