@@ -145,6 +145,12 @@ class DetectParams(_Model):
                                  "rarely form tracks of min_track_length")
     threshold: float | None = Field(default=None, ge=0,
                                     description="manual threshold on the filtered image (overrides threshold_snr)")
+    auto_threshold: bool = Field(default=True, description="when neither threshold_snr nor threshold is given and "
+                                 "the size distribution has a peak too bright for its size (noise maxima or "
+                                 "compression artefacts linked into tracks; exonta.analysis.distribution."
+                                 "implausible_peaks), analyse again at threshold_snr 5, then 7, and keep the "
+                                 "analysis whose implausible peaks hold the smallest number fraction; the threshold "
+                                 "used is saved with the result (auto_parameters) and a warning says so")
     min_separation_px: float | None = Field(default=None, gt=0, le=200,
                                             description="minimum distance between two maxima, px (default 2.5×psf)")
     edge_px: int | None = Field(default=None, ge=0, le=500,

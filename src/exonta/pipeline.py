@@ -406,6 +406,21 @@ def _as_video(video: Any):
     raise ExontaInputError(f"cannot analyse an object of type {type(video).__name__}: give a path or an array")
 
 
+#: Detection thresholds (noise sigmas) tried in turn by ``DetectParams.auto_threshold``.
+AUTO_THRESHOLDS_SNR = (5.0, 7.0)
+
+
+def _implausible_fraction(result: Result) -> float:
+    from .analysis.distribution import implausible_peaks
+
+    return float(sum(p["number_fraction"] for p, *_ in implausible_peaks(result.distribution.stats.get("peaks") or [])))
+
+
+def _auto_threshold_allowed(config: AnalysisConfig) -> bool:
+    d = config.detect
+    return bool(d.auto_threshold) and d.threshold is None and "threshold_snr" not in d.model_fields_set
+
+
 def analyze(
     video: Any,
     config: AnalysisConfig | None = None,
@@ -437,7 +452,64 @@ def analyze(
     Returns
     -------
     Result
+
+    Notes
+    -----
+    Automatic threshold (``DetectParams.auto_threshold``, only when no threshold was given): when
+    the size distribution has a peak too bright for its size
+    (:func:`exonta.analysis.distribution.implausible_peaks` — on compressed micron-bead videos,
+    chains of compression artefacts that size as tens of nm), the video is analysed again at
+    :data:`AUTO_THRESHOLDS_SNR` in turn, stopping at the first without such a peak, and the
+    analysis whose implausible peaks hold the smallest number fraction is returned (the lower
+    threshold on ties). Simulated NTA samples never trigger it.
     """
+    config = config if config is not None else AnalysisConfig()
+    kw = {"calibration": calibration, "acquisition_sources": acquisition_sources}
+    result = _analyze_once(video, config, progress, warnings=warnings, **kw)
+    if not _auto_threshold_allowed(config):
+        return result
+    first = best = result
+    tried = [(float(config.detect.threshold_snr), _implausible_fraction(result))]
+    for snr in AUTO_THRESHOLDS_SNR:
+        if tried[-1][1] <= 0.0:
+            break
+        cfg = config.model_copy(update={"detect": config.detect.model_copy(update={"threshold_snr": snr})})
+        cfg._auto = dict(config._auto)
+        res = _analyze_once(video, cfg, progress, warnings=warnings, **kw)
+        tried.append((snr, _implausible_fraction(res)))
+        if tried[-1][1] < _implausible_fraction(best):
+            best = res
+    if len(tried) == 1:
+        return result
+    used = float(best.config.detect.threshold_snr)
+    record = {"requested": tried[0][0], "used": used,
+              "tried": [{"threshold_snr": t, "implausible_peak_fraction": round(f, 4)} for t, f in tried],
+              "method": "lowest implausible-peak number fraction (peaks too bright for their size, "
+                        "exonta.analysis.distribution.implausible_peaks)"}
+    best.config._auto = {**best.config._auto, "threshold_snr": record}
+    best.auto_parameters = {k: v for k, v in best.config._auto.items() if k != "requested_parameters_hash"}
+    if best is not first:
+        from .analysis.distribution import implausible_peaks
+
+        peaks = ", ".join(f"{p['diameter_nm']:.0f} nm"
+                          for p, *_ in implausible_peaks(first.distribution.stats.get("peaks") or []))
+        best.warnings.insert(0, f"analysed at a detection threshold of {used:g} noise sigmas instead of "
+                                f"{tried[0][0]:g}: at {tried[0][0]:g} the size peak(s) at {peaks} were too bright "
+                                "for their size (noise or compression artefacts linked into tracks); give "
+                                "--threshold-snr to fix the threshold")
+    return best
+
+
+def _analyze_once(
+    video: Any,
+    config: AnalysisConfig | None = None,
+    progress: ProgressCallback | None = None,
+    *,
+    calibration: Any = None,
+    acquisition_sources: dict[str, str] | None = None,
+    warnings: list[str] | None = None,
+) -> Result:
+    """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold)."""
     import time
 
     from .analysis.concentration import estimate_concentration, load_calibration

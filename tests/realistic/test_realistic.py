@@ -82,28 +82,55 @@ def test_bf_1um_jpeg_rgb_drift_median_within_10_percent(bf_1um_folder):
     assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
     assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)
     assert not [m for m in res.warnings if "dimmer than the" in m]  # one population, plausible brightness
+    assert "threshold_snr" not in s["auto_parameters"] and res.config.detect.threshold_snr == 3.5
+
+
+@pytest.fixture(scope="module")
+def fl_1um_avi(tmp_path_factory):
+    """1 µm fluorescent beads in an MJPEG AVI (0.1 µm/px, green tint, dust, drift)."""
+    from realistic.recording import write_avi
+
+    return write_avi(render(CASES["fl_1um_0.1px"]), tmp_path_factory.mktemp("fl") / "fl_1um.avi")
+
+
+def _flagged(res):
+    return [m for m in res.warnings if "dimmer than the" in m]
 
 
 @pytest.mark.slow
-def test_fl_1um_mjpeg_avi_sizes_and_flags_artefact_peaks(tmp_path):
-    """1 µm fluorescent beads in an MJPEG AVI: the compression artefacts are detected at the default threshold
-    and link into chains that size as tens of nm. The median must hold, and every peak far below the beads'
-    size must carry the brightness warning (its tracks are ~20x dimmer than the beads, not the > 200x that
-    particles 30x smaller would be); the beads' own peak must not."""
-    from realistic.recording import write_avi
-
-    rec = render(CASES["fl_1um_0.1px"])
-    avi = write_avi(rec, tmp_path / "fl_1um.avi")
-    vid, cfg, w, src = prepare(avi, acquisition=ACQ_1UM)
+def test_fl_1um_mjpeg_avi_artefact_chains_are_flagged_at_a_fixed_threshold(fl_1um_avi):
+    """At a threshold the user fixed (3.5 σ, the default value), the MJPEG artefacts are detected and link into
+    chains that size as tens of nm. The median holds; every peak far below the beads' size carries the brightness
+    warning (its tracks are ~20x dimmer than the beads, not the > 200x that particles 30x smaller would be), the
+    beads' own peak does not; the threshold is not changed."""
+    vid, cfg, w, src = prepare(fl_1um_avi, acquisition=ACQ_1UM, overrides={"detect": {"threshold_snr": 3.5}})
     res = analyze(vid, cfg, acquisition_sources=src, warnings=w)
     size = res.summary()["size_nm"]
     assert size["d50"] == pytest.approx(1000.0, rel=0.05)
     beads = max(size["peaks"], key=lambda p: p["number_fraction"])
     assert beads["diameter_nm"] == pytest.approx(1000.0, rel=0.05) and beads["number_fraction"] > 0.7
-    flagged = [m for m in res.warnings if "dimmer than the" in m]
-    for p in size["peaks"]:
-        named = any(m.startswith(f"the {p['diameter_nm']:.0f} nm peak") for m in flagged)
-        if p["diameter_nm"] < 500.0 and p["number_fraction"] >= 0.02 and p["n_tracks"] >= 5:
-            assert named, (p, flagged)
-        if p is beads:
-            assert not named
+    small = [p for p in size["peaks"] if p["diameter_nm"] < 500.0 and p["number_fraction"] >= 0.02
+             and p["n_tracks"] >= 5]
+    assert small  # this recording has them at 3.5 σ (36 nm, 11 %)
+    for p in small:
+        assert any(m.startswith(f"the {p['diameter_nm']:.0f} nm peak") for m in _flagged(res)), (p, _flagged(res))
+    assert not any(m.startswith(f"the {beads['diameter_nm']:.0f} nm peak") for m in _flagged(res))
+    assert res.config.detect.threshold_snr == 3.5 and "threshold_snr" not in res.auto_parameters
+
+
+@pytest.mark.slow
+def test_fl_1um_mjpeg_avi_automatic_threshold_removes_the_artefact_peaks(fl_1um_avi):
+    """With no threshold given, the analysis is repeated at a higher threshold until no peak is too bright for its
+    size; the threshold used, the ones tried and a warning are reported."""
+    vid, cfg, w, src = prepare(fl_1um_avi, acquisition=ACQ_1UM)
+    res = analyze(vid, cfg, acquisition_sources=src, warnings=w)
+    s = res.summary()
+    auto = s["auto_parameters"]["threshold_snr"]
+    assert auto["requested"] == 3.5 and auto["used"] > 3.5 and res.config.detect.threshold_snr == auto["used"]
+    assert auto["tried"][0]["implausible_peak_fraction"] > 0.05
+    assert min(t["implausible_peak_fraction"] for t in auto["tried"]) == 0.0
+    assert not _flagged(res)
+    assert any(m.startswith("analysed at a detection threshold of") for m in res.warnings)
+    assert all(p["diameter_nm"] > 500.0 for p in s["size_nm"]["peaks"] if p["number_fraction"] >= 0.02)
+    assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
+    assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)

@@ -117,6 +117,7 @@ __all__ = [
     "weighted_stats",
     "weighted_quantiles",
     "brightness_warnings",
+    "implausible_peaks",
 ]
 
 _STAT_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
@@ -818,17 +819,16 @@ BRIGHTNESS_MIN_EXPONENT = 2.0
 BRIGHTNESS_SLACK = 4.0
 
 
-def brightness_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
-    """Warnings for size peaks whose tracks are too bright for their size.
+def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
+    """Size peaks whose tracks are too bright for their size.
 
     A peak at ``d_s`` below a more populous peak at ``d_l`` must be at least
     ``(d_l/d_s)^2 / BRIGHTNESS_SLACK`` times dimmer (``median_mass`` of the tracks in each peak's
-    basin, posterior-weighted; see :func:`size_distribution`): no particle becomes brighter than
-    ``∝ d²`` (:data:`BRIGHTNESS_MIN_EXPONENT`), and small particles seen next to micron beads are
-    physically ``(d_l/d_s)^6`` dimmer. A small-size peak that is much brighter than that is not
-    made of small particles: chains of noise maxima (compression artefacts, dust, a threshold below
-    the video's noise), or real particles whose tracks took wrong links and so look too fast. The
-    sizes are not changed; the warning tells the user where to look.
+    basin, posterior-weighted; see :func:`size_distribution`): no particle's light grows more slowly
+    than ``∝ d²`` (:data:`BRIGHTNESS_MIN_EXPONENT`), and small particles seen next to micron beads are
+    physically ``(d_l/d_s)^6`` dimmer. A small-size peak much brighter than that is not made of
+    small particles: chains of noise maxima (compression artefacts, dust, a threshold below the
+    video's noise), or real particles whose tracks took wrong links and so look too fast.
 
     Parameters
     ----------
@@ -840,27 +840,33 @@ def brightness_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
 
     Returns
     -------
-    list of str
+    list of tuple
+        ``(peak, reference_peak, observed_mass_ratio, least_physical_mass_ratio)``, smallest first.
     """
     ok = [p for p in peaks if p.get("number_fraction", 0) >= min_fraction and p.get("n_tracks", 0) >= min_tracks
           and np.isfinite(p.get("median_mass", np.nan)) and p["median_mass"] > 0]
     out = []
-    for small in ok:
+    for small in sorted(ok, key=lambda p: p["diameter_nm"]):
         larger = [p for p in ok if p["diameter_nm"] > small["diameter_nm"]]
         if not larger:
             continue
         ref = max(larger, key=lambda p: p["number_fraction"])
-        ratio_d = ref["diameter_nm"] / small["diameter_nm"]
-        need = ratio_d ** BRIGHTNESS_MIN_EXPONENT / BRIGHTNESS_SLACK
+        least = (ref["diameter_nm"] / small["diameter_nm"]) ** BRIGHTNESS_MIN_EXPONENT
         seen = ref["median_mass"] / small["median_mass"]
-        if seen < need:
-            out.append(
-                f"the {small['diameter_nm']:.0f} nm peak ({100 * small['number_fraction']:.0f} % of the sized "
-                f"tracks) is only {seen:.1f}x dimmer than the {ref['diameter_nm']:.0f} nm peak, but particles "
-                f"{ratio_d:.1f}x smaller are at least {ratio_d ** BRIGHTNESS_MIN_EXPONENT:.0f}x dimmer: it is "
-                "probably not real particles (noise maxima or compression artefacts linked into tracks, or "
-                "tracks with wrong links); check its tracks, or raise --threshold-snr")
+        if seen < least / BRIGHTNESS_SLACK:
+            out.append((small, ref, seen, least))
     return out
+
+
+def brightness_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
+    """One warning per peak of :func:`implausible_peaks` (the sizes are not changed: the warning
+    says where to look)."""
+    return [f"the {small['diameter_nm']:.0f} nm peak ({100 * small['number_fraction']:.0f} % of the sized tracks) is "
+            f"only {seen:.1f}x dimmer than the {ref['diameter_nm']:.0f} nm peak, but particles "
+            f"{ref['diameter_nm'] / small['diameter_nm']:.1f}x smaller are at least {least:.0f}x dimmer: it is "
+            "probably not real particles (noise maxima or compression artefacts linked into tracks, or tracks with "
+            "wrong links); check its tracks, or raise --threshold-snr"
+            for small, ref, seen, least in implausible_peaks(peaks, min_fraction, min_tracks)]
 
 
 def _volume_weights(w, centres):
