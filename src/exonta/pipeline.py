@@ -267,15 +267,18 @@ def _load_kernels_in_background(dtype: Any) -> None:
     """Load the detection kernels for ``dtype`` in a daemon thread (:func:`exonta.detect.locate.load_kernels`).
 
     Numba's compiler lock makes this safe beside other kernel calls; errors are ignored (a real
-    detection call reports them).
+    detection call reports them). The module is imported here, in the caller's thread: while the
+    caller goes on importing the rest of ``exonta.detect``, a second thread importing the same
+    package can deadlock inside the import system, which then hands one of the two a half-initialised
+    module (seen once as an "internal error": cannot import name 'COLUMNS' from partially initialized
+    module 'exonta.detect.locate').
     """
     if dtype is None:
         return
+    from .detect.locate import load_kernels
 
     def work() -> None:
         try:
-            from .detect.locate import load_kernels
-
             load_kernels(dtype)
         except Exception:  # noqa: BLE001 - the detection itself reports any real problem
             pass

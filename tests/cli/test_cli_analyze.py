@@ -72,3 +72,20 @@ def test_version_and_help():
     assert res.exit_code == 0 and res.stdout.startswith("exonta ")
     res = runner.invoke(app, ["analyze", "--help"])
     assert res.exit_code == 0 and "--pixel-size-um" in res.stdout
+
+
+def test_import_prefetch_starts_once_at_the_detection(monkeypatch):
+    """The result writer's imports start in a thread only once the detection reports (the main thread's own
+    imports are done then: concurrent imports of modules that import each other can deadlock)."""
+    from exonta.cli import analyze as cli_analyze
+
+    started = []
+    monkeypatch.setattr(cli_analyze, "_prefetch_imports", lambda: started.append(1))
+    seen = []
+    report = cli_analyze._prefetch_on_detect(lambda d, t, s: seen.append((d, t, s)) or (s != "stop"))
+    assert report(0, 1, "open") is True and started == []
+    assert report(0, 10, "detect") is True and started == [1]
+    report(5, 10, "detect")
+    report(1, 1, "link")
+    assert started == [1] and report(0, 1, "stop") is False
+    assert seen[:2] == [(0, 1, "open"), (0, 10, "detect")]

@@ -78,9 +78,26 @@ def _check_output_folder(out: Path) -> None:
         raise ExontaInputError(f"output folder {p} is not writable; choose another --out")
 
 
-#: Imported in a background thread while the video is read and analysed: the result writer's
-#: plotting and Parquet stacks (about 1 s of imports on a cold start) are then ready when needed.
+#: Imported in a background thread while the spots are detected: the result writer's plotting and
+#: Parquet stacks (about 1 s of imports on a cold start) are then ready when needed. It starts at the
+#: first progress report of the detection, when the main thread has done its own imports: two threads
+#: importing modules that import each other (pandas and pyarrow) can deadlock inside the import
+#: system, which then hands one of them a half-initialised module.
 PREFETCH_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "pyarrow.parquet")
+
+
+def _prefetch_on_detect(progress: Any) -> Any:
+    """``progress`` that also starts :func:`_prefetch_imports` once, at the first detection report."""
+    started = False
+
+    def report(done: int, total: int, stage: str) -> Any:
+        nonlocal started
+        if not started and stage == "detect":
+            started = True
+            _prefetch_imports()
+        return progress(done, total, stage)
+
+    return report
 
 
 def _prefetch_imports(modules: tuple[str, ...] = PREFETCH_MODULES) -> None:
@@ -122,7 +139,6 @@ def command(
     from ..io.results import result_name
     from ..pipeline import analyze, prepare
 
-    _prefetch_imports()
     acq = acquisition_flags(pixel_size_um, fps, exposure_s, temperature_c, viscosity_mpas, dilution)
     overrides: dict[str, dict[str, Any]] = {}
     if threshold_snr is not None:
@@ -143,8 +159,8 @@ def command(
             vid, cfg, warnings, sources = prepare(video, config_file=config, acquisition=acq, overrides=overrides,
                                                   invert=invert)
             with RichProgress(f"{Path(video).name}", enabled=not quiet and stderr_is_tty()) as bar:
-                result = analyze(vid, cfg, progress=bar, calibration=cal, acquisition_sources=sources,
-                                 warnings=warnings)
+                result = analyze(vid, cfg, progress=_prefetch_on_detect(bar), calibration=cal,
+                                 acquisition_sources=sources, warnings=warnings)
             folder = result.write(out)
         except ExontaInputError as exc:
             if len(videos) == 1:
