@@ -503,15 +503,8 @@ def analyze(
     return best
 
 
-def _analyze_once(
-    video: Any,
-    config: AnalysisConfig | None = None,
-    progress: ProgressCallback | None = None,
-    *,
-    calibration: Any = None,
-    acquisition_sources: dict[str, str] | None = None,
-    warnings: list[str] | None = None,
-) -> Result:
+def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback | None, *, calibration: Any,
+                  acquisition_sources: dict[str, str] | None, warnings: list[str] | None) -> Result:
     """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold)."""
     import time
 
@@ -529,8 +522,6 @@ def _analyze_once(
     vid = _as_video(video)
     warnings = list(warnings or [])
     sources = dict(acquisition_sources or {})
-    if config is None:
-        config = AnalysisConfig()
     if config.acquisition is None:
         acq, w, sources = resolve_acquisition(None, None, None, dict(getattr(vid, "metadata", {}) or {}),
                                               getattr(getattr(vid, "path", None), "name", "the video"))
