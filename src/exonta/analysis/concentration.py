@@ -1408,11 +1408,35 @@ def estimate_concentration(
         lo, hi = 0.0, 3.689 / max(n_frames, 1) / (area_um2 * depth_um) * UM3_PER_ML * dilution
     details.update({"method": method, "effective_depth_um": depth_um, "detection_volume_um3": area_um2 * depth_um,
                     "uncorrected_per_ml": uncorrected, "rel_se": rel_se})
+    if method in ("calibrated+size-model", "calibrated+brightness-model") and np.all(np.isfinite(per_bin)) \
+            and per_bin.sum() > 0 and getattr(distribution, "edges_nm", None) is not None:
+        details["size_nm"] = _particle_size_stats(per_bin, distribution)
 
     warnings += _count_warnings(mean_n, area_um2, acquisition.pixel_size_um, detect_params, n_valid, params)
     return ConcentrationResult(value_per_ml=float(value), ci95_low_per_ml=lo, ci95_high_per_ml=hi,
                                mean_particles_per_frame=mean_n, per_bin_per_ml=np.asarray(per_bin, dtype=float),
                                warnings=warnings, details=details)
+
+
+def _particle_size_stats(per_bin: np.ndarray, distribution: Any) -> dict[str, float]:
+    """Mean, mode, D10/D50/D90 (nm) of the concentration per size bin: the number distribution of the
+    particles *in the sample*.
+
+    The deconvolved distribution counts tracks, and small, dim particles are seen in a thinner slab,
+    so they give fewer tracks than their share of the sample (simulated EV-like sample: the fitted
+    tracks' true D10 is 19 % above the sample's, see benchmarks/bench_selection.py). Each bin's
+    concentration divides its counted detections by its own modelled depth, which undoes that
+    selection; it is reported only when the depth is calibrated (one depth for a single population,
+    the size model otherwise). On the simulator (calibrated on 100 nm PS, seed 2002): EV-like
+    D10/D50/D90 68.0 / 109.5 / 173.3 nm against the sample's 68.3 / 110 / 177 (the deconvolved
+    64.1 / 107.7 / 180.5).
+    """
+    from .distribution import weighted_stats
+
+    t = distribution.table
+    st = weighted_stats(np.asarray(per_bin, float), np.asarray(distribution.edges_nm, float),
+                        t["diameter_nm"].to_numpy(float), t["bin_width_nm"].to_numpy(float))
+    return {k: float(st[k]) for k in ("mean", "mode", "d10", "d50", "d90")}
 
 
 def _count_warnings(mean_n, area_um2, pixel_size_um, detect_params: DetectParams, n_valid, params):
