@@ -89,3 +89,18 @@ def test_import_prefetch_starts_once_at_the_detection(monkeypatch):
     report(1, 1, "link")
     assert started == [1] and report(0, 1, "stop") is False
     assert seen[:2] == [(0, 1, "open"), (0, 10, "detect")]
+
+
+def test_summary_table_shows_sample_sizes_only_when_calibrated(capsys):
+    from exonta.cli.analyze import print_summary
+
+    summary = {"size_nm": {"mode": 96.0, "d50": 111.0, "peaks": [{"diameter_nm": 96.0, "number_fraction": 1.0}]},
+               "concentration_per_ml": {"value": 1.3e9, "ci95_low": 1e9, "ci95_high": 1.6e9},
+               "counts": {"mean_particles_per_frame": 20.0, "n_valid_tracks": 900, "n_tracks": 3000},
+               "input": {"path": "ev.tif"}, "drift_um_per_s": [0.0, 0.0], "warnings": []}
+    print_summary(summary, None)
+    assert "in the sample" not in capsys.readouterr().out
+    summary["concentration_per_ml"]["size_nm"] = {"d10": 68.0, "d50": 109.5, "d90": 173.3}
+    print_summary(summary, None)
+    out = capsys.readouterr().out
+    assert "in the sample" in out and "68 / 110 / 173" in out

@@ -50,6 +50,11 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
         t.add_row("peak (nm)", _fmt(p.get("diameter_nm")), f"{100 * float(p.get('number_fraction', 0)):.0f}% of particles")
     t.add_row("concentration (particles/mL)", _fmt(c.get("value"), ".3g"),
               f"{_fmt(c.get('ci95_low'), '.3g')}–{_fmt(c.get('ci95_high'), '.3g')}" if c.get("value") is not None else "")
+    cs = c.get("size_nm") or {}
+    if cs:  # calibrated depth per size: sizes of the particles in the sample, not of the tracks
+        t.add_row("D10 / D50 / D90 in the sample (nm)",
+                  f"{_fmt(cs.get('d10'), '.0f')} / {_fmt(cs.get('d50'), '.0f')} / {_fmt(cs.get('d90'), '.0f')}",
+                  "per calibrated depth")
     t.add_row("particles per frame", _fmt(n.get("mean_particles_per_frame")), "")
     t.add_row("valid tracks / tracks", f"{n.get('n_valid_tracks')} / {n.get('n_tracks')}", "")
     dv = summary.get("drift_um_per_s") or [0, 0]
