@@ -477,7 +477,7 @@ def analyze(
         if tried[-1][1] <= 0.0:
             break
         cfg = config.model_copy(update={"detect": config.detect.model_copy(update={"threshold_snr": snr})})
-        cfg._auto = dict(config._auto)
+        cfg._auto = _requested(config)  # the requested hash stays that of the configuration as given
         res = _analyze_once(video, cfg, progress, warnings=warnings, **kw)
         tried.append((snr, _implausible_fraction(res)))
         if tried[-1][1] < _implausible_fraction(best):

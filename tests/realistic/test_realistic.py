@@ -134,3 +134,18 @@ def test_fl_1um_mjpeg_avi_automatic_threshold_removes_the_artefact_peaks(fl_1um_
     assert all(p["diameter_nm"] > 500.0 for p in s["size_nm"]["peaks"] if p["number_fraction"] >= 0.02)
     assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
     assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)
+
+
+@pytest.mark.slow
+def test_automatic_threshold_keeps_the_requested_parameters_hash(fl_1um_avi):
+    """Analysed from frames (no prepare): the summary's parameters_hash is that of the configuration as given, not of
+    the one with the raised threshold (batch uses it as the cache key)."""
+    from exonta.io import open_video
+
+    vid = open_video(fl_1um_avi)
+    frames = np.stack([np.asarray(vid.read(i)) for i in range(vid.n_frames)])
+    cfg = AnalysisConfig(acquisition={**ACQ_1UM, "exposure_s": 0.02}, detect={"psf_sigma_px": 3.2})
+    res = analyze(frames, cfg)
+    s = res.summary()
+    assert s["auto_parameters"]["threshold_snr"]["used"] > 3.5
+    assert s["parameters_hash"] == cfg.parameters_hash()
