@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from exonta.validation import CASES, refit_tracks, run_case, weighted_quantiles
+from exonta.analysis.distribution import weighted_quantiles
+from exonta.validation import CASES, refit_tracks, run_case
 
 STATS = {"d10": 0.1, "d50": 0.5, "d90": 0.9}
 

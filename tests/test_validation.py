@@ -126,7 +126,8 @@ def test_deconvolution_recovers_the_true_sizes_of_its_tracks():
     tracks (small EVs are visible in a thinner slab: their D10 is ~19 % above the sample's) and the reported
     statistics differ from the clean-track fit by the junk links (−17 % at D10); see benchmarks/bench_selection.py.
     """
-    from exonta.validation import refit_tracks, weighted_quantiles
+    from exonta.analysis.distribution import weighted_quantiles
+    from exonta.validation import refit_tracks
 
     r = run_case("ev_lognormal", seed=0)
     lab = r["track_truth"]
@@ -143,7 +144,8 @@ def test_deconvolution_recovers_the_true_sizes_of_its_tracks():
 def test_deconvolution_recovers_the_median_of_its_tracks_at_37c():
     """As above for the fast 37 °C beads, whose reported D50 (−3.4 % at seed 0) is low because of junk links
     (~43 % of the fitted tracks hold at least one junk position): without them the estimator is on target."""
-    from exonta.validation import refit_tracks, weighted_quantiles
+    from exonta.analysis.distribution import weighted_quantiles
+    from exonta.validation import refit_tracks
 
     r = run_case("mono100_37c", seed=0)
     lab = r["track_truth"]

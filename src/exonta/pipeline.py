@@ -472,7 +472,8 @@ def analyze(
     if not _auto_threshold_allowed(config):
         return result
     first = best = result
-    tried = [(float(config.detect.threshold_snr), _implausible_fraction(result))]
+    best_fraction = _implausible_fraction(result)
+    tried = [(float(config.detect.threshold_snr), best_fraction)]
     for snr in AUTO_THRESHOLDS_SNR:
         if tried[-1][1] <= 0.0:
             break
@@ -480,8 +481,8 @@ def analyze(
         cfg._auto = _requested(config)  # the requested hash stays that of the configuration as given
         res = _analyze_once(video, cfg, progress, warnings=warnings, **kw)
         tried.append((snr, _implausible_fraction(res)))
-        if tried[-1][1] < _implausible_fraction(best):
-            best = res
+        if tried[-1][1] < best_fraction:
+            best, best_fraction = res, tried[-1][1]
     if len(tried) == 1:
         return result
     used = float(best.config.detect.threshold_snr)

@@ -23,11 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis.distribution import weighted_quantiles
 from .physics import relative_scattering
 
-__all__ = ["CASES", "ValidationCase", "label_tracks", "refit_tracks", "run_case", "truth_stats",
-           "weighted_quantiles"]
+__all__ = ["CASES", "ValidationCase", "label_tracks", "refit_tracks", "run_case", "truth_stats"]
 
 
 @dataclass(frozen=True)
