@@ -53,3 +53,19 @@ def test_sample_search_radius_is_recorded_whether_or_not_it_is_used():
     relinked = rec["sample"] is not None and rec["sample"] < pipeline.RELINK_FACTOR * rec["physics"]
     assert rec["used"] == pytest.approx(rec["sample"] if relinked else rec["physics"])
     assert res.config.link.search_range_um == (pytest.approx(rec["used"]) if relinked else None)
+
+
+def test_uncalibrated_mixture_warns_that_peak_fractions_are_track_fractions():
+    """The bundled 100 + 200 nm sample (1:1 by number; the 100 nm beads near the detection limit) gives
+    far fewer 100 nm tracks than 200 nm ones: without a depth calibration the result says that its peak
+    fractions are fractions of tracks. The single-population sample gets no such warning."""
+    res = {}
+    for name in ("bimodal", "beads100"):
+        vid, cfg, _, sources = pipeline.prepare(SAMPLE / f"{name}.tif")
+        res[name] = pipeline.analyze(vid, cfg, acquisition_sources=sources)
+    peaks = res["bimodal"].distribution.stats["peaks"]
+    assert len(peaks) == 2 and peaks[1]["median_mass"] > 4 * peaks[0]["median_mass"]
+    msgs = [w for w in res["bimodal"].warnings if "fractions of tracks" in w]
+    assert len(msgs) == 1 and f"{peaks[1]['diameter_nm']:.0f} nm peak" in msgs[0]
+    assert "peaks" not in (res["bimodal"].summary()["concentration_per_ml"].get("size_nm") or {})
+    assert not any("fractions of tracks" in w for w in res["beads100"].warnings)

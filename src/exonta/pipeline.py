@@ -511,7 +511,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
 
     from .analysis.concentration import estimate_concentration, load_calibration
     from .analysis.diffusion import particle_table
-    from .analysis.distribution import brightness_warnings, size_distribution
+    from .analysis.distribution import brightness_warnings, size_distribution, track_fraction_warnings
     from .detect import locate_frames
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
@@ -614,6 +614,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
         calibration=cal)
     warnings += list(getattr(conc, "warnings", []) or [])
+    if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
+        warnings += track_fraction_warnings(dist.stats.get("peaks") or [])
     prog(1, 1, "concentration")
     timings["concentration"] = time.perf_counter() - t
     t = time.perf_counter()

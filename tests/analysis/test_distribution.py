@@ -11,7 +11,9 @@ from scipy.stats import gamma as gamma_dist
 
 from exonta.analysis import _distkernels
 from exonta.analysis.distribution import (
+    _run_replicates,
     _sigma2_per_track,
+    basin_fractions,
     brightness_warnings,
     diameter_grid,
     dst_log_likelihood,
@@ -21,6 +23,7 @@ from exonta.analysis.distribution import (
     plot_size_distribution,
     size_distribution,
     track_components,
+    track_fraction_warnings,
     weighted_quantiles,
     weighted_stats,
 )
@@ -362,6 +365,69 @@ def test_brightness_warnings_bounds():
     assert brightness_warnings(close) == []
     close[0]["median_mass"] = 700000.0  # the smaller peak brighter than the larger one
     assert len(brightness_warnings(close)) == 1
+
+
+def test_basin_fractions_share_valley_bins_and_sum_to_one():
+    w = np.array([1.0, 3.0, 2.0, 0.5, 2.0, 4.0, 1.0, 0.5])
+    f = basin_fractions(w, [0, 3, 8])  # valley bin 3 shared half and half
+    assert f == pytest.approx([(1 + 3 + 2 + 0.25) / 14.0, (0.25 + 2 + 4 + 1 + 0.5) / 14.0])
+    assert basin_fractions(w, [0, 8]) == pytest.approx([1.0])
+    assert basin_fractions(w, [0, 3, 5, 8]).sum() == pytest.approx(1.0)
+    assert np.isnan(basin_fractions(np.zeros(4), [0, 4])).all()
+
+
+def test_peak_bounds_reproduce_the_peaks_number_fractions():
+    rng = np.random.default_rng(32)
+    d = np.where(rng.random(600) < 0.5, 100.0, 300.0)
+    tracks, parts = _data(d, 33)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    peaks = dist.stats["peaks"]
+    assert len(peaks) == 2 and dist.peak_bounds.size == 3
+    assert dist.peak_bounds[0] == 0 and dist.peak_bounds[-1] == dist.weights.size
+    cut = dist.peak_bounds[1]
+    assert dist.table["diameter_nm"][cut] == pytest.approx(np.sqrt(100.0 * 300.0), rel=0.35)  # the valley
+    assert basin_fractions(dist.weights, dist.peak_bounds) == pytest.approx([p["number_fraction"] for p in peaks])
+
+
+def test_track_fraction_warning_when_peaks_differ_in_brightness():
+    pk = [{"diameter_nm": 98.0, "number_fraction": 0.17, "median_mass": 955.0, "n_tracks": 11.5},
+          {"diameter_nm": 200.0, "number_fraction": 0.83, "median_mass": 35300.0, "n_tracks": 55.5}]
+    (msg,) = track_fraction_warnings(pk)
+    assert "fractions of tracks" in msg and "200 nm peak is 37x brighter than the 98 nm one" in msg
+    pk[0]["median_mass"] = 35300.0 / 3.0  # within a factor 4: the slices hardly differ
+    assert track_fraction_warnings(pk) == []
+    pk[0].update(median_mass=955.0, n_tracks=3.0)  # too few tracks to judge
+    assert track_fraction_warnings(pk) == []
+    assert track_fraction_warnings(pk[1:]) == []
+    assert track_fraction_warnings([dict(p, median_mass=float("nan")) for p in pk]) == []
+
+
+def test_bootstrap_replicates_do_not_depend_on_the_number_of_threads(monkeypatch):
+    from exonta.analysis import distribution as dmod
+
+    rng = np.random.default_rng(34)
+    tracks, parts = _data(np.where(rng.random(300) < 0.5, 100.0, 200.0), 35)
+    orig = dmod._run_replicates
+    out = {}
+    for n in (1, 2):
+        monkeypatch.setattr(dmod, "_run_replicates", lambda fn, k, _n=n: orig(fn, k, _n))
+        out[n] = size_distribution(parts, ACQ, SizingParams(bootstrap=12), tracks=tracks)
+    np.testing.assert_array_equal(out[1].bootstrap_weights, out[2].bootstrap_weights)
+    assert out[1].stats["ci95"] == out[2].stats["ci95"]
+    assert out[1].bootstrap_weights.shape == (12, out[1].weights.size)
+    assert np.all(out[1].bootstrap_weights.sum(axis=1) == pytest.approx(1.0))
+
+
+def test_run_replicates_yields_in_order_and_raises():
+    seen = []
+    assert list(_run_replicates(seen.append, 7, 2)) == list(range(7)) and sorted(seen) == list(range(7))
+
+    def boom(b):
+        if b == 3:
+            raise ValueError("replicate 3")
+
+    with pytest.raises(ValueError, match="replicate 3"):
+        list(_run_replicates(boom, 6, 2))
 
 
 def test_weighted_quantiles_is_the_inverted_cdf():

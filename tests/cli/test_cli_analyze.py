@@ -104,3 +104,24 @@ def test_summary_table_shows_sample_sizes_only_when_calibrated(capsys):
     print_summary(summary, None)
     out = capsys.readouterr().out
     assert "in the sample" in out and "68 / 110 / 173" in out
+
+
+def test_summary_table_names_track_and_sample_fractions_of_peaks(capsys, monkeypatch):
+    from exonta.cli.analyze import print_summary
+
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per line
+
+    peaks = [{"diameter_nm": 98.0, "number_fraction": 0.35}, {"diameter_nm": 201.0, "number_fraction": 0.65}]
+    summary = {"size_nm": {"mode": 201.0, "d50": 150.0, "peaks": peaks},
+               "concentration_per_ml": {"value": 2e8, "ci95_low": 1.5e8, "ci95_high": 2.5e8},
+               "counts": {"mean_particles_per_frame": 20.0, "n_valid_tracks": 900, "n_tracks": 3000},
+               "input": {"path": "mix.tif"}, "drift_um_per_s": [0.0, 0.0], "warnings": []}
+    print_summary(summary, None)
+    out = capsys.readouterr().out
+    assert "35% of tracks" in out and "65% of tracks" in out and "% in the sample" not in out
+    summary["concentration_per_ml"]["size_nm"] = {
+        "d10": 90.0, "d50": 110.0, "d90": 210.0,
+        "peaks": [{"diameter_nm": 98.0, "number_fraction": 0.52}, {"diameter_nm": 201.0, "number_fraction": 0.48}]}
+    print_summary(summary, None)
+    out = capsys.readouterr().out
+    assert "35% of tracks, 52% in the sample" in out and "65% of tracks, 48% in the sample" in out

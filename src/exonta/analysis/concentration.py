@@ -1418,7 +1418,7 @@ def estimate_concentration(
                                warnings=warnings, details=details)
 
 
-def _particle_size_stats(per_bin: np.ndarray, distribution: Any) -> dict[str, float]:
+def _particle_size_stats(per_bin: np.ndarray, distribution: Any) -> dict[str, Any]:
     """Mean, mode, D10/D50/D90 (nm) of the concentration per size bin: the number distribution of the
     particles *in the sample*.
 
@@ -1431,12 +1431,20 @@ def _particle_size_stats(per_bin: np.ndarray, distribution: Any) -> dict[str, fl
     D10/D50/D90 68.0 / 109.5 / 173.3 nm against the sample's 68.3 / 110 / 177 (the deconvolved
     64.1 / 107.7 / 180.5).
     """
-    from .distribution import weighted_stats
+    from .distribution import basin_fractions, weighted_stats
 
     t = distribution.table
     st = weighted_stats(np.asarray(per_bin, float), np.asarray(distribution.edges_nm, float),
                         t["diameter_nm"].to_numpy(float), t["bin_width_nm"].to_numpy(float))
-    return {k: float(st[k]) for k in ("mean", "mode", "d10", "d50", "d90")}
+    out: dict[str, Any] = {k: float(st[k]) for k in ("mean", "mode", "d10", "d50", "d90")}
+    peaks = (getattr(distribution, "stats", None) or {}).get("peaks") or []
+    bounds = np.asarray(getattr(distribution, "peak_bounds", np.zeros(0)), np.int64)
+    if peaks and bounds.size == len(peaks) + 1:
+        # the deconvolved peaks (of the tracks), each with its share of the particles in the sample
+        frac = basin_fractions(per_bin, bounds)
+        out["peaks"] = [{"diameter_nm": float(p["diameter_nm"]), "number_fraction": float(f)}
+                        for p, f in zip(peaks, frac)]
+    return out
 
 
 def _count_warnings(mean_n, area_um2, pixel_size_um, detect_params: DetectParams, n_valid, params):

@@ -46,11 +46,16 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
                        ("d50", "D50 (nm)"), ("d90", "D90 (nm)")):
         lohi = ci.get(key) or [None, None]
         t.add_row(label, _fmt(s.get(key)), f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if lohi[0] is not None else "")
-    for p in s.get("peaks") or []:
-        t.add_row("peak (nm)", _fmt(p.get("diameter_nm")), f"{100 * float(p.get('number_fraction', 0)):.0f}% of particles")
+    cs = c.get("size_nm") or {}
+    in_sample = cs.get("peaks") or []
+    peaks = s.get("peaks") or []
+    for i, p in enumerate(peaks):
+        share = f"{100 * float(p.get('number_fraction', 0)):.0f}% of tracks"
+        if len(in_sample) == len(peaks) and len(peaks) > 1:  # calibrated depth: the share of the particles too
+            share += f", {100 * float(in_sample[i].get('number_fraction', 0)):.0f}% in the sample"
+        t.add_row("peak (nm)", _fmt(p.get("diameter_nm")), share)
     t.add_row("concentration (particles/mL)", _fmt(c.get("value"), ".3g"),
               f"{_fmt(c.get('ci95_low'), '.3g')}–{_fmt(c.get('ci95_high'), '.3g')}" if c.get("value") is not None else "")
-    cs = c.get("size_nm") or {}
     if cs:  # calibrated depth per size: sizes of the particles in the sample, not of the tracks
         t.add_row("D10 / D50 / D90 in the sample (nm)",
                   f"{_fmt(cs.get('d10'), '.0f')} / {_fmt(cs.get('d50'), '.0f')} / {_fmt(cs.get('d90'), '.0f')}",
