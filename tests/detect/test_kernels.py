@@ -295,7 +295,7 @@ def test_process_frame_matches_reference_pipeline():
     rng = np.random.default_rng(7)
     xs, ys = rng.uniform(6, 74, 12), rng.uniform(6, 54, 12)
     raw = ref.render_spots((60, 80), xs, ys, 1200.0, 1.5, 20.0, rng).astype(np.uint16)
-    p = DetectParams()
+    p = DetectParams(search_binning=1)  # the full-resolution search (the binned one: test_binned_search_*)
     s = L._settings(p)
     ws = np.empty((2, 60, 80), np.float32)
     cap = 100

@@ -58,6 +58,16 @@ Settings = namedtuple(
         "noise_tile",     # int: side of the tiles of the local noise estimate, px
         "saturation",     # float: raw value at/above which a pixel is left out of fits (inf: none)
         "merge_sigma",    # float: fitted spots closer than this × the smaller size_px are one spot (0: off)
+        # candidate search on the 2×2-binned frame (search_bin = 2; 1: at full resolution); the lengths of
+        # the search in binned pixels (see locate._settings):
+        "search_bin",     # int: 1 or 2
+        "gauss_b",        # float32: normalised 1-D Gaussian of the binned spot's sigma
+        "box_half_b",     # int
+        "edge_b",         # int
+        "sep_dy_b",       # int64 (m,)
+        "sep_dx_b",       # int64 (m,)
+        "sigma0_b",       # float: the binned spot's sigma, binned px
+        "noise_tile_b",   # int
     ],
 )
 
@@ -288,6 +298,36 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
                 k += 1
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _working_frame(raw, bg, sign, work):
+    """``work = sign·(raw − bg)`` (float32; ``bg`` may be shape (0, 0) = none): the frame the fits use."""
+    h, w = raw.shape
+    has_bg = bg.shape[0] > 0
+    sg = np.float32(sign)
+    for y in range(h):
+        rr = raw[y]
+        wr = work[y]
+        if has_bg:
+            br = bg[y]
+            for x in range(w):
+                wr[x] = sg * (np.float32(rr[x]) - br[x])
+        else:
+            for x in range(w):
+                wr[x] = sg * np.float32(rr[x])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _bin2(work, out):
+    """``out[i, j]`` = sum of the 2×2 block ``work[2i:2i+2, 2j:2j+2]`` (an odd last row or column is left out)."""
+    h2, w2 = out.shape
+    for i in range(h2):
+        r0 = work[2 * i]
+        r1 = work[2 * i + 1]
+        o = out[i]
+        for j in range(w2):
+            o[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1])
+
+
 # RMS of a unit normal truncated at ±3σ: corrects the clipped estimate.
 _CLIP_K = 3.0
 _CLIP_CORR = 0.9865867
@@ -373,6 +413,14 @@ def _tile_span(length, edge, n_tiles, i):
     """``[lo, hi)`` of tile ``i`` of ``n_tiles`` splitting the interior ``[edge, length − edge)`` evenly."""
     inner = max(length - 2 * edge, 0)
     return edge + (i * inner) // n_tiles, edge + ((i + 1) * inner) // n_tiles
+
+
+@njit(cache=True, nogil=True)
+def _grid_shape(h, w, s):
+    """(ny, nx) of the tile-noise grid of an (h, w) frame: of the binned frame when ``s.search_bin`` is 2."""
+    if s.search_bin == 2:
+        return _n_tiles(h // 2, s.edge_b, s.noise_tile_b), _n_tiles(w // 2, s.edge_b, s.noise_tile_b)
+    return _n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)
 
 
 @njit(cache=True, nogil=True)
@@ -1656,6 +1704,62 @@ def _bright_spot_pass(raw, filt, s, rows, cols, vals, peak, sat, n):
 
 
 @njit(cache=True, nogil=True)
+def _to_full_res(work, rows, cols, vals, peak, sat, n):
+    """Binned candidates (``rows``, ``cols`` in binned pixels) to full-resolution pixels, in place.
+
+    A candidate on a clipped region (``sat[k, 0] > 0``) goes to the region's rounded centroid
+    (:func:`_merge_saturated`); any other to the largest ``work`` pixel of its 2×2 block, where its
+    fit starts. The candidates are then re-sorted into raster order.
+    """
+    h, w = work.shape
+    for k in range(n):
+        if sat[k, 0] > 0.0:
+            rows[k] = min(max(int(round(sat[k, 1])), 0), h - 1)
+            cols[k] = min(max(int(round(sat[k, 2])), 0), w - 1)
+            continue
+        r = 2 * rows[k]
+        c = 2 * cols[k]
+        br = r
+        bc = c
+        best = work[r, c]
+        for dr in range(2):
+            for dc in range(2):
+                v = work[r + dr, c + dc]
+                if v > best:
+                    best = v
+                    br = r + dr
+                    bc = c + dc
+        rows[k] = br
+        cols[k] = bc
+    _sort_candidates(rows, cols, vals, peak, sat, n)
+
+
+@njit(cache=True, nogil=True)
+def _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n):
+    """:func:`_bright_spot_pass` for candidates found on the 2×2-binned filtered frame ``fb``.
+
+    The clipped regions are found at full resolution (on ``raw``, around each candidate's full-res
+    pixel); the saddle merge and the halo test read ``fb`` at the binned positions with the binned
+    lengths (``s.sigma0_b``, ``s.noise_tile_b``): the same tests in the same units (noise sigmas,
+    spot sigmas, tiles). Returns the new count; ``rows``, ``cols`` are full-res pixels on return.
+    """
+    sat[:n] = 0.0
+    _to_full_res(work, rows, cols, vals, peak, sat, n)
+    n = _merge_saturated(raw, s.saturation, max(2, int(math.ceil(2.0 * s.sigma0))), rows, cols, vals, peak, sat, n)
+    h2, w2 = fb.shape
+    for k in range(n):
+        rows[k] = min(rows[k] // 2, h2 - 1)
+        cols[k] = min(cols[k] // 2, w2 - 1)
+    n = _merge_no_saddle(fb, _SADDLE_REACH_SIGMAS * s.sigma0_b, _SADDLE_RATIO, rows, cols, vals, peak, sat, n)
+    if s.threshold < 0.0:
+        n = _halo_test(fb, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * s.noise_tile_b,
+                       int(_HALO_HALF_TILES * s.noise_tile_b), _HALO_HOLE_SIGMAS * _SQRT2 * s.sigma0_b,
+                       rows, cols, vals, peak, sat, n)
+    _to_full_res(work, rows, cols, vals, peak, sat, n)
+    return n
+
+
+@njit(cache=True, nogil=True)
 def _merge_no_saddle(f, reach, ratio, rows, cols, vals, peak, sat, n):
     """Merge candidates with no saddle of ``f`` between them (one spot); returns the new count.
 
@@ -1753,24 +1857,53 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
         Number of spots (may exceed ``cap``: then only ``cap`` are written and
         the caller must retry with a larger capacity).
     """
-    _filter_frame(raw, bg, s.sign, s.gauss, s.box_half, work, filt)
-    if own_grid:
-        _noise_map(filt, s.edge, grid, 6)
-        _cap_noise(grid, _NOISE_CAP, raw, s.edge)
-    if s.threshold >= 0.0:
-        n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
-    else:
-        n = _find_maxima(filt, grid, s.threshold_snr, floor, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
     cap = rows.shape[0]
     has_bg = bg.shape[0] > 0
-    nk = min(n, cap)
-    peak = np.empty(nk)
-    sat = np.zeros((nk, 3))
-    for k in range(nk):
-        peak[k] = filt[rows[k], cols[k]]
-    if n <= cap:
-        n = _bright_spot_pass(raw, filt, s, rows, cols, vals, peak, sat, n)
-        nk = n
+    if s.search_bin == 2:
+        # candidates on the 2×2-binned frame (a quarter of the pixels for the filter, noise map and
+        # maxima), fits at full resolution; the binned frames live in the ``filt`` scratch
+        h, w = raw.shape
+        h2 = h // 2
+        w2 = w // 2
+        m2 = h2 * w2
+        flat = filt.reshape(h * w)
+        b = flat[:m2].reshape((h2, w2))
+        wb = flat[m2:2 * m2].reshape((h2, w2))
+        fb = flat[2 * m2:3 * m2].reshape((h2, w2))
+        _working_frame(raw, bg, s.sign, work)
+        _bin2(work, b)
+        _filter_frame(b, np.zeros((0, 0), np.float32), 1.0, s.gauss_b, s.box_half_b, wb, fb)
+        if own_grid:
+            _noise_map(fb, s.edge_b, grid, 6)
+            _cap_noise(grid, _NOISE_CAP, raw, s.edge)  # the same tiles, their levels from the raw frame
+        n = _find_maxima(fb, grid, s.threshold_snr, 4.0 * floor, s.edge_b, s.sep_dy_b, s.sep_dx_b, rows, cols, vals)
+        nk = min(n, cap)
+        peak = np.empty(nk)
+        sat = np.zeros((nk, 3))
+        for k in range(nk):
+            peak[k] = fb[rows[k], cols[k]]
+        if n <= cap:
+            n = _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n)
+            nk = n
+        else:
+            _to_full_res(work, rows, cols, vals, peak, sat, nk)
+    else:
+        _filter_frame(raw, bg, s.sign, s.gauss, s.box_half, work, filt)
+        if own_grid:
+            _noise_map(filt, s.edge, grid, 6)
+            _cap_noise(grid, _NOISE_CAP, raw, s.edge)
+        if s.threshold >= 0.0:
+            n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
+        else:
+            n = _find_maxima(filt, grid, s.threshold_snr, floor, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
+        nk = min(n, cap)
+        peak = np.empty(nk)
+        sat = np.zeros((nk, 3))
+        for k in range(nk):
+            peak[k] = filt[rows[k], cols[k]]
+        if n <= cap:
+            n = _bright_spot_pass(raw, filt, s, rows, cols, vals, peak, sat, n)
+            nk = n
     mask = np.empty((2 * s.roi_half + 1, 2 * s.roi_half + 1), np.uint8)
     for k in range(nk):
         if sat[k, 0] > 0.0:
@@ -1859,6 +1992,6 @@ def _locate_chunk(frames, bg, s, floor, scratch, out, counts):
         rows = np.empty(cap, np.int64)
         cols = np.empty(cap, np.int64)
         vals = np.empty(cap, np.float64)
-        grid = np.empty((_n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)))
+        grid = np.empty(_grid_shape(h, w, s))
         for i in range(wi, k, nw):
             counts[i] = _process_frame(frames[i], bg, s, floor, grid, True, ws[0], ws[1], rows, cols, vals, out[i])

@@ -135,9 +135,32 @@ def derived_sizes(p: DetectParams) -> dict[str, float | int]:
     }
 
 
+#: Smallest spot width (Gaussian sigma, px) for which the candidate search runs on the 2×2-binned frame
+#: by default (DetectParams.search_binning = None): the binned spot then has σ ≥ 0.66 binned px.
+BINNED_SEARCH_MIN_SIGMA_PX = 1.2
+
+
+def search_binning(p: DetectParams) -> int:
+    """The binning (1 or 2) of the candidate search for these parameters (see ``DetectParams.search_binning``).
+
+    An absolute ``threshold`` is a level of the full-resolution filtered frame, so it always searches at
+    full resolution.
+    """
+    if p.threshold is not None:
+        return 1
+    if p.search_binning is not None:
+        return int(p.search_binning)
+    return 2 if p.psf_sigma_px >= BINNED_SEARCH_MIN_SIGMA_PX else 1
+
+
 def _settings(p: DetectParams) -> K.Settings:
     d = derived_sizes(p)
     dy, dx = _disc_offsets(d["min_separation_px"])
+    noise_tile = max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px)))
+    # the binned search: the spot summed over 2×2 blocks has (in binned px) σ_b² = (σ² + 1/3)/4 (a 2-px box
+    # adds 4/12 px² of variance); every other length is halved
+    sigma_b = math.sqrt((p.psf_sigma_px ** 2 + 1.0 / 3.0) / 4.0)
+    dy_b, dx_b = _disc_offsets(d["min_separation_px"] / 2.0)
     return K.Settings(
         sign=-1.0 if p.invert else 1.0,
         gauss=gaussian_kernel(p.psf_sigma_px),
@@ -150,9 +173,17 @@ def _settings(p: DetectParams) -> K.Settings:
         mode=int(_MODES[p.localisation]),
         roi_half=int(d["roi_half"]),
         sigma0=float(p.psf_sigma_px),
-        noise_tile=max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px))),
+        noise_tile=noise_tile,
         saturation=math.inf,
         merge_sigma=float(p.merge_within_sigma),
+        search_bin=search_binning(p),
+        gauss_b=gaussian_kernel(sigma_b),
+        box_half_b=max(int(round(d["box_half"] / 2.0)), 2),
+        edge_b=max(int(math.ceil(d["edge_px"] / 2.0)), 1),
+        sep_dy_b=dy_b,
+        sep_dx_b=dx_b,
+        sigma0_b=float(sigma_b),
+        noise_tile_b=max(noise_tile // 2, 4),
     )
 
 
@@ -243,7 +274,7 @@ def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
             out = np.empty((k, cap, K.N_FIELDS), np.float64)
             counts = np.zeros(k, np.int64)
             if k == 1:  # one frame (live preview): no thread-pool launch
-                grid = np.empty((K._n_tiles(h, s.edge, s.noise_tile), K._n_tiles(w, s.edge, s.noise_tile)))
+                grid = np.empty(K._grid_shape(h, w, s))
                 counts[0] = K._process_frame(frames[0], bg, s, floor, grid, True, scratch[0, 0], scratch[0, 1],
                                              np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), out[0])
             else:
