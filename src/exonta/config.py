@@ -166,11 +166,13 @@ class DetectParams(_Model):
         "left gave persistent false spots at its rim); the offset this leaves (−0.67 noise sigmas) is smooth and "
         "the band-pass filter and the per-spot local background remove it")
     localisation: Literal["gaussian", "radial", "centroid"] = "gaussian"
-    search_binning: Literal[1, 2] | None = Field(
-        default=None,
-        description="candidate search on the frame summed in 2×2 blocks (2) or at full resolution (1); the fits "
-                    "are always at full resolution. Default: 2 when psf_sigma_px ≥ 1.2 and no absolute threshold is "
-                    "given (about half the detection time; spots that wide lose no recall), else 1")
+    search_binning: Literal[1, 2] = Field(
+        default=1,
+        description="2: search the candidates on the frame summed in 2×2 blocks (the fits stay at full resolution): "
+                    "about half the detection time, the same positions for isolated spots, but fewer candidates in "
+                    "the noise and less resolution for touching spots, which moves the size distribution of samples "
+                    "near the detection limit (bench_detect.py, bench_accuracy.py --search-binning 2); an absolute "
+                    "threshold always searches at full resolution. 1 (default): full resolution")
     invert: bool = Field(default=False, description="dark particles on a light background (bright-field)")
     chunk_frames: int = Field(default=64, ge=1, le=100000)
     merge_within_sigma: float = Field(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference import detect_ref as ref  # noqa: E402
@@ -295,7 +296,7 @@ def test_process_frame_matches_reference_pipeline():
     rng = np.random.default_rng(7)
     xs, ys = rng.uniform(6, 74, 12), rng.uniform(6, 54, 12)
     raw = ref.render_spots((60, 80), xs, ys, 1200.0, 1.5, 20.0, rng).astype(np.uint16)
-    p = DetectParams(search_binning=1)  # the full-resolution search (the binned one: test_binned_search_*)
+    p = DetectParams()  # the full-resolution search (the binned one: test_binned_search_*)
     s = L._settings(p)
     ws = np.empty((2, 60, 80), np.float32)
     cap = 100
@@ -442,3 +443,75 @@ def test_merge_no_saddle_and_halo_test_match_reference():
     m2 = K._halo_test(f, 3.5, 4.0, 32.0, 8, 4.2, rows, cols, vals2, pk, sat, m)
     assert m2 == keep2.sum() < m
     np.testing.assert_array_equal(np.c_[rows[:m2], cols[:m2]], np.array(peaks2)[keep2])
+
+
+@pytest.mark.parametrize("shape", [(8, 10), (9, 11)])
+def test_bin2_sums_2x2_blocks(shape):
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 5, shape).astype(np.float32)
+    out = np.empty((shape[0] // 2, shape[1] // 2), np.float32)
+    K._bin2(a, out)
+    h2, w2 = out.shape
+    np.testing.assert_allclose(out, a[:2 * h2, :2 * w2].reshape(h2, 2, w2, 2).sum(axis=(1, 3)), rtol=1e-6)
+
+
+def test_to_full_res_takes_the_brightest_block_pixel_or_the_clipped_centroid():
+    rng = np.random.default_rng(4)
+    work = rng.normal(0, 1, (20, 24)).astype(np.float32)
+    rows = np.array([1, 3, 6, 2], np.int64)
+    cols = np.array([9, 2, 4, 11], np.int64)
+    vals, peak = np.arange(4.0), np.arange(4.0) * 10
+    sat = np.zeros((4, 3))
+    sat[1] = (2.0, 7.4, 4.6)  # a clipped region: its centroid
+    K._to_full_res(work, rows, cols, vals, peak, sat, 4)
+    expect = []
+    for k, (r, c) in enumerate([(1, 9), (3, 2), (6, 4), (2, 11)]):
+        if k == 1:
+            expect.append((7, 5, k))
+            continue
+        blk = work[2 * r:2 * r + 2, 2 * c:2 * c + 2]
+        i, j = np.unravel_index(np.argmax(blk), (2, 2))
+        expect.append((2 * r + i, 2 * c + j, k))
+    expect.sort()  # raster order, the other arrays follow
+    assert list(zip(rows, cols)) == [(r, c) for r, c, _ in expect]
+    np.testing.assert_array_equal(vals, [float(k) for *_, k in expect])
+    np.testing.assert_array_equal(peak, [10.0 * k for *_, k in expect])
+    assert sat[[k for *_, k in expect].index(1), 0] == 2.0
+
+
+def test_search_binning_default_and_overrides():
+    assert L.search_binning(DetectParams()) == 1
+    assert L.search_binning(DetectParams(search_binning=2)) == 2
+    assert L.search_binning(DetectParams(search_binning=2, threshold=50.0)) == 1  # a full-resolution level
+    s = L._settings(DetectParams(search_binning=2))
+    assert s.search_bin == 2 and s.sigma0_b == pytest.approx(np.sqrt((1.5 ** 2 + 1 / 3) / 4))
+    assert (s.box_half_b, s.edge_b, s.noise_tile_b) == (3, 2, 16)
+    assert L._settings(DetectParams(search_binning=2, edge_px=0)).edge_b == 0
+    with pytest.raises(Exception):
+        DetectParams(search_binning=3)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_binned_search_finds_the_same_spots_as_the_full_resolution_search(dtype):
+    """Isolated spots well above the threshold: both searches find every one, and the fits (the same code, at
+    full resolution, from start pixels at most one pixel apart) give the same positions within 0.05 px."""
+    rng = np.random.default_rng(8)
+    gy, gx = np.mgrid[14:180:24, 14:244:24]  # sparse, as in NTA: the tiles of the noise map are mostly background
+    xs = gx.ravel() + rng.uniform(-2, 2, gx.size)
+    ys = gy.ravel() + rng.uniform(-2, 2, gy.size)
+    raw = ref.render_spots((192, 256), xs, ys, 2500.0, 1.5, 10.0, rng)
+    raw = np.clip(raw, 0, np.iinfo(dtype).max).astype(dtype)
+    got = {}
+    for b in (1, 2):
+        df = L.locate(raw, search_binning=b, threshold_snr=6.0).sort_values(["y", "x"]).reset_index(drop=True)
+        got[b] = df
+    assert len(got[1]) == len(got[2]) == xs.size
+    # a fit's ROI is centred on its start pixel: one pixel apart, the two fits see slightly different pixels
+    np.testing.assert_allclose(got[2][["x", "y"]].to_numpy(), got[1][["x", "y"]].to_numpy(), atol=0.05)
+    np.testing.assert_allclose(got[2]["mass"], got[1]["mass"], rtol=0.03)
+    assert np.mean(np.abs(got[2]["x"].to_numpy() - got[1]["x"].to_numpy()) < 1e-3) >= 0.75  # mostly the same start
+    d, _ = cKDTree(np.c_[xs, ys]).query(got[2][["x", "y"]].to_numpy())
+    assert d.max() < 0.5
+    # the snr is the binned filtered peak over the binned frame's noise: the same order as at full resolution
+    ratio = got[2]["snr"].to_numpy() / got[1]["snr"].to_numpy()
+    assert 0.7 < np.median(ratio) < 1.6

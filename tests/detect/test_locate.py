@@ -193,10 +193,11 @@ def test_tiny_frames_are_handled():
     assert len(locate(np.arange(20, dtype=np.uint16).reshape(1, 20))) == 0
 
 
-def test_saturated_spots_give_one_detection_each():
+@pytest.mark.parametrize("binning", [1, 2])
+def test_saturated_spots_give_one_detection_each(binning):
     img = ref.render_spots((60, 60), [20.0, 40.3], [30.0, 25.6], 50000.0, 1.5, 5.0, None, poisson=False)
     img = np.minimum(img, 255).astype(np.uint8)  # flat-topped plateaus
-    df = locate(img)
+    df = locate(img, search_binning=binning)
     assert len(df) == 2
     # the Gaussian model does not fit a clipped top: within a quarter pixel, not better
     np.testing.assert_allclose(df.sort_values("x")[["x", "y"]].to_numpy(), [[20.0, 30.0], [40.3, 25.6]], atol=0.25)
@@ -263,7 +264,8 @@ def test_invert_finds_dark_spots(localisation):
 
 
 # ----------------------------------------------------------------- background
-def test_uneven_background_creates_no_false_spots():
+@pytest.mark.parametrize("binning", [1, 2])
+def test_uneven_background_creates_no_false_spots(binning):
     rng = np.random.default_rng(17)
     h, w = 200, 260
     yy, xx = np.mgrid[0:h, 0:w]
@@ -272,10 +274,10 @@ def test_uneven_background_creates_no_false_spots():
     illum += 150 * np.exp(-((xx - 200) ** 2 + (yy - 50) ** 2) / (2 * 12.0 ** 2))  # smaller glare
     empty = rng.poisson(illum).astype(np.uint16)
     # at a 5-sigma threshold a frame of pure (uneven) background gives at most one noise spot
-    assert len(locate(empty, threshold_snr=5.0)) <= 1
+    assert len(locate(empty, threshold_snr=5.0, search_binning=binning)) <= 1
     xs, ys = _grid_positions(rng, (h, w), 40)
     img = rng.poisson(illum + ref.render_spots((h, w), xs, ys, 1500.0, 1.5, 0.0, None, poisson=False))
-    rec, prec, _, _ = _match(locate(img.astype(np.uint16), threshold_snr=5.0), xs, ys)
+    rec, prec, _, _ = _match(locate(img.astype(np.uint16), threshold_snr=5.0, search_binning=binning), xs, ys)
     assert rec >= 0.9 and prec >= 0.95
 
 
@@ -367,8 +369,8 @@ def test_static_background_estimate_and_use():
 
 # ----------------------------------------------------------------- accuracy
 @pytest.mark.slow
-@pytest.mark.parametrize("localisation", ["gaussian", "radial"])
-def test_localisation_unbiased_and_near_mortensen_bound(localisation):
+@pytest.mark.parametrize("localisation, binning", [("gaussian", 1), ("radial", 1), ("gaussian", 2)])
+def test_localisation_unbiased_and_near_mortensen_bound(localisation, binning):
     """Many isolated spots at moderate SNR (N = 1000 photons, b = 10 photons/px, σ = 1.5 px).
 
     Mortensen et al. 2010 eq. (6) (F = 1, σa² = σ² + a²/12, background b):
@@ -390,7 +392,7 @@ def test_localisation_unbiased_and_near_mortensen_bound(localisation):
                 off = np.full((2, 64), frac)
             xs, ys = gx.ravel() + off[0], gy.ravel() + off[1]
             img = ref.render_spots((140, 140), xs, ys, photons, sigma, bg, rng).astype(np.uint16)
-            df = locate(img, localisation=localisation)
+            df = locate(img, localisation=localisation, search_binning=binning)
             rec, prec, dx, dy = _match(df, xs, ys)
             assert rec == 1.0 and prec == 1.0
             dxs.append(dx)
@@ -435,10 +437,11 @@ def test_recall_precision_on_dense_frames():
 
 
 @pytest.mark.slow
-def test_false_positive_rate_on_pure_noise():
+@pytest.mark.parametrize("binning", [1, 2])
+def test_false_positive_rate_on_pure_noise(binning):
     rng = np.random.default_rng(21)
     frames = rng.poisson(30.0, (20, 256, 256)).astype(np.uint16)
-    df = locate_frames(frames, params=DetectParams(background="none", threshold_snr=5.0))
+    df = locate_frames(frames, params=DetectParams(background="none", threshold_snr=5.0, search_binning=binning))
     assert len(df) / 20 < 1.0  # < 1 false spot per 65k-px frame at threshold_snr = 5
 
 
@@ -541,7 +544,8 @@ def _recall_and_false(sim, feats, z_max_um):
     return float(np.mean(found)), unmatched / sim.frames.shape[0], twice, len(found)
 
 
-def test_clipped_200nm_beads_are_found_once_each_on_an_8bit_camera():
+@pytest.mark.parametrize("binning", [1, 2])
+def test_clipped_200nm_beads_are_found_once_each_on_an_8bit_camera(binning):
     """Issue 5: 200 nm PS beads (64× a 100 nm bead) clip the simulator's 8-bit camera near focus.
 
     A bright spot filled its noise tile, whose noise rose ~100×, and the bead fell below its own threshold
@@ -552,7 +556,7 @@ def test_clipped_200nm_beads_are_found_once_each_on_an_8bit_camera():
     from exonta.simulate import SimulationConfig, simulate
 
     cfg = dict(n_frames=12, seed=2002, width_px=640, height_px=480)
-    p = DetectParams(background="none")
+    p = DetectParams(background="none", search_binning=binning)
     sim = simulate(SimulationConfig(concentration_per_ml=1e8, components=[{"diameter_nm": 200.0}], **cfg))
     assert (sim.frames == 255).any()  # clipped
     recall, unmatched, twice, n = _recall_and_false(sim, locate_frames(sim.frames, p), 6.0)

@@ -1740,8 +1740,8 @@ def _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n):
 
     The clipped regions are found at full resolution (on ``raw``, around each candidate's full-res
     pixel); the saddle merge and the halo test read ``fb`` at the binned positions with the binned
-    lengths (``s.sigma0_b``, ``s.noise_tile_b``): the same tests in the same units (noise sigmas,
-    spot sigmas, tiles). Returns the new count; ``rows``, ``cols`` are full-res pixels on return.
+    lengths (``s.sigma0_b``; the halo window of the full-resolution search, halved): the same tests in
+    the same units (noise sigmas, spot sigmas, pixels of the frame). Returns the new count; ``rows``, ``cols`` are full-res pixels on return.
     """
     sat[:n] = 0.0
     _to_full_res(work, rows, cols, vals, peak, sat, n)
@@ -1752,8 +1752,9 @@ def _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n):
         cols[k] = min(cols[k] // 2, w2 - 1)
     n = _merge_no_saddle(fb, _SADDLE_REACH_SIGMAS * s.sigma0_b, _SADDLE_RATIO, rows, cols, vals, peak, sat, n)
     if s.threshold < 0.0:
-        n = _halo_test(fb, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * s.noise_tile_b,
-                       int(_HALO_HALF_TILES * s.noise_tile_b), _HALO_HOLE_SIGMAS * _SQRT2 * s.sigma0_b,
+        # the halo window of the full-resolution search, in binned pixels
+        n = _halo_test(fb, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * s.noise_tile * 0.5,
+                       int(_HALO_HALF_TILES * s.noise_tile * 0.5), _HALO_HOLE_SIGMAS * _SQRT2 * s.sigma0_b,
                        rows, cols, vals, peak, sat, n)
     _to_full_res(work, rows, cols, vals, peak, sat, n)
     return n

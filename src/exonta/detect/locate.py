@@ -135,22 +135,13 @@ def derived_sizes(p: DetectParams) -> dict[str, float | int]:
     }
 
 
-#: Smallest spot width (Gaussian sigma, px) for which the candidate search runs on the 2×2-binned frame
-#: by default (DetectParams.search_binning = None): the binned spot then has σ ≥ 0.66 binned px.
-BINNED_SEARCH_MIN_SIGMA_PX = 1.2
-
-
 def search_binning(p: DetectParams) -> int:
-    """The binning (1 or 2) of the candidate search for these parameters (see ``DetectParams.search_binning``).
+    """The binning (1 or 2) of the candidate search for these parameters (``DetectParams.search_binning``).
 
     An absolute ``threshold`` is a level of the full-resolution filtered frame, so it always searches at
     full resolution.
     """
-    if p.threshold is not None:
-        return 1
-    if p.search_binning is not None:
-        return int(p.search_binning)
-    return 2 if p.psf_sigma_px >= BINNED_SEARCH_MIN_SIGMA_PX else 1
+    return 1 if p.threshold is not None else int(p.search_binning)
 
 
 def _settings(p: DetectParams) -> K.Settings:
@@ -179,11 +170,14 @@ def _settings(p: DetectParams) -> K.Settings:
         search_bin=search_binning(p),
         gauss_b=gaussian_kernel(sigma_b),
         box_half_b=max(int(round(d["box_half"] / 2.0)), 2),
-        edge_b=max(int(math.ceil(d["edge_px"] / 2.0)), 1),
+        edge_b=int(math.ceil(d["edge_px"] / 2.0)),
         sep_dy_b=dy_b,
         sep_dx_b=dx_b,
         sigma0_b=float(sigma_b),
-        noise_tile_b=max(noise_tile // 2, 4),
+        # tiles of the same side in binned pixels (twice as wide in the frame): the same number of samples per
+        # tile as at full resolution, so the clipped noise estimate is as precise (half-size tiles of a dense
+        # field were mostly spot, and their noise came out too high)
+        noise_tile_b=noise_tile,
     )
 
 
