@@ -83,10 +83,10 @@ def make_video(workdir: Path, n_frames: int, conc: float) -> tuple[Path, dict]:
     return tif, json.loads(truth.read_text())
 
 
-def run_exonta_api(tif: Path):
+def run_exonta_api(tif: Path, config_file: Path | None = None):
     from exonta.pipeline import analyze, prepare
 
-    video, cfg, warns, sources = prepare(tif)
+    video, cfg, warns, sources = prepare(tif, config_file=config_file)
     small = video.read_range(0, min(40, video.n_frames))
     t = time.perf_counter()
     analyze(small, cfg)
@@ -94,17 +94,19 @@ def run_exonta_api(tif: Path):
     t = time.perf_counter()
     analyze(small, cfg)
     t_second = time.perf_counter() - t
-    video, cfg, warns, sources = prepare(tif)  # fresh handle, as a user would open it
+    video, cfg, warns, sources = prepare(tif, config_file=config_file)  # fresh handle, as a user would open it
     c0, t0 = cpu_s(), time.perf_counter()
     res = analyze(video, cfg, acquisition_sources=sources, warnings=warns)
     wall = time.perf_counter() - t0
     return res, wall, cpu_s() - c0, t_first - t_second, cfg
 
 
-def run_exonta_cli(tif: Path, out: Path) -> tuple[float, float, float, float]:
+def run_exonta_cli(tif: Path, out: Path, config_file: Path | None = None) -> tuple[float, float, float, float]:
     exe = Path(sys.executable).with_name("exonta")
     cmd = [str(exe), "analyze", str(tif), "--out", str(out), "-q"] if exe.exists() else \
         [sys.executable, "-m", "exonta", "analyze", str(tif), "--out", str(out), "-q"]
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
     if out.exists():
         shutil.rmtree(out)
     # Peak memory: polled from /proc (ru_maxrss of a child is useless here: Linux carries the
@@ -199,8 +201,15 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "_out")
     ap.add_argument("--no-trackpy", action="store_true")
     ap.add_argument("--cleanup", action="store_true", help="delete the generated video at the end")
+    ap.add_argument("--search-binning", type=int, choices=[1, 2], default=1,
+                    help="exonta's candidate search: 1 = full resolution (default), 2 = on the 2x2-binned frame "
+                         "(passed to both the API and the CLI as a config file with [detect] search_binning)")
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    config_file = None
+    if args.search_binning != 1:
+        config_file = args.workdir / f"search_binning_{args.search_binning}.toml"
+        config_file.write_text(f"[detect]\nsearch_binning = {args.search_binning}\n")
 
     print(f"exonta end-to-end benchmark; cores={os.cpu_count()}, load avg (1/5/15 min) at start: {load()}")
     tif, truth = make_video(args.workdir, args.frames, args.concentration)
@@ -210,7 +219,8 @@ def main(argv=None) -> int:
 
     from exonta.config import LinkParams
 
-    res, wall, cpu, jit, cfg = run_exonta_api(tif)
+    print(f"exonta candidate search: {'2x2-binned frame' if args.search_binning == 2 else 'full resolution'}")
+    res, wall, cpu, jit, cfg = run_exonta_api(tif, config_file)
     rss_api = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     tim = dict(res.summary()["timings_s"])
     n_feat = len(res.features)
@@ -218,7 +228,7 @@ def main(argv=None) -> int:
     print(f"exonta API (warm): {wall:.2f} s wall, {cpu:.2f} s CPU; JIT/cache-load overhead of a cold first "
           f"call: {jit:.2f} s; {n_feat / args.frames:.0f} detections/frame, "
           f"{int(res.particles['valid'].sum())} valid tracks; load avg now {load()}")
-    cli_wall, cli_cpu, cli_rss, cli_anon = run_exonta_cli(tif, args.workdir / "cli_out")
+    cli_wall, cli_cpu, cli_rss, cli_anon = run_exonta_cli(tif, args.workdir / "cli_out", config_file)
     print(f"exonta CLI (cold process, writes the result folder): {cli_wall:.2f} s wall, {cli_cpu:.2f} s CPU, "
           f"peak RSS {cli_rss:.0f} MiB (peak anonymous {cli_anon:.0f} MiB); load avg now {load()}")
 

@@ -125,3 +125,15 @@ def test_summary_table_names_track_and_sample_fractions_of_peaks(capsys, monkeyp
     print_summary(summary, None)
     out = capsys.readouterr().out
     assert "35% of tracks, 52% in the sample" in out and "65% of tracks, 48% in the sample" in out
+
+
+def test_fast_search_flag_analyses_the_sample_with_the_binned_search(tmp_path):
+    from pathlib import Path
+
+    video = Path(__file__).resolve().parents[2] / "sample_data" / "beads100.tif"
+    res = runner.invoke(app, ["analyze", str(video), "--out", str(tmp_path / "out"), "--fast-search", "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
+    assert summary["parameters"]["detect"]["search_binning"] == 2
+    assert summary["size_nm"]["d50"] == pytest.approx(100.0, rel=0.08)  # the sample's 100 nm beads
+    assert summary["counts"]["n_valid_tracks"] > 50

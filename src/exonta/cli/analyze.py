@@ -141,6 +141,9 @@ def command(
     threshold_snr: Optional[float] = typer.Option(None, "--threshold-snr", help="Detection threshold in noise sigmas."),
     psf_sigma_px: Optional[float] = typer.Option(None, "--psf-sigma-px", help="Spot width (Gaussian sigma), px; default: measured from the video, kept at 1.5 unless the measurement differs by more than 1.7x."),
     min_track_length: Optional[int] = typer.Option(None, "--min-track-length", help="Minimum positions per track."),
+    fast_search: bool = typer.Option(False, "--fast-search", help="Search the spots on the frame summed in 2x2 blocks "
+                                     "(fits stay at full resolution): about half the detection time; fewer noise "
+                                     "candidates and less resolution for touching spots ([detect] search_binning = 2)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
 ) -> None:
     """Analyse NTA videos: size distribution and concentration, written to OUT/<video-name>/."""
@@ -155,6 +158,8 @@ def command(
         overrides.setdefault("detect", {})["threshold_snr"] = threshold_snr
     if psf_sigma_px is not None:
         overrides.setdefault("detect", {})["psf_sigma_px"] = psf_sigma_px
+    if fast_search:
+        overrides.setdefault("detect", {})["search_binning"] = 2
     if min_track_length is not None:
         overrides.setdefault("sizing", {})["min_track_length"] = min_track_length
     _check_output_folder(out)
