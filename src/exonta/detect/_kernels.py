@@ -238,14 +238,7 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
         need = min(y + pad, h - 1)
         while nxt <= need:
             wr = work[nxt]
-            rr = raw[nxt]
-            if has_bg:
-                br = bg[nxt]
-                for x in range(w):
-                    wr[x] = s * (np.float32(rr[x]) - br[x])
-            else:
-                for x in range(w):
-                    wr[x] = s * np.float32(rr[x])
+            _working_row(raw, bg, nxt, has_bg, s, wr)
             v0 = wr[0]
             v1 = wr[w - 1]
             for x in range(pad):
@@ -299,21 +292,25 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def _working_row(raw, bg, y, has_bg, sg, wr):
+    """Row ``y`` of the working frame: ``wr = sg·(raw[y] − bg[y])``, or ``sg·raw[y]`` without a background."""
+    rr = raw[y]
+    if has_bg:
+        br = bg[y]
+        for x in range(wr.shape[0]):
+            wr[x] = sg * (np.float32(rr[x]) - br[x])
+    else:
+        for x in range(wr.shape[0]):
+            wr[x] = sg * np.float32(rr[x])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def _working_frame(raw, bg, sign, work):
     """``work = sign·(raw − bg)`` (float32; ``bg`` may be shape (0, 0) = none): the frame the fits use."""
-    h, w = raw.shape
     has_bg = bg.shape[0] > 0
     sg = np.float32(sign)
-    for y in range(h):
-        rr = raw[y]
-        wr = work[y]
-        if has_bg:
-            br = bg[y]
-            for x in range(w):
-                wr[x] = sg * (np.float32(rr[x]) - br[x])
-        else:
-            for x in range(w):
-                wr[x] = sg * np.float32(rr[x])
+    for y in range(raw.shape[0]):
+        _working_row(raw, bg, y, has_bg, sg, work[y])
 
 
 @njit(cache=True, nogil=True, fastmath=True)
