@@ -1875,16 +1875,7 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
             _noise_map(fb, s.edge_b, grid, 6)
             _cap_noise(grid, _NOISE_CAP, raw, s.edge)  # the same tiles, their levels from the raw frame
         n = _find_maxima(fb, grid, s.threshold_snr, 4.0 * floor, s.edge_b, s.sep_dy_b, s.sep_dx_b, rows, cols, vals)
-        nk = min(n, cap)
-        peak = np.empty(nk)
-        sat = np.zeros((nk, 3))
-        for k in range(nk):
-            peak[k] = fb[rows[k], cols[k]]
-        if n <= cap:
-            n = _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n)
-            nk = n
-        else:
-            _to_full_res(work, rows, cols, vals, peak, sat, nk)
+        f = fb
     else:
         _filter_frame(raw, bg, s.sign, s.gauss, s.box_half, work, filt)
         if own_grid:
@@ -1894,14 +1885,20 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
             n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
         else:
             n = _find_maxima(filt, grid, s.threshold_snr, floor, s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
-        nk = min(n, cap)
-        peak = np.empty(nk)
-        sat = np.zeros((nk, 3))
-        for k in range(nk):
-            peak[k] = filt[rows[k], cols[k]]
-        if n <= cap:
-            n = _bright_spot_pass(raw, filt, s, rows, cols, vals, peak, sat, n)
-            nk = n
+        f = filt
+    nk = min(n, cap)
+    peak = np.empty(nk)
+    sat = np.zeros((nk, 3))
+    for k in range(nk):
+        peak[k] = f[rows[k], cols[k]]
+    if n <= cap:
+        if s.search_bin == 2:
+            n = _bright_spot_pass_binned(raw, work, f, s, rows, cols, vals, peak, sat, n)
+        else:
+            n = _bright_spot_pass(raw, f, s, rows, cols, vals, peak, sat, n)
+        nk = n
+    elif s.search_bin == 2:  # over capacity (the caller retries): positions only need to be valid pixels
+        _to_full_res(work, rows, cols, vals, peak, sat, nk)
     mask = np.empty((2 * s.roi_half + 1, 2 * s.roi_half + 1), np.uint8)
     for k in range(nk):
         if sat[k, 0] > 0.0:
