@@ -42,6 +42,14 @@ def _data(diameters, seed, **kw):
     return tracks, cve_particles(tracks, ACQ)
 
 
+def _mixture_fit(seed, small_nm, large_nm, n, track_seed):
+    """1:1 mixture of two sizes (n tracks): (tracks, particles, deconvolved distribution, its peaks)."""
+    rng = np.random.default_rng(seed)
+    tracks, parts = _data(np.where(rng.random(n) < 0.5, small_nm, large_nm), track_seed)
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    return tracks, parts, dist, dist.stats["peaks"]
+
+
 def _integrals(dist):
     t = dist.table
     return ((t["raw_density"] * t["bin_width_nm"]).sum(), (t["deconvolved_density"] * t["bin_width_nm"]).sum(),
@@ -377,11 +385,7 @@ def test_basin_fractions_share_valley_bins_and_sum_to_one():
 
 
 def test_peak_bounds_reproduce_the_peaks_number_fractions():
-    rng = np.random.default_rng(32)
-    d = np.where(rng.random(600) < 0.5, 100.0, 300.0)
-    tracks, parts = _data(d, 33)
-    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
-    peaks = dist.stats["peaks"]
+    _, _, dist, peaks = _mixture_fit(32, 100.0, 300.0, 600, 33)
     assert len(peaks) == 2 and dist.peak_bounds.size == 3
     assert dist.peak_bounds[0] == 0 and dist.peak_bounds[-1] == dist.weights.size
     cut = dist.peak_bounds[1]
@@ -441,11 +445,7 @@ def test_weighted_quantiles_is_the_inverted_cdf():
 
 @pytest.mark.slow
 def test_bimodal_100_150_resolved_where_raw_is_not():
-    rng = np.random.default_rng(14)
-    d = np.where(rng.random(2000) < 0.5, 100.0, 150.0)
-    tracks, parts = _data(d, 15)
-    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
-    peaks = dist.stats["peaks"]
+    _, parts, dist, peaks = _mixture_fit(14, 100.0, 150.0, 2000, 15)
     assert len(peaks) == 2
     assert abs(peaks[0]["diameter_nm"] / 100 - 1) < 0.07 and abs(peaks[1]["diameter_nm"] / 150 - 1) < 0.07
     raw_values = parts.loc[parts["valid"], "diameter_nm"].to_numpy()
