@@ -188,9 +188,16 @@ def test_flat_frames_give_no_spots(value):
     assert len(locate_frames(frames)) == 0
 
 
-def test_tiny_frames_are_handled():
-    assert len(locate(np.ones((3, 3), np.uint8))) == 0
-    assert len(locate(np.arange(20, dtype=np.uint16).reshape(1, 20))) == 0
+@pytest.mark.parametrize("binning", [1, 2])
+def test_tiny_frames_are_handled(binning):
+    assert len(locate(np.ones((3, 3), np.uint8), search_binning=binning)) == 0
+    assert len(locate(np.arange(20, dtype=np.uint16).reshape(1, 20), search_binning=binning)) == 0
+    assert len(locate(np.ones((1, 1), np.float32), search_binning=binning)) == 0
+    assert len(locate_frames(np.ones((3, 2, 40), np.uint8), search_binning=binning)) == 0
+    # odd sizes: the binned search leaves the last row and column out of the search, not out of the fits
+    img = ref.render_spots((41, 53), [20.3, 47.0], [20.6, 9.2], 3000.0, 1.5, 5.0, None, poisson=False)
+    df = locate(img.astype(np.uint16), search_binning=binning)
+    np.testing.assert_allclose(df.sort_values("x")[["x", "y"]].to_numpy(), [[20.3, 20.6], [47.0, 9.2]], atol=0.05)
 
 
 @pytest.mark.parametrize("binning", [1, 2])
