@@ -559,6 +559,24 @@ def test_sample_detected_with_another_spot_width_is_counted_on_the_calibration_s
     assert any("spot width differs" in w for w in wide.warnings)
 
 
+def test_calibration_made_with_the_other_candidate_search_warns():
+    """A calibration records its candidate search; a sample analysed with the other one is told that the depth does
+    not apply (the binned search finds fewer of the dimmest particles). Older calibrations load as full-resolution."""
+    rng = np.random.default_rng(34)
+    cal = _synthetic_calibration(rng)
+    assert cal.search_binning == 1
+    f, tr, parts, dist = _optics_frames(rng, 1e9, 100.0, n_frames=200)
+    kw = dict(features=f, tracks=tr, particles=parts, distribution=dist, acquisition=ACQ, frame_shape=SHAPE,
+              n_frames=200, calibration=cal, params=ConcentrationParams(particle_refractive_index=1.59, **ONE_FRAME))
+    same = estimate_concentration(detect_params=DETECT, **kw)
+    fast = estimate_concentration(detect_params=DETECT.model_copy(update={"search_binning": 2}), **kw)
+    assert not any("candidate search" in w for w in same.warnings)
+    assert any("binned candidate search (--fast-search)" in w for w in fast.warnings)
+    data = cal.model_dump(mode="json", by_alias=True)
+    data.pop("search_binning")
+    assert Calibration.model_validate(data).search_binning == 1
+
+
 def test_noise_fits_below_the_counting_threshold_are_not_counted():
     """Narrow fits of noisy pixels have a high fitted peak but a low filtered peak: they are not counted."""
     from exonta.analysis.concentration import filtered_peak

@@ -376,6 +376,8 @@ class Calibration(_CalModel):
     detect_threshold_snr: float
     detect_threshold: float | None = None
     psf_sigma_px: float
+    search_binning: Literal[1, 2] = Field(default=1, description="candidate search of the calibration analysis "
+                                                                "(DetectParams.search_binning; 1 in older files)")
     edge_px: int = Field(ge=0)
     noise_level: float | None = Field(default=None, description="noise σ_F of the filtered image of the "
                                                                   "calibration video, raw units")
@@ -1467,8 +1469,20 @@ def _count_warnings(mean_n, area_um2, pixel_size_um, detect_params: DetectParams
     return out
 
 
+def _search_binning(detect_params: DetectParams) -> int:
+    from ..detect.locate import search_binning
+
+    return search_binning(detect_params)
+
+
 def _compare_settings(cal: Calibration, acq: Acquisition, detect_params: DetectParams) -> list[str]:
     out = []
+    used = _search_binning(detect_params)
+    if cal.search_binning != used:
+        names = {1: "the full-resolution candidate search", 2: "the binned candidate search (--fast-search)"}
+        out.append(f"the calibration was made with {names[cal.search_binning]} and this analysis uses "
+                   f"{names[used]}: they find different numbers of dim particles, so the calibrated depth does not "
+                   "apply; calibrate with the same setting")
     ca = cal.acquisition
     for name, a, b in (("exposure_s", ca.exposure_s, acq.exposure_s), ("fps", ca.fps, acq.fps),
                        ("pixel_size_um", ca.pixel_size_um, acq.pixel_size_um)):
@@ -1596,6 +1610,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
         detect_threshold_snr=float(detect.threshold_snr),
         detect_threshold=None if detect.threshold is None else float(detect.threshold),
         psf_sigma_px=float(detect.psf_sigma_px),
+        search_binning=_search_binning(detect),
         edge_px=edge,
         noise_level=noise,
         count_threshold=float(threshold),
