@@ -485,7 +485,8 @@ def test_search_binning_default_and_overrides():
     assert L.search_binning(DetectParams(search_binning=2, threshold=50.0)) == 1  # a full-resolution level
     s = L._settings(DetectParams(search_binning=2))
     assert s.search_bin == 2 and s.sigma0_b == pytest.approx(np.sqrt((1.5 ** 2 + 1 / 3) / 4))
-    assert (s.box_half_b, s.edge_b, s.noise_tile_b) == (3, 2, 16)
+    assert (s.box_half_b, s.edge_b, s.noise_tile) == (3, 2, 16)
+    assert K._grid_shape(1024, 1024, s) == (K._n_tiles(512, 2, 16), K._n_tiles(512, 2, 16))
     assert L._settings(DetectParams(search_binning=2, edge_px=0)).edge_b == 0
     with pytest.raises(Exception):
         DetectParams(search_binning=3)

@@ -67,7 +67,7 @@ Settings = namedtuple(
         "sep_dy_b",       # int64 (m,)
         "sep_dx_b",       # int64 (m,)
         "sigma0_b",       # float: the binned spot's sigma, binned px
-        "noise_tile_b",   # int
+        # (the noise tiles keep their side, noise_tile, in binned pixels: the same number of samples per tile)
     ],
 )
 
@@ -416,7 +416,7 @@ def _tile_span(length, edge, n_tiles, i):
 def _grid_shape(h, w, s):
     """(ny, nx) of the tile-noise grid of an (h, w) frame: of the binned frame when ``s.search_bin`` is 2."""
     if s.search_bin == 2:
-        return _n_tiles(h // 2, s.edge_b, s.noise_tile_b), _n_tiles(w // 2, s.edge_b, s.noise_tile_b)
+        return _n_tiles(h // 2, s.edge_b, s.noise_tile), _n_tiles(w // 2, s.edge_b, s.noise_tile)
     return _n_tiles(h, s.edge, s.noise_tile), _n_tiles(w, s.edge, s.noise_tile)
 
 
@@ -1687,16 +1687,37 @@ def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, m
 
 # --------------------------------------------------------------------------- drivers
 @njit(cache=True, nogil=True)
-def _bright_spot_pass(raw, filt, s, rows, cols, vals, peak, sat, n):
-    """Candidates of bright spots: one per clipped region (:func:`_merge_saturated`), then halo
-    noise dropped (:func:`_halo_test`, automatic threshold only); returns the new count."""
+def _bright_spot_pass(raw, work, f, s, rows, cols, vals, peak, sat, n):
+    """Candidates of bright spots: one per clipped region (:func:`_merge_saturated`), saddle-less
+    pairs merged (:func:`_merge_no_saddle`), then halo noise dropped (:func:`_halo_test`, automatic
+    threshold only); returns the new count.
+
+    ``f`` is the filtered frame the candidates were found on. With the binned search
+    (``s.search_bin == 2``) the candidates come in binned pixels: the clipped regions are found at
+    full resolution (on ``raw``, around each candidate's full-res pixel, :func:`_to_full_res`), and
+    the saddle merge and the halo test read ``f`` at the binned positions with the binned lengths
+    (``s.sigma0_b``; the halo window of the full-resolution search, halved): the same tests in the
+    same units (noise sigmas, spot sigmas, pixels of the frame). ``rows``, ``cols`` are full-res
+    pixels on return.
+    """
+    binned = s.search_bin == 2
+    sigma = s.sigma0_b if binned else s.sigma0
+    tile = 0.5 * s.noise_tile if binned else 1.0 * s.noise_tile
     sat[:n] = 0.0
+    if binned:
+        _to_full_res(work, rows, cols, vals, peak, sat, n)
     n = _merge_saturated(raw, s.saturation, max(2, int(math.ceil(2.0 * s.sigma0))), rows, cols, vals, peak, sat, n)
-    n = _merge_no_saddle(filt, _SADDLE_REACH_SIGMAS * s.sigma0, _SADDLE_RATIO, rows, cols, vals, peak, sat, n)
+    if binned:
+        h2, w2 = f.shape
+        for k in range(n):
+            rows[k] = min(rows[k] // 2, h2 - 1)
+            cols[k] = min(cols[k] // 2, w2 - 1)
+    n = _merge_no_saddle(f, _SADDLE_REACH_SIGMAS * sigma, _SADDLE_RATIO, rows, cols, vals, peak, sat, n)
     if s.threshold < 0.0:
-        n = _halo_test(filt, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * s.noise_tile,
-                       int(_HALO_HALF_TILES * s.noise_tile), _HALO_HOLE_SIGMAS * _SQRT2 * s.sigma0,
-                       rows, cols, vals, peak, sat, n)
+        n = _halo_test(f, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * tile, int(_HALO_HALF_TILES * tile),
+                       _HALO_HOLE_SIGMAS * _SQRT2 * sigma, rows, cols, vals, peak, sat, n)
+    if binned:
+        _to_full_res(work, rows, cols, vals, peak, sat, n)
     return n
 
 
@@ -1729,32 +1750,6 @@ def _to_full_res(work, rows, cols, vals, peak, sat, n):
         rows[k] = br
         cols[k] = bc
     _sort_candidates(rows, cols, vals, peak, sat, n)
-
-
-@njit(cache=True, nogil=True)
-def _bright_spot_pass_binned(raw, work, fb, s, rows, cols, vals, peak, sat, n):
-    """:func:`_bright_spot_pass` for candidates found on the 2×2-binned filtered frame ``fb``.
-
-    The clipped regions are found at full resolution (on ``raw``, around each candidate's full-res
-    pixel); the saddle merge and the halo test read ``fb`` at the binned positions with the binned
-    lengths (``s.sigma0_b``; the halo window of the full-resolution search, halved): the same tests in
-    the same units (noise sigmas, spot sigmas, pixels of the frame). Returns the new count; ``rows``, ``cols`` are full-res pixels on return.
-    """
-    sat[:n] = 0.0
-    _to_full_res(work, rows, cols, vals, peak, sat, n)
-    n = _merge_saturated(raw, s.saturation, max(2, int(math.ceil(2.0 * s.sigma0))), rows, cols, vals, peak, sat, n)
-    h2, w2 = fb.shape
-    for k in range(n):
-        rows[k] = min(rows[k] // 2, h2 - 1)
-        cols[k] = min(cols[k] // 2, w2 - 1)
-    n = _merge_no_saddle(fb, _SADDLE_REACH_SIGMAS * s.sigma0_b, _SADDLE_RATIO, rows, cols, vals, peak, sat, n)
-    if s.threshold < 0.0:
-        # the halo window of the full-resolution search, in binned pixels
-        n = _halo_test(fb, s.threshold_snr, _HALO_RATIO, _HALO_REACH_TILES * s.noise_tile * 0.5,
-                       int(_HALO_HALF_TILES * s.noise_tile * 0.5), _HALO_HOLE_SIGMAS * _SQRT2 * s.sigma0_b,
-                       rows, cols, vals, peak, sat, n)
-    _to_full_res(work, rows, cols, vals, peak, sat, n)
-    return n
 
 
 @njit(cache=True, nogil=True)
@@ -1892,10 +1887,7 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
     for k in range(nk):
         peak[k] = f[rows[k], cols[k]]
     if n <= cap:
-        if s.search_bin == 2:
-            n = _bright_spot_pass_binned(raw, work, f, s, rows, cols, vals, peak, sat, n)
-        else:
-            n = _bright_spot_pass(raw, f, s, rows, cols, vals, peak, sat, n)
+        n = _bright_spot_pass(raw, work, f, s, rows, cols, vals, peak, sat, n)
         nk = n
     elif s.search_bin == 2:  # over capacity (the caller retries): positions only need to be valid pixels
         _to_full_res(work, rows, cols, vals, peak, sat, nk)

@@ -147,9 +147,10 @@ def search_binning(p: DetectParams) -> int:
 def _settings(p: DetectParams) -> K.Settings:
     d = derived_sizes(p)
     dy, dx = _disc_offsets(d["min_separation_px"])
-    noise_tile = max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px)))
     # the binned search: the spot summed over 2×2 blocks has (in binned px) σ_b² = (σ² + 1/3)/4 (a 2-px box
-    # adds 4/12 px² of variance); every other length is halved
+    # adds 4/12 px² of variance); every other length is halved, except the side of the noise tiles: the same in
+    # binned pixels (twice as wide in the frame) keeps the number of samples per tile, so the clipped noise
+    # estimate is as precise (half-size tiles of a dense field were mostly spot, and their noise came out high)
     sigma_b = math.sqrt((p.psf_sigma_px ** 2 + 1.0 / 3.0) / 4.0)
     dy_b, dx_b = _disc_offsets(d["min_separation_px"] / 2.0)
     return K.Settings(
@@ -164,7 +165,7 @@ def _settings(p: DetectParams) -> K.Settings:
         mode=int(_MODES[p.localisation]),
         roi_half=int(d["roi_half"]),
         sigma0=float(p.psf_sigma_px),
-        noise_tile=noise_tile,
+        noise_tile=max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px))),
         saturation=math.inf,
         merge_sigma=float(p.merge_within_sigma),
         search_bin=search_binning(p),
@@ -174,10 +175,6 @@ def _settings(p: DetectParams) -> K.Settings:
         sep_dy_b=dy_b,
         sep_dx_b=dx_b,
         sigma0_b=float(sigma_b),
-        # tiles of the same side in binned pixels (twice as wide in the frame): the same number of samples per
-        # tile as at full resolution, so the clipped noise estimate is as precise (half-size tiles of a dense
-        # field were mostly spot, and their noise came out too high)
-        noise_tile_b=noise_tile,
     )
 
 
