@@ -840,6 +840,13 @@ BRIGHTNESS_MIN_EXPONENT = 2.0
 BRIGHTNESS_SLACK = 4.0
 
 
+def _judged_peaks(peaks, min_fraction, min_tracks):
+    """The peaks large enough to judge by their brightness (number fraction, posterior track count) and with
+    a positive ``median_mass``."""
+    return [p for p in peaks if p.get("number_fraction", 0) >= min_fraction and p.get("n_tracks", 0) >= min_tracks
+            and np.isfinite(p.get("median_mass", np.nan)) and p["median_mass"] > 0]
+
+
 def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     """Size peaks whose tracks are too bright for their size.
 
@@ -864,8 +871,7 @@ def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     list of tuple
         ``(peak, reference_peak, observed_mass_ratio, least_physical_mass_ratio)``, smallest first.
     """
-    ok = [p for p in peaks if p.get("number_fraction", 0) >= min_fraction and p.get("n_tracks", 0) >= min_tracks
-          and np.isfinite(p.get("median_mass", np.nan)) and p["median_mass"] > 0]
+    ok = _judged_peaks(peaks, min_fraction, min_tracks)
     out = []
     for small in sorted(ok, key=lambda p: p["diameter_nm"]):
         larger = [p for p in ok if p["diameter_nm"] > small["diameter_nm"]]
@@ -910,8 +916,7 @@ def track_fraction_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
     fractions in the sample (``concentration_per_ml.size_nm.peaks``). Peaks below ``min_fraction`` or
     ``min_tracks`` are not judged; one warning names the dimmest and the brightest peak.
     """
-    ok = [p for p in peaks if p.get("number_fraction", 0) >= min_fraction and p.get("n_tracks", 0) >= min_tracks
-          and np.isfinite(p.get("median_mass", np.nan)) and p["median_mass"] > 0]
+    ok = _judged_peaks(peaks, min_fraction, min_tracks)
     if len(ok) < 2:
         return []
     dim = min(ok, key=lambda p: p["median_mass"])
@@ -948,10 +953,11 @@ def _empty_result(edges, centres, widths, raw_dens, raw, n_used, note, method):
 
 def _run_replicates(fn, n: int, n_threads: int | None = None):
     """Call ``fn(b)`` for ``b < n`` on up to ``n_threads`` threads (default: the CPU count, at most 4);
-    yields each ``b`` once its call is done, in order. The heavy parts of a bootstrap replicate
-    (numba kernels, BLAS) release the GIL, so two cores nearly halve the time; ``fn`` writes its own
-    slot of preallocated outputs and uses no shared random state, so the results do not depend on
-    the number of threads. An exception in ``fn`` is raised here."""
+    yields each ``b`` once its call is done, in order. The numba kernels and BLAS calls of a replicate
+    release the GIL, its Newton steps' Python does not: on two cores the 100 replicates of a 5 000-track
+    video took 0.30 s instead of 0.40. ``fn`` writes its own slot of preallocated outputs and uses no
+    shared random state, so the results do not depend on the number of threads. An exception in ``fn``
+    is raised here."""
     n_threads = min(os.cpu_count() or 1, 4) if n_threads is None else n_threads
     if n_threads <= 1 or n <= 1:
         for b in range(n):
