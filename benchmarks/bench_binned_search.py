@@ -1,32 +1,29 @@
-"""What a 2×2-binned candidate search would save, and what it would keep: a measured design study.
+"""Where a frame's detection time goes, full-resolution vs 2×2-binned candidate search, stage by stage.
 
 A script, not a test::
 
-    PYTHONPATH=src python benchmarks/bench_binned_search.py [--frames 12] [--spots 100]
+    PYTHONPATH=src python benchmarks/bench_binned_search.py [--frames 12] [--spots 100] [--nta]
 
 Issue 3 asks for ≥ 50× trackpy's frames/s at 1024²; exonta's detector spends most of its time
 in three passes over every pixel (matched filter, tile noise map, local maxima) and the rest in
-the fits. This script measures, on the same frames, one way to cut the image-wide part:
+the fits. This script times the stages of :func:`exonta.detect._kernels._process_frame` one by
+one, on the same frames, with the settings of
 
-* **full-res** (today's detector): the stages of :func:`exonta.detect._kernels._process_frame`
-  on the 1024² frame (σ_PSF = 1.5 px, tile 16 px);
-* **2×2-binned search**: sum 2×2 blocks of the background-subtracted frame (one pass over the
-  raw pixels), then the *same kernels* on the 512² binned frame with every length halved
-  (σ 0.8 px: the binned PSF, √(0.75² + 2·(1/12)·… ) rounded; box, edge, separation, tile halved);
-  each binned maximum is mapped to the brightest full-res pixel of its 2×2 block and fitted on
-  the full-res working frame by the same Gaussian least-squares fit (:func:`_refine`).
+* ``DetectParams(search_binning=1)`` (the default): the passes on the 1024² frame (σ_PSF = 1.5 px,
+  tiles of 16 px);
+* ``DetectParams(search_binning=2)`` (``--fast-search``): the working frame summed in 2×2 blocks
+  (:func:`_bin2`), then the same kernels on the 512² binned frame (σ_b = √((σ² + 1/3)/4); box,
+  edge and separation halved; noise tiles of the same side in binned pixels); each binned maximum
+  goes to the brightest full-res pixel of its block (:func:`_to_full_res`) and is fitted on the
+  full-res working frame by the same Gaussian least-squares fit (:func:`_refine`).
 
 Printed: time per stage (best of 15, one thread), candidates per frame, and recall / RMSE of the
-fitted positions against the truth (match ≤ 1.5 px) at several thresholds — binned and full-res
-thresholds are both in noise sigmas of their own filtered image. The frames are those of
-``bench_detect.py`` (pixel-integrated Gaussian spots, 500–3000 photons, 20 photons/px background,
-8-bit); with ``--nta`` also one frame of the ``bench_pipeline.py`` video when it exists.
-
-Not measured here (they would decide whether the design can replace today's): the bright-spot logic
-(one candidate per clipped region, saddle merge, halo test), which reads the full-res filtered frame
-and would have to run on the binned one; close pairs below ~2 binned pixels; spots wider than a few
-pixels (micron beads), where binning is harmless (the automatic spot width is measured on a binned
-scale already).
+fitted positions against the truth (match ≤ 1.5 px) at several thresholds — both thresholds are in
+noise sigmas of their own filtered image. The bright-spot logic (one candidate per clipped region,
+saddle merge, halo test) is left out of both; ``bench_detect.py --binning 1 2`` times the whole
+detector against trackpy. The frames are those of ``bench_detect.py`` (pixel-integrated Gaussian
+spots, 500–3000 photons, 20 photons/px background, 8-bit); with ``--nta`` also one frame of the
+``bench_pipeline.py`` video when it exists.
 """
 
 from __future__ import annotations
@@ -50,39 +47,7 @@ from bench_detect import render  # noqa: E402
 from exonta.config import DetectParams  # noqa: E402
 from exonta.detect import _kernels as K  # noqa: E402
 from exonta.detect.background import estimate_background  # noqa: E402
-from exonta.detect.locate import _disc_offsets, _settings, gaussian_kernel  # noqa: E402
-
-
-@njit(cache=False, nogil=True, fastmath=True)
-def _bin2(raw, bg, out):
-    """``out[i, j]`` = Σ over the 2×2 block (2i…2i+1, 2j…2j+1) of ``raw − bg`` (float32)."""
-    h2, w2 = out.shape
-    for i in range(h2):
-        r0 = raw[2 * i]
-        r1 = raw[2 * i + 1]
-        b0 = bg[2 * i]
-        b1 = bg[2 * i + 1]
-        o = out[i]
-        for j in range(w2):
-            o[j] = ((np.float32(r0[2 * j]) - b0[2 * j]) + (np.float32(r0[2 * j + 1]) - b0[2 * j + 1])) + \
-                   ((np.float32(r1[2 * j]) - b1[2 * j]) + (np.float32(r1[2 * j + 1]) - b1[2 * j + 1]))
-
-
-@njit(cache=False, nogil=True)
-def _to_full_res(work, rows, cols, n):
-    """Map binned maxima to the brightest full-res pixel of their 2×2 block (in place)."""
-    for k in range(n):
-        r = 2 * rows[k]
-        c = 2 * cols[k]
-        best = work[r, c]
-        br, bc = r, c
-        for dr in range(2):
-            for dc in range(2):
-                v = work[r + dr, c + dc]
-                if v > best:
-                    best, br, bc = v, r + dr, c + dc
-        rows[k] = br
-        cols[k] = bc
+from exonta.detect.locate import _settings  # noqa: E402
 
 
 @njit(cache=False, nogil=True)
@@ -102,59 +67,57 @@ def tmin(fn, reps=15):
 
 
 class Detector:
-    """Today's image-wide stages at full resolution, or on the 2×2-binned frame, plus the full-res fits."""
+    """The stages of :func:`exonta.detect._kernels._process_frame` one by one, with the settings of
+    ``DetectParams(search_binning=1 or 2)``: the image-wide passes at full resolution or on the
+    2×2-binned frame, then the full-resolution fits (without the bright-spot logic)."""
 
     def __init__(self, shape, bg, binned: bool):
-        p = DetectParams()
-        s = _settings(p)
-        if binned:
-            sep = 2.5 * p.psf_sigma_px / 2
-            dy, dx = _disc_offsets(sep)
-            s2 = s._replace(gauss=gaussian_kernel(0.8), box_half=max(int(math.ceil(4 * 0.75)), 2),
-                            edge=max(int(math.ceil(s.edge / 2)), 2), sep_dy=dy, sep_dx=dx,
-                            noise_tile=s.noise_tile // 2)
-        else:
-            s2 = s
-        self.s, self.s2, self.binned, self.bg = s, s2, binned, bg
+        s = _settings(DetectParams(search_binning=2 if binned else 1))
+        self.s, self.binned, self.bg = s, binned, bg
         h, w = shape
         self.work = np.empty((h, w), np.float32)
-        self.filt_full = np.empty((h, w), np.float32)
         sh = (h // 2, w // 2) if binned else (h, w)
         self.b = np.empty(sh, np.float32)
         self.wb = np.empty(sh, np.float32)
         self.filt = np.empty(sh, np.float32)
-        self.grid = np.empty((K._n_tiles(sh[0], s2.edge, s2.noise_tile), K._n_tiles(sh[1], s2.edge, s2.noise_tile)))
+        self.grid = np.empty(K._grid_shape(h, w, s))
         cap = 20000
         self.rows = np.empty(cap, np.int64)
         self.cols = np.empty(cap, np.int64)
         self.vals = np.empty(cap)
+        self.peak = np.zeros(cap)
+        self.sat = np.zeros((cap, 3))
         self.out = np.empty((cap, K.N_FIELDS))
         self.nobg = np.zeros((0, 0), np.float32)
 
     # stages
     def working_frame(self, raw):
-        np.subtract(raw, self.bg, out=self.work, casting="unsafe")
+        K._working_frame(raw, self.bg, self.s.sign, self.work)
 
     def filter(self, raw):
+        s = self.s
         if self.binned:
-            _bin2(raw, self.bg, self.b)
-            K._filter_frame(self.b, self.nobg, 1.0, self.s2.gauss, self.s2.box_half, self.wb, self.filt)
+            K._bin2(self.work, self.b)
+            K._filter_frame(self.b, self.nobg, 1.0, s.gauss_b, s.box_half_b, self.wb, self.filt)
         else:
-            K._filter_frame(raw, self.bg, 1.0, self.s.gauss, self.s.box_half, self.work, self.filt)
+            K._filter_frame(raw, self.bg, s.sign, s.gauss, s.box_half, self.work, self.filt)
 
     def noise(self, raw):
-        K._noise_map(self.filt, self.s2.edge, self.grid, 6)
-        if not self.binned:
-            K._cap_noise(self.grid, K._NOISE_CAP, raw, self.s.edge)
+        K._noise_map(self.filt, self.s.edge_b if self.binned else self.s.edge, self.grid, 6)
+        K._cap_noise(self.grid, K._NOISE_CAP, raw, self.s.edge)
 
     def maxima(self, k_sigma):
-        s = self.s2
+        s = self.s
+        if self.binned:
+            return K._find_maxima(self.filt, self.grid, k_sigma, 0.0, s.edge_b, s.sep_dy_b, s.sep_dx_b,
+                                  self.rows, self.cols, self.vals)
         return K._find_maxima(self.filt, self.grid, k_sigma, 0.0, s.edge, s.sep_dy, s.sep_dx,
                               self.rows, self.cols, self.vals)
 
     def fits(self, n):
         if self.binned:
-            _to_full_res(self.work, self.rows, self.cols, n)
+            self.sat[:n] = 0.0
+            K._to_full_res(self.work, self.rows, self.cols, self.vals, self.peak, self.sat, n)
         _fit_all(self.work, self.rows, self.cols, n, self.s.mode, self.s.roi_half, self.s.sigma0, self.out)
 
     def run(self, raw, k_sigma):
