@@ -53,8 +53,10 @@ from exonta.detect.locate import _settings  # noqa: E402
 @njit(cache=False, nogil=True)
 def _fit_all(work, rows, cols, n, mode, half, sigma0, out):
     mask = np.empty((2 * half + 1, 2 * half + 1), np.uint8)
+    ws = K._fit_workspace(half)
+    mats = np.empty((2, 7, 7))
     for k in range(n):
-        K._refine(work, work, np.inf, rows, cols, n, k, mode, half, sigma0, False, mask, out[k])
+        K._refine(work, work, np.inf, rows, cols, n, k, mode, half, sigma0, False, mask, out[k], ws, mats)
 
 
 def tmin(fn, reps=15):

@@ -455,6 +455,22 @@ def test_bin2_sums_2x2_blocks(shape):
     np.testing.assert_allclose(out, a[:2 * h2, :2 * w2].reshape(h2, 2, w2, 2).sum(axis=(1, 3)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(8, 10), (9, 11)])
+@pytest.mark.parametrize("with_bg, sign", [(True, 1.0), (True, -1.0), (False, 1.0)])
+def test_working_frame_bin2_is_the_working_frame_and_its_binned_sums(shape, with_bg, sign):
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 255, shape).astype(np.uint8)
+    bg = rng.uniform(0, 100, shape).astype(np.float32) if with_bg else np.zeros((0, 0), np.float32)
+    work = np.full(shape, np.nan, np.float32)
+    out = np.empty((shape[0] // 2, shape[1] // 2), np.float32)
+    K._working_frame_bin2(raw, bg, sign, work, out)
+    expect = sign * (raw.astype(np.float32) - (bg if with_bg else 0.0))
+    np.testing.assert_array_equal(work, expect.astype(np.float32))  # every row, the odd last one too
+    h2, w2 = out.shape
+    np.testing.assert_allclose(out, expect[:2 * h2, :2 * w2].reshape(h2, 2, w2, 2).sum(axis=(1, 3)), rtol=1e-6,
+                               atol=1e-4)
+
+
 def test_to_full_res_takes_the_brightest_block_pixel_or_the_clipped_centroid():
     rng = np.random.default_rng(4)
     work = rng.normal(0, 1, (20, 24)).astype(np.float32)

@@ -314,15 +314,32 @@ def _working_frame(raw, bg, sign, work):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _bin2(work, out):
-    """``out[i, j]`` = sum of the 2×2 block ``work[2i:2i+2, 2j:2j+2]`` (an odd last row or column is left out)."""
+def _working_frame_bin2(raw, bg, sign, work, out):
+    """:func:`_working_frame` and :func:`_bin2` of it in one pass: each pair of working rows is summed
+    into its binned row while it is still in cache (the working frame is not read back)."""
+    has_bg = bg.shape[0] > 0
+    sg = np.float32(sign)
     h2, w2 = out.shape
     for i in range(h2):
-        r0 = work[2 * i]
-        r1 = work[2 * i + 1]
-        o = out[i]
-        for j in range(w2):
-            o[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1])
+        _working_row(raw, bg, 2 * i, has_bg, sg, work[2 * i])
+        _working_row(raw, bg, 2 * i + 1, has_bg, sg, work[2 * i + 1])
+        _bin2_row(work[2 * i], work[2 * i + 1], out[i])
+    for y in range(2 * h2, raw.shape[0]):  # an odd last row: in the working frame only
+        _working_row(raw, bg, y, has_bg, sg, work[y])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _bin2(work, out):
+    """``out[i, j]`` = sum of the 2×2 block ``work[2i:2i+2, 2j:2j+2]`` (an odd last row or column is left out)."""
+    for i in range(out.shape[0]):
+        _bin2_row(work[2 * i], work[2 * i + 1], out[i])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _bin2_row(r0, r1, o):
+    """``o[j] = r0[2j] + r0[2j+1] + r1[2j] + r1[2j+1]`` for j < len(o)."""
+    for j in range(o.shape[0]):
+        o[j] = (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1])
 
 
 # RMS of a unit normal truncated at ±3σ: corrects the clipped estimate.
@@ -1314,6 +1331,19 @@ def _normal_eq_plane(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, 
 
 @njit(cache=True, nogil=True)
 def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
+    """:func:`_fit_gaussian_ws` with its own scratch (for tests and single calls)."""
+    return _fit_gaussian_ws(img, mask, row, col, half, sigma0, plane, max_iter, theta,
+                            _fit_workspace(half), np.empty((2, 7, 7)))
+
+
+@njit(cache=True, nogil=True)
+def _fit_workspace(half):
+    """Scratch vector of :func:`_fit_gaussian_ws` for ROIs of half-width ≤ ``half``."""
+    return np.empty(7 * (2 * half + 1) + 7 * 6)
+
+
+@njit(cache=True, nogil=True)
+def _fit_gaussian_ws(img, mask, row, col, half, sigma0, plane, max_iter, theta, ws, mats):
     """Least-squares fit of a pixel-integrated 2-D Gaussian + background on a ROI.
 
     Model (per pixel (i, j); mass N, centre (x, y), width σ; background offset
@@ -1343,6 +1373,10 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
     max_iter : int
     theta : float64 (7,)
         Output ``(x, y, N, sigma, b, b_x, b_y)`` (b_x = b_y = 0 without plane).
+    ws : float64 (≥ 7·(2·half+1) + 42,)
+        Scratch vectors (:func:`_fit_workspace`); ``mats`` float64 (2, 7, 7) scratch matrices.
+        Allocated once per frame by the caller: a fit is a few µs, and ~17 small allocations
+        per fit were a measurable part of it.
 
     Returns
     -------
@@ -1375,15 +1409,19 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
     if npx < 2 * npar:
         return False
     full = npx == nr * nc and not plane  # separable normal equations (_normal_eq_5_full)
-    rowsum = np.empty(nr)
+    m = (ws.shape[0] - 42) // 7  # capacity of each ROI-length vector
+    rowsum = ws[0:nr]
     if full:
         for i in range(nr):
             v = 0.0
             for j in range(nc):
                 v += img[r0 + i, c0 + j]
             rowsum[i] = v
-    th = np.zeros(7)
-    tn = np.zeros(7)
+    o = 7 * m
+    th = ws[o:o + 7]
+    tn = ws[o + 7:o + 14]
+    th[:] = 0.0
+    tn[:] = 0.0
     th[4] = sb / nbord if nbord > 0 else 0.0
     th[3] = sigma0
     th[2] = max(img[row, col] - th[4], 1e-6) * 2.0 * math.pi * sigma0 * sigma0
@@ -1402,18 +1440,18 @@ def _fit_gaussian(img, mask, row, col, half, sigma0, plane, max_iter, theta):
                     cy += v * (i - row)
     th[0] = float(col) + (cx / cw if cw > 0.0 else 0.0)
     th[1] = float(row) + (cy / cw if cw > 0.0 else 0.0)
-    ex = np.empty(nc)
-    dxv = np.empty(nc)
-    sxv = np.empty(nc)
-    ey = np.empty(nr)
-    dyv = np.empty(nr)
-    syv = np.empty(nr)
-    jtj = np.empty((npar, npar))
-    jtr = np.empty(npar)
-    a = np.empty((npar, npar))
-    rhs = np.empty(npar)
-    step = np.empty(npar)
-    jac = np.empty(7)
+    ex = ws[m:m + nc]
+    dxv = ws[2 * m:2 * m + nc]
+    sxv = ws[3 * m:3 * m + nc]
+    ey = ws[4 * m:4 * m + nr]
+    dyv = ws[5 * m:5 * m + nr]
+    syv = ws[6 * m:6 * m + nr]
+    jtj = mats[0, :npar, :npar]
+    a = mats[1, :npar, :npar]
+    jtr = ws[o + 14:o + 14 + npar]
+    rhs = ws[o + 21:o + 21 + npar]
+    step = ws[o + 28:o + 28 + npar]
+    jac = ws[o + 35:o + 42]
     lam = 1e-3
     sse = _gauss_sse(img, mask, r0, r1, c0, c1, row, col, th, ex, ey, dxv, dyv, sxv, syv)
     for it in range(max_iter):
@@ -1639,12 +1677,13 @@ def _aperture(img, xc, yc, radius, out):
 
 
 @njit(cache=True, nogil=True)
-def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, mask, out):
+def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, mask, out, ws, mats):
     """Sub-pixel position and photometry of candidate k of (rows, cols)[:n].
 
     Fills ``out[:6] = (x, y, mass, signal, size_px, local_background)`` in the
     units of ``img`` (background-subtracted working frame). ``mask`` is uint8
-    (2·half+1)² scratch. Pixels of ``raw`` at or above ``saturation`` are
+    (2·half+1)² scratch; ``ws``, ``mats`` the fit's scratch (:func:`_fit_gaussian_ws`,
+    for ROIs of half-width ≥ ``half``). Pixels of ``raw`` at or above ``saturation`` are
     censored: left out of the Gaussian fit, whose model is wrong there (a
     clipped spot's flat top otherwise biases position and width).
     """
@@ -1660,7 +1699,7 @@ def _refine(img, raw, saturation, rows, cols, n, k, mode, half, sigma0, plane, m
                 for j in range(c1 - c0):
                     if raw[r0 + i, c0 + j] >= saturation:
                         mask[i, j] = 0
-        if _fit_gaussian(img, mask, row, col, half, sigma0, plane, _FIT_MAX_ITER, theta):
+        if _fit_gaussian_ws(img, mask, row, col, half, sigma0, plane, _FIT_MAX_ITER, theta, ws, mats):
             out[0] = theta[0]
             out[1] = theta[1]
             out[2] = theta[2]
@@ -1811,7 +1850,8 @@ def _refine_clipped(img, raw, s, rows, cols, n, k, sat, plane, out):
     """
     half = s.roi_half + int(math.ceil(sat[0]))
     mask = np.empty((2 * half + 1, 2 * half + 1), np.uint8)
-    _refine(img, raw, s.saturation, rows, cols, n, k, s.mode, half, s.sigma0, plane, mask, out)
+    _refine(img, raw, s.saturation, rows, cols, n, k, s.mode, half, s.sigma0, plane, mask, out, _fit_workspace(half),
+            np.empty((2, 7, 7)))
     dx = out[0] - sat[2]
     dy = out[1] - sat[1]
     lim = 0.5 * sat[0] + 1.0
@@ -1863,8 +1903,7 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
         b = flat[:m2].reshape((h2, w2))
         wb = flat[m2:2 * m2].reshape((h2, w2))
         fb = flat[2 * m2:3 * m2].reshape((h2, w2))
-        _working_frame(raw, bg, s.sign, work)
-        _bin2(work, b)
+        _working_frame_bin2(raw, bg, s.sign, work, b)
         _filter_frame(b, np.zeros((0, 0), np.float32), 1.0, s.gauss_b, s.box_half_b, wb, fb)
         if own_grid:
             _noise_map(fb, s.edge_b, grid, 6)
@@ -1892,12 +1931,14 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
     elif s.search_bin == 2:  # over capacity (the caller retries): positions only need to be valid pixels
         _to_full_res(work, rows, cols, vals, peak, sat, nk)
     mask = np.empty((2 * s.roi_half + 1, 2 * s.roi_half + 1), np.uint8)
+    ws = _fit_workspace(s.roi_half)
+    mats = np.empty((2, 7, 7))
     for k in range(nk):
         if sat[k, 0] > 0.0:
             _refine_clipped(work, raw, s, rows, cols, nk, k, sat[k], not has_bg, out[k])
         else:
             _refine(work, raw, s.saturation, rows, cols, nk, k, s.mode, s.roi_half, s.sigma0, not has_bg, mask,
-                    out[k])
+                    out[k], ws, mats)
         b0 = bg[rows[k], cols[k]] if has_bg else 0.0
         out[k, 5] = b0 + s.sign * out[k, 5]
         sl = vals[k] if vals[k] > 0.0 else floor

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._threads import prefer_passive_omp_wait
 from ..errors import ExontaInputError
 
 __all__ = ["estimate_background", "frame_source"]
@@ -130,6 +131,7 @@ def _quantile_stack(stack: np.ndarray, quantile: float = 0.5) -> np.ndarray:
     transposed copy). Other types: row blocks made frame-last and contiguous,
     then partitioned (no sort) on a few threads (numpy releases the GIL).
     """
+    prefer_passive_omp_wait()  # before numba's thread pool starts (the kernel, or get_num_threads)
     n, h, w = stack.shape
     out = np.empty((h, w), np.float32)
     k0, k1 = _order_indices(n, quantile) if n > 0 else (0, 0)

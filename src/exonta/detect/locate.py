@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from .._threads import prefer_passive_omp_wait
 from ..config import DetectParams, format_validation_error
 from ..errors import ExontaCancelled, ExontaInputError
 from . import _kernels as K
@@ -257,6 +258,7 @@ def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
         return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)
     floor = _floor(frames, bg, frames_max)
     cap = _CAP0
+    prefer_passive_omp_wait()  # before numba's thread pool starts (get_num_threads starts it)
     nw = max(1, min(numba.get_num_threads(), k))
     h, w = frames.shape[1:]
     scratch, owned = _WORKSPACE.get(nw, (h, w))
@@ -341,6 +343,7 @@ def load_kernels(dtype: Any) -> None:
     """
     from . import background as B
 
+    prefer_passive_omp_wait()  # loading a parallel kernel starts numba's thread pool
     dt = np.dtype(dtype)
     if dt not in _NATIVE:
         dt = np.dtype(np.float32)
