@@ -264,10 +264,12 @@ def prepare(
 
 
 def _load_kernels_in_background(dtype: Any) -> None:
-    """Load the detection kernels for ``dtype`` in a daemon thread (:func:`exonta.detect.locate.load_kernels`).
+    """Load the detection kernels for ``dtype`` (:func:`exonta.detect.locate.load_kernels`), then the
+    size-distribution kernels (:func:`exonta.analysis.distribution.load_kernels`, 0.03–0.15 s once
+    numba is set up, otherwise paid at the distribution stage), in a daemon thread.
 
     Numba's compiler lock makes this safe beside other kernel calls; errors are ignored (a real
-    detection call reports them). The module is imported here, in the caller's thread: while the
+    detection or sizing call reports them). The module is imported here, in the caller's thread: while the
     caller goes on importing the rest of ``exonta.detect``, a second thread importing the same
     package can deadlock inside the import system, which then hands one of the two a half-initialised
     module (seen once as an "internal error": cannot import name 'COLUMNS' from partially initialized
@@ -275,12 +277,14 @@ def _load_kernels_in_background(dtype: Any) -> None:
     """
     if dtype is None:
         return
+    from .analysis import _distkernels, distribution  # noqa: F401 - imported here, not in the thread
     from .detect.locate import load_kernels
 
     def work() -> None:
         try:
             load_kernels(dtype)
-        except Exception:  # noqa: BLE001 - the detection itself reports any real problem
+            distribution.load_kernels()
+        except Exception:  # noqa: BLE001 - the detection or the sizing itself reports any real problem
             pass
 
     threading.Thread(target=work, name="exonta-load-kernels", daemon=True).start()

@@ -180,6 +180,30 @@ def test_diffusion_rel_se_matches_an_ideal_gas_in_a_slab():
     assert diffusion_rel_se(0.0, h, d, t, fps) == math.inf
 
 
+def test_diffusion_rel_se_matches_the_normal_cdf_formula():
+    """erf(r/√2) in place of 2(Φ(r) − ½) (scipy.special.ndtr): the same to rounding."""
+    from scipy.special import ndtr
+
+    from exonta.analysis.concentration import diffusion_rel_se
+
+    def with_ndtr(mean_particles, depth_um, d, n_frames, fps):
+        lag = np.arange(n_frames, dtype=float)
+        s = np.sqrt(2.0 * d * lag / fps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(s > 0, depth_um / s, np.inf)
+            tail = 2.0 / (r * math.sqrt(2.0 * math.pi)) * (1.0 - np.exp(-0.5 * r * r))
+            phi = np.where(s > 0, 2.0 * (ndtr(r) - 0.5) - tail, 1.0)
+        weight = np.where(lag == 0, 1.0, 2.0) * (n_frames - lag)
+        return math.sqrt(max(float(np.sum(weight * phi)) / (n_frames**2 * mean_particles), 0.0))
+
+    for args in [(10.0, 13.0, 4.5, 200, 30.0), (0.3, 2.0, 40.0, 1500, 30.0), (50.0, 40.0, 0.05, 3000, 100.0),
+                 (5.0, 0.5, 200.0, 20000, 25.0), (1.0, 8.0, 1.0, 1, 30.0)]:
+        assert diffusion_rel_se(*args) == pytest.approx(with_ndtr(*args), rel=1e-12, abs=0)
+    r = np.concatenate([[0.0], np.geomspace(1e-8, 40.0, 2001), [np.inf]])
+    erf = np.array([math.erf(v * math.sqrt(0.5)) for v in r])
+    np.testing.assert_allclose(erf, 2.0 * (ndtr(r) - 0.5), rtol=1e-13, atol=2e-16)
+
+
 # --------------------------------------------------------------------------- depth model
 def test_depth_model_formula_and_threshold():
     assert depth_model_um(1.0, 2.0, math.e) == pytest.approx(2 * 2.0 * math.sqrt(2.0))

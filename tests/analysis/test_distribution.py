@@ -11,6 +11,8 @@ from scipy.stats import gamma as gamma_dist
 
 from exonta.analysis import _distkernels
 from exonta.analysis.distribution import (
+    _DST_MATRIX_MAX_N,
+    _dst1_ortho,
     _run_replicates,
     _sigma2_per_track,
     basin_fractions,
@@ -20,6 +22,7 @@ from exonta.analysis.distribution import (
     dst_log_likelihood_sigma_derivatives,
     fit_mixture_weights,
     gamma_log_likelihood,
+    load_kernels,
     plot_size_distribution,
     size_distribution,
     track_components,
@@ -30,7 +33,7 @@ from exonta.analysis.distribution import (
 from exonta.config import Acquisition, SizingParams
 from exonta.errors import ExontaCancelled, ExontaInputError
 from exonta.physics import diffusion_from_diameter
-from reference.distribution_ref import cve_particles, simulate_tracks, track_loglik_ref
+from reference.distribution_ref import cve_particles, dst1_ortho_ref, simulate_tracks, track_loglik_ref
 
 ACQ = Acquisition(pixel_size_um=0.166, fps=30.0, exposure_s=0.02, temperature_c=22.0)
 
@@ -67,6 +70,54 @@ def _n_modes_kde(values_nm):
 
 
 # ----------------------------------------------------------------------------- likelihood vs references
+
+
+@pytest.mark.parametrize("n", list(range(1, 41)) + [100, 257, 514, 1000, 1499])
+def test_dst1_ortho_matches_scipy_and_the_defining_sum(n):
+    """Both paths (matrix product up to _DST_MATRIX_MAX_N steps, FFT beyond) against scipy.fft.dst and the sum."""
+    from scipy.fft import dst
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(0.0, 0.05, (3, n))  # displacements, µm
+    got = _dst1_ortho(x)
+    assert got.shape == x.shape and got.dtype == np.float64
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(got, dst(x, type=1, norm="ortho", axis=-1), rtol=1e-12, atol=1e-12 * scale)
+    if n <= 514:  # the pure-Python sum is O(N²)
+        for row in range(x.shape[0]):
+            np.testing.assert_allclose(got[row], dst1_ortho_ref(x[row]), rtol=1e-12, atol=1e-12 * scale)
+    # orthonormal and symmetric: its own inverse; a 1-D input gives the row's transform
+    np.testing.assert_allclose(_dst1_ortho(got), x, rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(_dst1_ortho(x[1]), got[1], rtol=1e-13, atol=1e-14 * scale)
+
+
+def test_dst1_ortho_threshold_is_inside_the_tested_lengths():
+    assert 1 <= _DST_MATRIX_MAX_N < 40
+
+
+def test_load_kernels_loads_every_kernel_size_distribution_calls():
+    """After load_kernels each kernel holds the specialisation of the real calls, and a real size
+    distribution (tracks table, bootstrap) adds none."""
+    from numba import types
+
+    i1 = types.Array(types.int64, 1, "C")
+    f1 = types.Array(types.float64, 1, "C")
+    f2 = types.Array(types.float64, 2, "C")
+    expected = {
+        "dst_loglik_kernel": (i1, f1, f1, f1, f1, f1, types.float64, f2),
+        "dst_loglik_sigma_derivs_kernel": (i1, f1, f1, f1, f1, f1, types.float64, f2, f2),
+        "posterior_gram_kernel": (f2, f1, f1, f1, f2, f1),
+        "replicate_likelihood_kernel": (f2, f2, f2, i1, f1, f2),
+        "cholesky_inverse_kernel": (f2, f2),
+    }
+    assert load_kernels() is None
+    load_kernels()  # idempotent
+    for name, sig in expected.items():
+        assert sig in getattr(_distkernels, name).signatures, name
+    before = {name: list(getattr(_distkernels, name).signatures) for name in expected}
+    tracks, parts = _data(np.full(60, 100.0), 5)
+    size_distribution(parts, ACQ, SizingParams(bootstrap=3), tracks=tracks)
+    assert {name: list(getattr(_distkernels, name).signatures) for name in expected} == before
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

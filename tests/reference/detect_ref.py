@@ -408,3 +408,128 @@ def halo_test_ref(f, k_sigma, ratio, reach, half, hole, peaks, vals, peak, sat=N
         sd = clipped_sigma_ref(v, 0, v.shape[0], 0, 1, 1, 6)
         keep[k] = peak[k] > k_sigma * max(sd, vals[k])
     return keep
+
+
+# ----------------------------------------------------------------- spot width (exonta.detect.psf)
+def psf_norm_log_ref(img, sigma):
+    """Scale-normalised, sign-flipped LoG with scipy: ``−σ² ∇²(G_σ * img)``, border "nearest",
+    kernels truncated at 3σ."""
+    return -(sigma * sigma) * ndimage.gaussian_laplace(np.asarray(img, np.float32), sigma, mode="nearest",
+                                                       truncate=3.0)
+
+
+def psf_robust_sd_ref(a):
+    """1.4826 × MAD of ``a`` (its std when that is 0, then 1), with np.median."""
+    med = np.median(a)
+    return float(1.4826 * np.median(np.abs(a - med))) or float(np.std(a)) or 1.0
+
+
+def psf_scaled_response_ref(img, sigma):
+    """Noise-normalised coarse-scale response at full size: for σ ≥ 4 px the LoG of the b×b block
+    means (b the largest power of 2 ≤ σ/2) at σ/b, each value repeated over its block and the
+    uncovered border filled with the minimum; then divided by its robust sd over the full image."""
+    img = np.asarray(img, np.float32)
+    b = 1
+    while 2 * b <= sigma / 2:
+        b *= 2
+    if b == 1:
+        r = psf_norm_log_ref(img, sigma)
+    else:
+        h, w = img.shape
+        hb, wb = h // b, w // b
+        small = img[:hb * b, :wb * b].reshape(hb, b, wb, b).mean(axis=(1, 3))
+        rs = psf_norm_log_ref(small, sigma / b)
+        r = np.full((h, w), np.float32(rs.min()), np.float32)
+        r[:hb * b, :wb * b] = np.kron(rs, np.ones((b, b), np.float32))
+    return r / psf_robust_sd_ref(r)
+
+
+def psf_candidates_ref(w, max_candidates, min_snr, scales=(1.0, 2.0, 4.0, 8.0, 16.0)):
+    """(frame, row, col, score, scale) of the strongest blob candidates, with scipy.ndimage:
+    per frame the best scaled response over ``scales`` (the smaller scale on ties), its 5×5
+    local maxima above ``min_snr`` (maximum_filter, mode "nearest"), one per 4-connected plateau
+    at its rounded centre of mass (label, center_of_mass), away from the border by
+    ⌈1.5·scale⌉ + 2 px; the ``max_candidates`` strongest per frame, then the ``2·max_candidates``
+    strongest overall."""
+    k, h, wd = w.shape
+    out = []
+    for i in range(k):
+        best = np.full((h, wd), -np.inf, np.float32)
+        best_scale = np.zeros((h, wd), np.float32)
+        for s in scales:
+            if 3 * s > min(h, wd) / 2:
+                break
+            r = psf_scaled_response_ref(w[i], s)
+            upd = r > best
+            best[upd] = r[upd]
+            best_scale[upd] = s
+        peak = (best == ndimage.maximum_filter(best, size=5, mode="nearest")) & (best > min_snr)
+        lab, n_lab = ndimage.label(peak)
+        if n_lab == 0:
+            continue
+        com = np.asarray(ndimage.center_of_mass(peak, lab, np.arange(1, n_lab + 1)), float).reshape(-1, 2)
+        rows, cols = np.rint(com[:, 0]).astype(int), np.rint(com[:, 1]).astype(int)
+        margin = np.ceil(1.5 * best_scale[rows, cols]).astype(int) + 2
+        keep = (rows >= margin) & (cols >= margin) & (rows < h - margin) & (cols < wd - margin)
+        rows, cols = rows[keep], cols[keep]
+        score = best[rows, cols]
+        order = np.argsort(score)[::-1][:max_candidates]
+        out += [(i, int(rows[j]), int(cols[j]), float(score[j]), float(best_scale[rows[j], cols[j]]))
+                for j in order]
+    out.sort(key=lambda t: -t[3])
+    return out[: max_candidates * 2]
+
+
+def psf_response_ref(w, yc, xc, sigma):
+    """Normalised LoG response at the sub-pixel point (yc, xc): the 2-D kernel
+    ``(2 − q)·exp(−q/2)/(2πσ²)``, ``q = ((y − yc)² + (x − xc)²)/σ²``, on the (2⌈3.5σ⌉ + 1)² pixels
+    around the nearest pixel, minus its mean, times the frame, summed. None when the window does
+    not fit."""
+    h, wd = w.shape
+    rad = int(math.ceil(3.5 * sigma))
+    r0, c0 = int(round(yc)), int(round(xc))
+    if r0 - rad < 0 or c0 - rad < 0 or r0 + rad >= h or c0 + rad >= wd:
+        return None
+    yy, xx = np.mgrid[r0 - rad:r0 + rad + 1, c0 - rad:c0 + rad + 1]
+    q = ((yy - yc) ** 2 + (xx - xc) ** 2) / (sigma * sigma)
+    ker = (2.0 - q) * np.exp(-0.5 * q) / (2 * math.pi * sigma * sigma)
+    ker = ker - ker.mean()
+    return float((ker * np.asarray(w, float)[r0 - rad:r0 + rad + 1, c0 - rad:c0 + rad + 1]).sum())
+
+
+def psf_scale_at_ref(w, yc, xc, scales):
+    """Scale of the maximum normalised LoG response at (yc, xc), one scale at a time: responses
+    while the window fits, stopping at a scale above 2.5× the best with less than half its
+    response; None at the ends of the range; else the σ of the grid geomspace(σ_max/1.6, 1.6·σ_max,
+    161) whose σ²-weighted least-squares fit of A·s²/(σ² + s²)² over s in [σ_max/2, 2σ_max] is best
+    (None at the grid's ends). Returns (sigma or None, maximum response or nan)."""
+    resp = []
+    best, best_s = -math.inf, 0.0
+    for s in scales:
+        v = psf_response_ref(w, yc, xc, float(s))
+        if v is None:
+            break
+        resp.append(v)
+        if v > best:
+            best, best_s = v, float(s)
+        elif s > 2.5 * best_s and v < 0.5 * best:
+            break
+    if len(resp) < 3:
+        return None, math.nan
+    resp = np.asarray(resp)
+    sc = np.asarray(scales)[:resp.size]
+    j = int(np.argmax(resp))
+    if j == 0 or j == resp.size - 1:
+        return None, float(resp[j])
+    use = (sc >= sc[j] / 2) & (sc <= sc[j] * 2)
+    x, y, wt = sc[use], resp[use], sc[use] ** 2
+    cand = np.geomspace(sc[j] / 1.6, sc[j] * 1.6, 161)
+    cost = []
+    for c in cand:
+        model = x ** 2 / (c ** 2 + x ** 2) ** 2
+        amp = (wt * model * y).sum() / (wt * model * model).sum()
+        cost.append((wt * (y - amp * model) ** 2).sum())
+    k = int(np.argmin(cost))
+    if k == 0 or k == cand.size - 1:
+        return None, float(resp[j])
+    return float(cand[k]), float(resp[j])

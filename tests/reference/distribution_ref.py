@@ -133,3 +133,20 @@ def cve_particles(tracks, acquisition, min_track_length=10):
                          D_se_um2_s=np.nan, sigma_loc_um=np.sqrt(max(s2, 0.0)), diameter_nm=diam, valid=valid,
                          msd1_um2=msd1, cov1_um2=cov1))
     return pd.DataFrame(rows)
+
+
+def dst1_ortho_ref(x):
+    """Orthonormal DST-I of a 1-D array by its defining sum, term by term (pure Python).
+
+    ``y_k = sqrt(2/(N+1)) Σ_n x_n sin(π(n+1)(k+1)/(N+1))``; the products ``(n+1)(k+1)`` are reduced
+    modulo ``2(N+1)`` (the period of the sine) as integers before the multiplication by ``π/(N+1)``,
+    and each sum is exact up to the final rounding (``math.fsum``). ``O(N²)`` sines: small ``N``.
+    """
+    import math
+
+    x = [float(v) for v in x]
+    n = len(x)
+    period = 2 * (n + 1)
+    norm = math.sqrt(2.0 / (n + 1))
+    return np.array([norm * math.fsum(x[j] * math.sin(math.pi * (((j + 1) * (k + 1)) % period) / (n + 1))
+                                      for j in range(n)) for k in range(n)])

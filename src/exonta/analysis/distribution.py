@@ -12,7 +12,8 @@ over all valid tracks, with each track's exact likelihood:
   tridiagonal Toeplitz covariance: diagonal ``2DΔt(1 − 2R) + 2σ²``,
   off-diagonal ``2RDΔt − σ²`` (Berglund 2010; Vestergaard et al. 2014), with
   ``R = t_exp/(6Δt)``.  The DST-I diagonalises it exactly: with
-  ``y = DST-I(Δx)`` (orthonormal, :func:`scipy.fft.dst` ``type=1``), the
+  ``y = DST-I(Δx)`` (orthonormal, :func:`_dst1_ortho`; the same as
+  ``scipy.fft.dst(type=1, norm="ortho")``), the
   ``y_k`` are independent with variance
   ``λ_k = 2DΔt + 2(σ² − 2RDΔt)(1 − cos(πk/(N+1)))``.  Only ``y_k²`` (summed
   over x and y) is stored per component, so the ``tracks × bins`` log-likelihood
@@ -119,6 +120,7 @@ __all__ = [
     "weighted_quantiles",
     "brightness_warnings",
     "implausible_peaks",
+    "load_kernels",
 ]
 
 _STAT_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
@@ -210,6 +212,50 @@ def diameter_grid(size_min_nm: float, size_max_nm: float, n_bins: int):
 # --------------------------------------------------------------------------- per-track data
 
 
+#: Runs of up to this many steps are transformed by a product with the DST-I matrix, longer ones by
+#: an FFT (:func:`_dst1_ortho`). For 2 000 runs of one length the product is 4–7× faster than the
+#: FFT up to N = 32, but building the matrix costs N² sines, which a length shared by a few runs does
+#: not repay. On the 24 767 runs (lengths 1–514, 9 437 of length 1) of a 26 000-track video, x and y
+#: in one call per length: 16.2 ms with the FFT for every length, 14.0 ms with this threshold
+#: (``scipy.fft.dst``: 12.9 ms, plus 0.07 s to import it with ``scipy.special`` in a fresh process
+#: where numba has already imported ``scipy.linalg``, 0.18 s where it has not).
+_DST_MATRIX_MAX_N = 32
+
+
+def _dst1_ortho(a: np.ndarray) -> np.ndarray:
+    """Orthonormal DST-I (discrete sine transform of type I) along the last axis.
+
+    ``y_k = √(2/(N+1)) · Σ_{n=0}^{N−1} x_n sin(π(n+1)(k+1)/(N+1))``, ``k = 0 … N−1``:
+    the same as ``scipy.fft.dst(a, type=1, norm="ortho", axis=-1)`` (to rounding), without importing
+    :mod:`scipy.fft` and :mod:`scipy.special` (0.07–0.18 s in a fresh process). The matrix is
+    orthogonal and symmetric: the transform is its own inverse.
+
+    For ``N ≤ _DST_MATRIX_MAX_N`` a product with that matrix (its sines taken at the exact integer
+    multiples ``(n+1)(k+1) mod 2(N+1)`` of ``π/(N+1)``); for longer runs the odd extension
+    ``z = [0, x_0 … x_{N−1}, 0, −x_{N−1} … −x_0]`` (length ``2(N+1)``), whose real FFT is
+    ``Z_{k+1} = −2i Σ_n x_n sin(π(n+1)(k+1)/(N+1))``, so ``y_k = −Im Z_{k+1} / √(2(N+1))``.
+
+    Parameters
+    ----------
+    a : ndarray (..., N)
+        Real input, ``N ≥ 1``.
+
+    Returns
+    -------
+    ndarray (..., N), float64
+    """
+    a = np.asarray(a, dtype=float)
+    n = a.shape[-1]
+    if n <= _DST_MATRIX_MAX_N:
+        k = np.arange(1, n + 1)
+        s = np.sin((np.pi / (n + 1)) * (np.outer(k, k) % (2 * (n + 1))))
+        return (a @ s) * math.sqrt(2.0 / (n + 1))
+    z = np.zeros(a.shape[:-1] + (2 * (n + 1),))
+    z[..., 1:n + 1] = a
+    z[..., n + 2:] = -a[..., ::-1]
+    return np.fft.rfft(z, axis=-1)[..., 1:n + 1].imag * (-1.0 / math.sqrt(2.0 * (n + 1)))
+
+
 @dataclass
 class _TrackData:
     """DST components and CVE moments of the fitted tracks (index = order of ``particle_ids``)."""
@@ -251,8 +297,6 @@ def track_components(tracks: pd.DataFrame, particle_ids, pixel_size_um: float, m
         squared 1-frame displacement per axis) and ``cov1_um2`` (mean product of
         consecutive displacements per axis, NaN without any pair).
     """
-    from scipy.fft import dst
-
     ids = np.asarray(particle_ids, dtype=np.int64)
     n_tr = ids.size
     xcol = "x_corrected" if "x_corrected" in tracks else "x"
@@ -293,8 +337,8 @@ def track_components(tracks: pd.DataFrame, particle_ids, pixel_size_um: float, m
         for n in np.unique(lengths):
             sel = lengths == n
             ind = starts[sel][:, None] + np.arange(n)[None, :]
-            yx = dst(dx[ind], type=1, norm="ortho", axis=1)
-            yy = dst(dy[ind], type=1, norm="ortho", axis=1)
+            yxy = _dst1_ortho(np.concatenate([dx[ind], dy[ind]]))  # x runs, then y runs: one call
+            yx, yy = yxy[:ind.shape[0]], yxy[ind.shape[0]:]
             comp_p.append((yx * yx + yy * yy).ravel())
             k = np.arange(1, n + 1)
             comp_c.append(np.tile(1.0 - np.cos(np.pi * k / (n + 1)), int(sel.sum())))
@@ -405,6 +449,10 @@ def gamma_log_likelihood(msd1_um2, n_steps, sigma2_um2, d_grid_um2_s, frame_inte
     ndarray (n_tracks, n_bins)
         Log-density of ``T`` (µm² units), i.e. up to per-track constants.
     """
+    # scipy.special (0.04–0.17 s to import cold) only on this fallback, which the pipeline does not take
+    # (it passes the tracks table): the array is tracks × bins (millions of values), where a numpy lgamma
+    # (shift + Stirling series) was 4× slower than gammaln and off by up to 8e-15 near x = 1–2 (gammaln:
+    # 2e-15)
     from scipy.special import gammaln
 
     m = np.asarray(msd1_um2, float)[:, None]
@@ -553,6 +601,13 @@ def _spot_quality(tracks, particle_ids, pixel_size_um):
 
 
 def _cho_solve(chol, b):
+    """Solve ``L Lᵀ x = b`` from the lower Cholesky factor ``L`` (two triangular solves).
+
+    ``scipy.linalg`` costs nothing extra to import here: numba imports it (``scipy.linalg.cython_blas``,
+    in ``numba.np.linalg.ensure_blas``) the first time any kernel of the process is compiled or loaded
+    from its cache, which has happened before a fit. ``numpy.linalg.solve`` (LU) on the factors
+    would be ~7× slower per call (0.2 ms against 0.03 ms for the 120-bin grid).
+    """
     from scipy.linalg import solve_triangular
 
     return solve_triangular(chol.T, solve_triangular(chol, b, lower=True, check_finite=False), lower=False,
@@ -975,6 +1030,38 @@ def _run_replicates(fn, n: int, n_threads: int | None = None):
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def load_kernels() -> None:
+    """Load (or compile) every numba kernel that :func:`size_distribution` calls.
+
+    The first size distribution in a process otherwise loads its five kernels from numba's on-disk
+    cache: ~0.4 s when they are the first numba kernels of the process (most of it numba's one-time
+    set-up, which also imports ``scipy.linalg``), 0.03–0.15 s once other kernels (the detection's)
+    have run; ~5 s to compile them when there is no cache yet (after an install; measured on a
+    loaded 2-core machine). The pipeline can call this in a background thread while the detection
+    runs. Each kernel is called once on tiny valid inputs of the argument types of the real calls
+    (C-contiguous ``int64``/``float64`` arrays and a ``float`` scalar, made by the same wrappers
+    where there is one), so the cached specialisation is the one a later :func:`size_distribution`
+    uses and that call loads nothing more. Safe to call more than once and from any thread (numba
+    serialises compilation and cache loading); returns nothing.
+
+    Kernels: ``dst_loglik_kernel`` and ``dst_loglik_sigma_derivs_kernel`` (exact likelihood and its
+    σ² derivatives), ``posterior_gram_kernel`` (Newton Hessian), ``cholesky_inverse_kernel``
+    (inverse of the fit's Hessian for the bootstrap) and ``replicate_likelihood_kernel`` (bootstrap
+    replicates), all of :mod:`exonta.analysis._distkernels`.
+    """
+    from ._distkernels import posterior_gram_kernel, replicate_likelihood_kernel
+
+    comp = (np.zeros(1, np.int64), np.ones(1), np.ones(1))
+    d_grid = np.array([1.0, 2.0])
+    dst_log_likelihood(*comp, np.zeros(1), d_grid, 0.03, 0.1, n_tracks=1, comp_scale=np.ones(1))
+    dst_log_likelihood_sigma_derivatives(*comp, np.zeros(1), d_grid, 0.03, 0.1, n_tracks=1, comp_scale=np.ones(1))
+    _spd_inverse(np.eye(2))
+    lik = np.ones((1, 2))
+    w = np.full(2, 0.5)
+    posterior_gram_kernel(lik, w, lik @ w, np.ones(1), np.empty((2, 2)), np.empty(2))
+    replicate_likelihood_kernel(lik, lik, lik, np.zeros(1, np.int64), np.zeros(1), np.empty((1, 2)))
 
 
 def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params: SizingParams | None = None,
