@@ -4,9 +4,10 @@ numba's default threading layer on Linux is GNU OpenMP, whose worker threads bus
 every parallel region before they sleep. Detection launches one parallel region per chunk of frames
 (:func:`exonta.detect._kernels._locate_chunk`) and, between two of them, the calling thread builds
 the chunk's table while a reader thread decodes the next chunk; on a two-core machine the spinning
-workers take the cores those threads need. Measured on the 2-core CI machine (``bench_detect``
-frames, 1024², 8-bit, ``--fast-search``): 1.45 → 1.25 ms of wall time per frame, 2.9 → 2.4 ms of
-CPU time per frame — the CPU time of one thread, so nothing is lost to waiting.
+workers can take the cores those threads need. Measured on the 2-core CI machine (``bench_detect``
+frames, 1024², 8-bit, ``--fast-search``, 192 frames, three interleaved rounds of three runs):
+spinning 1.21–1.79 ms of wall time per frame (2.3–3.5 ms of CPU time), sleeping 1.23–1.41 ms
+(2.4–2.6 ms): the same best case, without the slow runs.
 """
 
 from __future__ import annotations
