@@ -214,6 +214,28 @@ def test_fit_mixture_weights_recovers_known_mixture():
     assert np.all(np.linalg.eigvalsh(h) > 0)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_fixed_hessian_fit_of_a_resample_reaches_the_exact_optimum(scale):
+    # bootstrap replicates reuse the full fit's Hessian; with a curvature too low by 1/0.3 (every full
+    # step too long) the line search must still reach the optimum of the exact-Hessian fit
+    rng = np.random.default_rng(8)
+    grid = np.linspace(0, 10, 41)
+    x = 5.0 + rng.normal(0, 0.3, 4000)  # one sharp peak: the replicates' curvature differs most
+    lik = np.exp(-0.5 * ((x[:, None] - grid[None, :]) / 0.5) ** 2)
+    w0, beta0, h0 = fit_mixture_weights(lik, penalty=1e-6)
+    counts = np.bincount(rng.integers(0, x.size, x.size), minlength=x.size).astype(float)
+    start = beta0 + rng.normal(0, 0.5, beta0.size)  # away from the resample's optimum
+    exact_info, fixed_info = {}, {}
+    w_exact, _, _ = fit_mixture_weights(lik, counts=counts, penalty=1e-6, beta0=start, info=exact_info)
+    w_fixed, _, _ = fit_mixture_weights(lik, counts=counts, penalty=1e-6, beta0=start, hessian=scale * h0,
+                                        maxiter=200, info=fixed_info)
+    assert fixed_info["objective"] <= exact_info["objective"] + 0.02 / counts.sum()
+    mean = lambda w: float((w * grid).sum())  # noqa: E731
+    assert abs(mean(w_fixed) - mean(w_exact)) < 2e-3
+    if scale < 1.0:  # the step length found once is kept: a full step is not tried and rejected every time
+        assert fixed_info["evaluations"] <= fixed_info["nit"] + 3
+
+
 def test_weighted_stats_uniform_in_log():
     edges, centres, widths = diameter_grid(10, 1000, 100)
     st = weighted_stats(np.full(100, 0.01), edges, centres, widths)
