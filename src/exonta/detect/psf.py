@@ -385,19 +385,25 @@ def _candidates(w: np.ndarray, max_candidates: int, min_snr: float):
             np.maximum(best, r, out=best)
         peak = (best == _max_filter_nearest(best, 5)) & (best > min_snr)
         # one candidate per plateau (the binned coarse scales repeat values over b×b blocks)
-        com = _component_centroids(peak)
-        if com.shape[0] == 0:
-            continue
-        rows, cols = np.rint(com[:, 0]).astype(int), np.rint(com[:, 1]).astype(int)
-        margin = np.ceil(1.5 * best_scale[rows, cols]).astype(int) + 2
-        keep = (rows >= margin) & (cols >= margin) & (rows < h - margin) & (cols < wd - margin)
-        rows, cols = rows[keep], cols[keep]
-        score = best[rows, cols]
-        order = np.argsort(score)[::-1][:max_candidates]
-        out += [(i, int(rows[j]), int(cols[j]), float(score[j]), float(best_scale[rows[j], cols[j]]))
-                for j in order]
+        out += _frame_candidates(i, _component_centroids(peak), best, best_scale, max_candidates)
     out.sort(key=lambda t: -t[3])
     return out[: max_candidates * 2]
+
+
+def _frame_candidates(i: int, centres: np.ndarray, best: np.ndarray, best_scale: np.ndarray,
+                      max_candidates: int) -> list[tuple[int, int, int, float, float]]:
+    """(frame ``i``, row, col, score, scale) of the ``max_candidates`` strongest plateau centres
+    (``centres``: (n, 2) row, col) at least ⌈1.5·scale⌉ + 2 px from the border, strongest first."""
+    if centres.shape[0] == 0:
+        return []
+    h, wd = best.shape
+    rows, cols = np.rint(centres[:, 0]).astype(int), np.rint(centres[:, 1]).astype(int)
+    margin = np.ceil(1.5 * best_scale[rows, cols]).astype(int) + 2
+    keep = (rows >= margin) & (cols >= margin) & (rows < h - margin) & (cols < wd - margin)
+    rows, cols = rows[keep], cols[keep]
+    score = best[rows, cols]
+    order = np.argsort(score)[::-1][:max_candidates]
+    return [(i, int(rows[j]), int(cols[j]), float(score[j]), float(best_scale[rows[j], cols[j]])) for j in order]
 
 
 def _refine_centre(w: np.ndarray, row: int, col: int, scale: float) -> tuple[float, float]:
