@@ -746,7 +746,7 @@ def fit_mixture_weights(lik, counts=None, penalty=0.0, beta0=None, maxiter=200, 
             # curvature is higher (bootstrap replicates of a sharp peak): the next line search starts
             # at the step length just accepted. On the 1500-frame 100 nm benchmark video
             # (--fast-search) 100 replicates then evaluate the objective 1 588 times instead of 5 235
-            # (the CIs move by < 0.05 % of their values, inside the replicates' tolerance)
+            # (the CIs move by < 0.1 % of their values, inside the replicates' tolerance)
             t_start = t
         mu = mu / 4.0 if t == 1.0 else max(mu * 4.0, 1e-8)
         beta = beta + t * step
