@@ -212,16 +212,6 @@ def diameter_grid(size_min_nm: float, size_max_nm: float, n_bins: int):
 # --------------------------------------------------------------------------- per-track data
 
 
-#: Runs of up to this many steps are transformed by a product with the DST-I matrix, longer ones by
-#: an FFT (:func:`_dst1_ortho`). For 2 000 runs of one length the product is 4–7× faster than the
-#: FFT up to N = 32, but building the matrix costs N² sines, which a length shared by a few runs does
-#: not repay. On the 24 767 runs (lengths 1–514, 9 437 of length 1) of a 26 000-track video, x and y
-#: in one call per length: 16.2 ms with the FFT for every length, 14.0 ms with this threshold
-#: (``scipy.fft.dst``: 12.9 ms, plus 0.07 s to import it with ``scipy.special`` in a fresh process
-#: where numba has already imported ``scipy.linalg``, 0.18 s where it has not).
-_DST_MATRIX_MAX_N = 32
-
-
 def _dst1_ortho(a: np.ndarray) -> np.ndarray:
     """Orthonormal DST-I (discrete sine transform of type I) along the last axis.
 
@@ -230,10 +220,10 @@ def _dst1_ortho(a: np.ndarray) -> np.ndarray:
     :mod:`scipy.fft` and :mod:`scipy.special` (0.07–0.18 s in a fresh process). The matrix is
     orthogonal and symmetric: the transform is its own inverse.
 
-    For ``N ≤ _DST_MATRIX_MAX_N`` a product with that matrix (its sines taken at the exact integer
-    multiples ``(n+1)(k+1) mod 2(N+1)`` of ``π/(N+1)``); for longer runs the odd extension
-    ``z = [0, x_0 … x_{N−1}, 0, −x_{N−1} … −x_0]`` (length ``2(N+1)``), whose real FFT is
-    ``Z_{k+1} = −2i Σ_n x_n sin(π(n+1)(k+1)/(N+1))``, so ``y_k = −Im Z_{k+1} / √(2(N+1))``.
+    From the odd extension ``z = [0, x_0 … x_{N−1}, 0, −x_{N−1} … −x_0]`` (length ``2(N+1)``), whose
+    real FFT is ``Z_{k+1} = −2i Σ_n x_n sin(π(n+1)(k+1)/(N+1))``, so ``y_k = −Im Z_{k+1} / √(2(N+1))``.
+    On the 24 767 runs (lengths 1–514) of a 26 000-track video, x and y in one call per run length:
+    16 ms (``scipy.fft.dst``: 13 ms, plus 0.07–0.18 s to import it).
 
     Parameters
     ----------
@@ -246,10 +236,6 @@ def _dst1_ortho(a: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=float)
     n = a.shape[-1]
-    if n <= _DST_MATRIX_MAX_N:
-        k = np.arange(1, n + 1)
-        s = np.sin((np.pi / (n + 1)) * (np.outer(k, k) % (2 * (n + 1))))
-        return (a @ s) * math.sqrt(2.0 / (n + 1))
     z = np.zeros(a.shape[:-1] + (2 * (n + 1),))
     z[..., 1:n + 1] = a
     z[..., n + 2:] = -a[..., ::-1]
