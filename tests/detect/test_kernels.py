@@ -446,16 +446,6 @@ def test_merge_no_saddle_and_halo_test_match_reference():
 
 
 @pytest.mark.parametrize("shape", [(8, 10), (9, 11)])
-def test_bin2_sums_2x2_blocks(shape):
-    rng = np.random.default_rng(3)
-    a = rng.normal(0, 5, shape).astype(np.float32)
-    out = np.empty((shape[0] // 2, shape[1] // 2), np.float32)
-    K._bin2(a, out)
-    h2, w2 = out.shape
-    np.testing.assert_allclose(out, a[:2 * h2, :2 * w2].reshape(h2, 2, w2, 2).sum(axis=(1, 3)), rtol=1e-6)
-
-
-@pytest.mark.parametrize("shape", [(8, 10), (9, 11)])
 @pytest.mark.parametrize("with_bg, sign", [(True, 1.0), (True, -1.0), (False, 1.0)])
 def test_working_frame_bin2_is_the_working_frame_and_its_binned_sums(shape, with_bg, sign):
     rng = np.random.default_rng(5)

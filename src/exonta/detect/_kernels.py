@@ -305,18 +305,11 @@ def _working_row(raw, bg, y, has_bg, sg, wr):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _working_frame(raw, bg, sign, work):
-    """``work = sign·(raw − bg)`` (float32; ``bg`` may be shape (0, 0) = none): the frame the fits use."""
-    has_bg = bg.shape[0] > 0
-    sg = np.float32(sign)
-    for y in range(raw.shape[0]):
-        _working_row(raw, bg, y, has_bg, sg, work[y])
-
-
-@njit(cache=True, nogil=True, fastmath=True)
 def _working_frame_bin2(raw, bg, sign, work, out):
-    """:func:`_working_frame` and :func:`_bin2` of it in one pass: each pair of working rows is summed
-    into its binned row while it is still in cache (the working frame is not read back)."""
+    """The working frame ``work = sign·(raw − bg)`` (float32; ``bg`` may be shape (0, 0) = none; the
+    frame the fits use) and ``out[i, j]``, the sum of its 2×2 block ``work[2i:2i+2, 2j:2j+2]`` (an odd
+    last row or column is left out of ``out``), in one pass: each pair of working rows is summed into
+    its binned row while it is still in cache (the working frame is not read back)."""
     has_bg = bg.shape[0] > 0
     sg = np.float32(sign)
     h2, w2 = out.shape
@@ -326,13 +319,6 @@ def _working_frame_bin2(raw, bg, sign, work, out):
         _bin2_row(work[2 * i], work[2 * i + 1], out[i])
     for y in range(2 * h2, raw.shape[0]):  # an odd last row: in the working frame only
         _working_row(raw, bg, y, has_bg, sg, work[y])
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _bin2(work, out):
-    """``out[i, j]`` = sum of the 2×2 block ``work[2i:2i+2, 2j:2j+2]`` (an odd last row or column is left out)."""
-    for i in range(out.shape[0]):
-        _bin2_row(work[2 * i], work[2 * i + 1], out[i])
 
 
 @njit(cache=True, nogil=True, fastmath=True)
