@@ -17,12 +17,13 @@ thicker slab and give more, longer tracks); ``deconv − clean`` is the effect o
 the **junk links**; ``clean − tracks`` is the **estimator** error. Prints a table;
 not a test.
 
-Usage: ``python benchmarks/bench_selection.py [--cases ev_lognormal,mono100_37c] [--seeds 1]``
+Usage: ``python benchmarks/bench_selection.py [--cases ev_lognormal,mono100_37c] [--seeds 1] [--search-binning 2] [--set link.brightness_log_sd=0.45]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -46,13 +47,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="ev_lognormal,mono100_37c,drift8,bimodal100_200,mono400")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--search-binning", type=int, choices=(1, 2), default=None,
+                    help="candidate search: 1 = full resolution, 2 = 2x2-binned (--fast-search); default: the case's")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="an analysis parameter, e.g. link.brightness_log_sd=0.45 (repeatable; values parsed as JSON)")
     args = ap.parse_args()
+    overrides: dict = {} if args.search_binning is None else {"detect": {"search_binning": args.search_binning}}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        overrides.setdefault(section, {})[name] = parsed
     print(f"{'case':16s} seed  fitted  junk-tracks junk-pos | {'stat':5s} {'sample':>7s} {'tracks':>7s} "
           f"{'deconv':>7s} {'clean':>7s} | selection  junk  estimator  (% of the reference to the left)")
     for name in args.cases.split(","):
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            r = run_case(name, seed=seed)
+            r = run_case(name, seed=seed, **overrides)
             lab = r["track_truth"]
             fit = lab[lab["fitted"]]
             clean_ids = fit.loc[fit["junk_fraction"] == 0, "particle"].to_numpy()
