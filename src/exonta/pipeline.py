@@ -559,7 +559,10 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     link_progress = prog.stage("link")
     tracks = link_features(features, acq, config.link,
                            progress=lambda fraction, _msg: link_progress(int(1000 * fraction), 1000))
-    # --- junk links (exonta.track.quality): second pass with the sample's own search radius ---
+    # --- second linking pass: the sample's own search radius (junk links, exonta.track.quality) and, with
+    # the binned search, the brightness term measured on the first pass (crowding, exonta.track.link) ---
+    updates: dict[str, Any] = {}
+    auto: dict[str, Any] | None = None
     if config.link.sample_search and config.link.search_range_um is None:
         from .track.link import search_range_um
         from .track.quality import sample_search_range_um
@@ -575,11 +578,26 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
                             f"{RELINK_FACTOR} x the physics radius"}
         auto = {**_requested(config), "search_range_um": record}
         if relink:
-            link = config.link.model_copy(update={"search_range_um": used_um})
-            config = config.model_copy(update={"link": link})
+            updates["search_range_um"] = used_um
+    if config.link.brightness_log_sd is None:
+        from .detect.locate import search_binning
+        from .track.quality import brightness_log_sd
+
+        binned = search_binning(config.detect) == 2
+        measured = brightness_log_sd(tracks, config.sizing.min_track_length) if binned else None
+        updates["brightness_log_sd"] = round(measured, 4) if measured is not None else 0.0
+        auto = {**(auto if auto is not None else _requested(config)), "brightness_log_sd": {
+            "used": updates["brightness_log_sd"], "measured": None if measured is None else round(measured, 4),
+            "method": "robust spread (1.4826 MAD) of the frame-to-frame change of ln(signal) in the tracks of a "
+                      "first linking pass, with the binned candidate search; 0 (distance only) at full resolution "
+                      "or without enough steps"}}
+    if updates:
+        config = config.model_copy(update={"link": config.link.model_copy(update=updates)})
+        if "search_range_um" in updates or updates.get("brightness_log_sd", 0.0) > 0:
             tracks = link_features(features, acq, config.link)
-        else:
-            config = config.model_copy()  # never change the caller's configuration object
+    elif auto is not None:
+        config = config.model_copy()  # never change the caller's configuration object
+    if auto is not None:
         config._auto = auto
     # --- end junk links (second pass) ---
     if config.link.drift_correction and len(tracks):

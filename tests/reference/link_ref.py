@@ -79,7 +79,8 @@ def link_ref(frames, xs, ys, rho, memory):
 # on seeded synthetic data that the brute force above cannot handle (hundreds of detections per frame).
 
 
-def _match_frame_scipy(src_pos, src_gap, dst_pos, rho2_src, cost_unit2, src_tree_r, dense_max):
+def _match_frame_scipy(src_pos, src_gap, dst_pos, rho2_src, cost_unit2, src_tree_r, dense_max, src_lb=None,
+                       dst_lb=None, beta=0.0, dmax2=0.0):
     import numpy as np
     from scipy.optimize import linear_sum_assignment
     from scipy.sparse import coo_array
@@ -95,6 +96,8 @@ def _match_frame_scipy(src_pos, src_gap, dst_pos, rho2_src, cost_unit2, src_tree
     r2 = sdm["v"] ** 2 / (src_gap[i] + 1.0)
     keep = r2 < rho2_src[i]
     i, j, cost = i[keep], j[keep], (r2 / cost_unit2)[keep]
+    if beta > 0:  # brightness term (exonta.track.link, item 5b), written out from its definition
+        cost = (cost + beta * np.minimum((dst_lb[j] - src_lb[i]) ** 2, dmax2)) / (1.0 + beta * dmax2)
     if i.size == 0:
         return empty, empty
     k, m = src_pos.shape[0], dst_pos.shape[0]
@@ -126,7 +129,7 @@ def _match_frame_scipy(src_pos, src_gap, dst_pos, rho2_src, cost_unit2, src_tree
 
 
 def link_lap_ref(frames, xs, ys, rho2_px2, memory, adaptive=True, miss_probability=1e-6, floor2_px2=1.0,
-                 dense_max=160):
+                 dense_max=160, log_brightness=None, beta=0.0, dmax2=0.0):
     """Track id per detection (ids in order of creation), frame-by-frame scipy LAP; arrays in any order."""
     import numpy as np
 
@@ -134,6 +137,8 @@ def link_lap_ref(frames, xs, ys, rho2_px2, memory, adaptive=True, miss_probabili
     order = np.argsort(frames, kind="stable")
     fr = frames[order]
     xy = np.column_stack([np.asarray(xs, float)[order], np.asarray(ys, float)[order]])
+    lb = np.zeros(fr.size) if log_brightness is None else np.asarray(log_brightness, float)[order]
+    act_lb = np.empty(0)
     track_of = np.full(fr.size, -1, dtype=np.int64)
     uframes, starts = np.unique(fr, return_index=True)
     ends = np.append(starts[1:], fr.size)
@@ -148,6 +153,7 @@ def link_lap_ref(frames, xs, ys, rho2_px2, memory, adaptive=True, miss_probabili
         alive = (f - act_last - 1) <= memory
         act_pos, act_last, act_id, act_sq, act_n = (act_pos[alive], act_last[alive], act_id[alive], act_sq[alive],
                                                    act_n[alive])
+        act_lb = act_lb[alive]
         dst = xy[s:e]
         ids = np.full(e - s, -1, dtype=np.int64)
         if act_id.size:
@@ -158,18 +164,21 @@ def link_lap_ref(frames, xs, ys, rho2_px2, memory, adaptive=True, miss_probabili
                 nh = act_n[has].astype(float)
                 c = nh * np.expm1(-np.log(miss_probability) / nh)
                 gate2[has] = np.clip(c * act_sq[has] / nh, floor2_px2, rho2_px2)
-            si, dj = _match_frame_scipy(act_pos, gap, dst, gate2, rho2_px2, r_query, dense_max)
+            si, dj = _match_frame_scipy(act_pos, gap, dst, gate2, rho2_px2, r_query, dense_max, act_lb, lb[s:e],
+                                        beta, dmax2)
             ids[dj] = act_id[si]
             d = dst[dj] - act_pos[si]
             act_sq[si] += (d[:, 0] ** 2 + d[:, 1] ** 2) / (gap[si] + 1.0)
             act_n[si] += 1
             act_pos[si] = dst[dj]
+            act_lb[si] = lb[s:e][dj]
             act_last[si] = f
         new = ids < 0
         n_new = int(new.sum())
         ids[new] = np.arange(next_id, next_id + n_new)
         next_id += n_new
         act_pos = np.concatenate([act_pos, dst[new]])
+        act_lb = np.concatenate([act_lb, lb[s:e][new]])
         act_last = np.concatenate([act_last, np.full(n_new, f, dtype=np.int64)])
         act_id = np.concatenate([act_id, ids[new]])
         act_sq = np.concatenate([act_sq, np.zeros(n_new)])

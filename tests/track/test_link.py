@@ -242,21 +242,29 @@ def test_assignment_kernel_matches_exhaustive_search(seed):
     assert len(set(got[got >= 0])) == int(np.sum(got >= 0))  # a detection is used once
 
 
-def test_frame_edges_kernel_finds_every_pair_inside_its_gate():
+@pytest.mark.parametrize("beta", [0.0, 0.8])
+def test_frame_edges_kernel_finds_every_pair_inside_its_gate(beta):
     rng = np.random.default_rng(11)
     src = rng.uniform(0, 100, (60, 2))
     dst = rng.uniform(0, 100, (80, 2))
     gap = rng.integers(0, 3, 60).astype(float)
     gate2 = rng.uniform(1.0, 60.0, 60)
+    src_lb, dst_lb = rng.normal(0, 1, 60), rng.normal(0, 1, 80)
+    dmax2 = 0.81 if beta else 0.0
     row_ptr, cols, cost = frame_edges_kernel(src[:, 0].copy(), src[:, 1].copy(), gap, gate2, 60, dst[:, 0].copy(),
-                                             dst[:, 1].copy(), float(np.sqrt(gate2.max() * 3.0)), 50.0)
+                                             dst[:, 1].copy(), float(np.sqrt(gate2.max() * 3.0)), 50.0,
+                                             src_lb, dst_lb, beta, dmax2)
     r2 = ((src[:, None, :] - dst[None, :, :]) ** 2).sum(axis=2) / (gap[:, None] + 1.0)
     expected = {(i, j) for i, j in zip(*np.nonzero(r2 < gate2[:, None]))}
     got = {(i, int(cols[e])) for i in range(60) for e in range(row_ptr[i], row_ptr[i + 1])}
     assert got == expected and len(expected) > 30
     for i in range(60):
         for e in range(row_ptr[i], row_ptr[i + 1]):
-            assert cost[e] == pytest.approx(r2[i, cols[e]] / 50.0, rel=1e-12)
+            j = cols[e]
+            want = (r2[i, j] / 50.0 + beta * min((dst_lb[j] - src_lb[i]) ** 2, dmax2)) / (1.0 + beta * dmax2)
+            assert cost[e] == pytest.approx(want, rel=1e-12)
+            if beta == 0.0:
+                assert cost[e] == r2[i, j] / 50.0  # distance only: exactly the old cost
 
 
 @pytest.mark.parametrize("adaptive", [True, False])
@@ -279,3 +287,64 @@ def test_matches_scipy_reference_linker_on_crowded_field(adaptive, dense_max):
     # same partition: the reference's id of each kept row maps one-to-one onto the particle numbers
     pairs = set(zip(tracks["particle"].to_numpy(), ref[tracks["row"].to_numpy()]))
     assert len(pairs) == tracks["particle"].nunique() == len(np.unique(ref[kept]))
+
+
+def _bright_features(rng, n_particles, n_frames, step_px, box_px, spread, p_missing=0.0):
+    """:func:`brownian_features` with a brightness per particle (log-uniform over e^3) and a frame-to-frame
+    log-normal spread ``spread`` of its fitted ``signal``."""
+    feats = brownian_features(rng, n_particles, n_frames, step_px, box_px=box_px, p_missing=p_missing)
+    level = np.exp(rng.uniform(0.0, 3.0, n_particles))
+    feats["signal"] = level[feats["truth"].to_numpy()] * np.exp(rng.normal(0.0, spread, len(feats)))
+    return feats
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_brightness_term_matches_scipy_reference_linker(adaptive):
+    """The brightness term (LinkParams.brightness_log_sd) gives the links of the scipy reference with the same cost."""
+    rng = np.random.default_rng(21)
+    feats = _bright_features(rng, 300, 25, 1.5, 150.0, 0.3, p_missing=0.1)
+    noise = pd.DataFrame({"frame": np.repeat(np.arange(25), 40), "x": rng.uniform(0, 150, 1000),
+                          "y": rng.uniform(0, 150, 1000), "signal": np.exp(rng.uniform(-1.0, 1.0, 1000))})
+    feats = pd.concat([feats, noise], ignore_index=True).sample(frac=1.0, random_state=2).reset_index(drop=True)
+    s = 0.35
+    params = LinkParams(search_range_um=6.0 * 0.2, memory_frames=2, adaptive_search=adaptive, brightness_log_sd=s)
+    rho = search_range_px(ACQ, params)
+    beta = 1.0 / (2.0 * s * s * math.log(1.0 / params.search_miss_probability))
+    ref = link_lap_ref(feats["frame"], feats["x"], feats["y"], rho * rho, 2, adaptive=adaptive,
+                       miss_probability=params.track_miss_probability, dense_max=160,
+                       log_brightness=np.log(feats["signal"].to_numpy()), beta=beta, dmax2=9.0 * s * s)
+    tracks = link_features(feats.assign(row=np.arange(len(feats))), ACQ, params)
+    counts = np.bincount(ref)
+    kept = np.flatnonzero(counts[ref] >= 2)
+    assert np.array_equal(np.sort(tracks["row"].to_numpy()), kept)
+    pairs = set(zip(tracks["particle"].to_numpy(), ref[tracks["row"].to_numpy()]))
+    assert len(pairs) == tracks["particle"].nunique() == len(np.unique(ref[kept]))
+    # and the term changed links: the distance-only partition differs
+    plain = link_features(feats.assign(row=np.arange(len(feats))),
+                          ACQ, params.model_copy(update={"brightness_log_sd": 0.0}))
+    assert set(zip(plain["particle"], plain["row"])) != set(zip(tracks["particle"], tracks["row"]))
+
+
+def test_brightness_term_keeps_crossing_particles_apart():
+    """Crowded field, radius of 3.7 step sigmas: with the brightness term fewer links join two particles, and
+    the linked steps are no longer shorter than the particles' steps (distance alone prefers short ones)."""
+    rng = np.random.default_rng(5)
+    step = 2.0
+    feats = _bright_features(rng, 500, 30, step, 220.0, 0.3)
+    params = LinkParams(search_range_um=3.7 * step * 0.2, memory_frames=0, adaptive_search=False)
+    plain = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": 0.0}))
+    bright = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": 0.3}))
+    unset = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": None}))
+    pd.testing.assert_frame_equal(unset, plain)  # unset outside the pipeline: distance only
+
+    def mean_sq_step(tr):
+        t = tr.sort_values(["particle", "frame"])
+        same = t["particle"].to_numpy()[1:] == t["particle"].to_numpy()[:-1]
+        d2 = np.diff(t["x"].to_numpy()) ** 2 + np.diff(t["y"].to_numpy()) ** 2
+        return float(d2[same].mean())
+
+    acc_plain, acc_bright = link_accuracy(plain), link_accuracy(bright)
+    assert acc_plain < 0.97 and acc_bright > acc_plain + 0.01, (acc_plain, acc_bright)
+    true_msd = 2 * step * step
+    assert mean_sq_step(plain) < 0.97 * true_msd  # distance alone: too short
+    assert abs(mean_sq_step(bright) / true_msd - 1) < abs(mean_sq_step(plain) / true_msd - 1)

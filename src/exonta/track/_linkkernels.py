@@ -47,11 +47,15 @@ def gate2_kernel(sum_sq_px2, n_steps, count, rho2_px2, neg_log_p, floor2_px2, ad
 
 
 @njit(cache=True, nogil=True)
-def frame_edges_kernel(src_x, src_y, src_gap, src_gate2, n_src, dst_x, dst_y, reach_px, cost_unit2):  # pragma: no cover
+def frame_edges_kernel(src_x, src_y, src_gap, src_gate2, n_src, dst_x, dst_y, reach_px, cost_unit2,
+                       src_lb, dst_lb, beta, dmax2):  # pragma: no cover
     """Candidate links of one frame in CSR form (rows = sources in order).
 
     Source ``i`` and detection ``j`` are candidates when ``r² / (gap_i + 1) < gate2_i`` (``r`` the
-    distance, px); the cost is ``r² / (gap_i + 1) / cost_unit2``. Detections are binned on a square
+    distance, px); the cost is ``(r² / (gap_i + 1) / cost_unit2 + beta·min(Δ², dmax2)) / (1 + beta·dmax2)``
+    with ``Δ = dst_lb[j] − src_lb[i]`` (log brightness; ``beta = dmax2 = 0``: distance only, exactly
+    ``r² / (gap_i + 1) / cost_unit2``). The brightness term is capped and the sum rescaled so that every
+    candidate keeps a cost below 1 (linkable, :func:`assignment_kernel`). Detections are binned on a square
     grid (cells of about ``reach_px / 2``, and no more cells than about twice the detections); each
     source scans the cells within its own radius ``sqrt(gate2_i (gap_i + 1))``.
 
@@ -120,7 +124,8 @@ def frame_edges_kernel(src_x, src_y, src_gap, src_gate2, n_src, dst_x, dst_y, re
                             edge_col = nc
                             edge_cost = nw
                         edge_col[ne] = j
-                        edge_cost[ne] = r2 / cost_unit2
+                        db = min((dst_lb[j] - src_lb[i]) ** 2, dmax2)
+                        edge_cost[ne] = (r2 / cost_unit2 + beta * db) / (1.0 + beta * dmax2)
                         ne += 1
         row_ptr[i + 1] = ne
     return row_ptr, edge_col[:ne], edge_cost[:ne]
@@ -271,7 +276,8 @@ def assignment_kernel(n_rows, n_cols, row_ptr, edge_col, edge_cost, row_to_col):
 
 @njit(cache=True, nogil=True)
 def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2, reach_px, adaptive, neg_log_p,
-                       floor2_px2, act_x, act_y, act_last, act_id, act_sq, act_n, counters, track_of):  # pragma: no cover
+                       floor2_px2, act_x, act_y, act_last, act_id, act_sq, act_n, counters, track_of,
+                       lb, beta, dmax2, act_lb):  # pragma: no cover
     """Link the frames ``fi0 .. fi1 − 1`` (indices into ``starts``/``ends``), carrying the active tracks.
 
     Parameters
@@ -298,6 +304,12 @@ def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2,
         Number of active tracks, next free track id (updated).
     track_of : int64[n_feat]
         Track id of each detection (filled for the frames processed).
+    lb : float64[n_feat]
+        Log peak brightness of each detection (zeros when ``beta`` is 0).
+    beta, dmax2 : float
+        Brightness term of the link cost (:func:`frame_edges_kernel`); 0, 0: distance only.
+    act_lb : float64[n_feat]
+        Log brightness of each active track's last detection (state, like ``act_x``).
     """
     n_act = counters[0]
     next_id = counters[1]
@@ -316,6 +328,7 @@ def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2,
                 act_id[k] = act_id[i]
                 act_sq[k] = act_sq[i]
                 act_n[k] = act_n[i]
+                act_lb[k] = act_lb[i]
                 k += 1
         n_act = k
         ids = np.full(m, -1, dtype=np.int64)
@@ -326,7 +339,7 @@ def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2,
             gate2 = np.empty(n_act)
             gate2_kernel(act_sq, act_n, n_act, rho2_px2, neg_log_p, floor2_px2, adaptive, gate2)
             row_ptr, edge_col, edge_cost = frame_edges_kernel(act_x, act_y, gap, gate2, n_act, x[s:e], y[s:e],
-                                                              reach_px, rho2_px2)
+                                                              reach_px, rho2_px2, act_lb, lb[s:e], beta, dmax2)
             match = np.empty(n_act, dtype=np.int64)
             assignment_kernel(n_act, m, row_ptr, edge_col, edge_cost, match)
             for i in range(n_act):
@@ -339,6 +352,7 @@ def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2,
                     act_n[i] += 1
                     act_x[i] = x[s + j]
                     act_y[i] = y[s + j]
+                    act_lb[i] = lb[s + j]
                     act_last[i] = f
         for j in range(m):
             if ids[j] < 0:
@@ -349,6 +363,7 @@ def link_frames_kernel(x, y, frame_of, starts, ends, fi0, fi1, memory, rho2_px2,
                 act_id[n_act] = next_id
                 act_sq[n_act] = 0.0
                 act_n[n_act] = 0
+                act_lb[n_act] = lb[s + j]
                 n_act += 1
                 next_id += 1
             track_of[s + j] = ids[j]

@@ -30,6 +30,18 @@ assignment problem, LAP) on sparse candidate pairs, with gap closing:
    p = 1e-6 keeps most of the gain (37 °C D50 −4.0 % fixed, −3.0 % adaptive)
    with the lognormal D50 at +2.9 %. Costs stay in units of the physics radius, so among candidates
    the shortest (gap-normalised) displacements win;
+5b. with ``LinkParams.brightness_log_sd = s > 0`` a link also costs the change of the log peak
+   brightness, ``Δ = ln(signal_j) − ln(signal_i)``, as the negative log-likelihood of a Gaussian of
+   spread ``s`` in the units of the distance cost (``ρ²`` ≙ ``ln(1/p)`` nats for the fastest particle,
+   ``p = LinkParams.search_miss_probability``): ``c = (r²/((g+1)ρ²) + β·min(Δ², 9s²)) / (1 + 9βs²)``,
+   ``β = 1/(2 s² ln(1/p))``. Capped and rescaled so that every pair inside its gate stays linkable
+   (the gate alone decides whether a particle can be linked); the term only changes which of close
+   candidates is chosen. Why: in a crowded field the assignment by distance alone prefers the
+   shorter of two crossing steps, so a fast particle's long true steps are given to a neighbour and
+   its track ends; the tracks kept are slower than the particles (simulated 60 nm beads, 1.5e9/mL,
+   0.3 other detections inside the radius: the tracked spans' true D50 +5.5 %, from +1.7 % at 5× dilution).
+   Neighbours differ in brightness (their depths in the sheet differ) far more than one particle does
+   between frames (simulator: spread of ``ln signal`` 1.0 across detections, 0.41 frame to frame);
 6. the assignment is solved exactly by sparse shortest augmenting paths
    (Jonker & Volgenant, Computing 38:325, 1987) in numba
    (:mod:`exonta.track._linkkernels`): each augmentation explores only the
@@ -152,6 +164,11 @@ def adaptive_radius2(sum_sq_px2, n_steps, rho2_max_px2: float, miss_probability:
     return out
 
 
+def log_brightness(signal: np.ndarray) -> np.ndarray:
+    """``ln`` of the fitted peak brightness (``signal``), non-finite and non-positive values at ``ln 1e-6``."""
+    return np.log(np.clip(np.nan_to_num(np.asarray(signal, dtype=np.float64), nan=1e-6), 1e-6, None))
+
+
 def _validate(features: pd.DataFrame) -> None:
     if not isinstance(features, pd.DataFrame):
         raise ExontaInputError(f"features must be a pandas DataFrame, got {type(features).__name__}")
@@ -182,7 +199,9 @@ def _notify(progress, fraction: float, message: str) -> None:
 
 
 def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: float, reach_px: float, memory: int,
-                 adaptive: bool, miss_probability: float, progress) -> np.ndarray:
+                 adaptive: bool, miss_probability: float, progress, log_brightness: np.ndarray | None = None,
+                 brightness_log_sd: float = 0.0, search_miss_probability: float = 1e-3
+                 ) -> np.ndarray:
     """Track id of every detection (sorted by frame), ids in order of creation.
 
     The frame loop runs in :func:`exonta.track._linkkernels.link_frames_kernel` (candidate pairs,
@@ -206,6 +225,13 @@ def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: floa
     act_id = np.empty(n_feat, dtype=np.int64)
     act_sq = np.empty(n_feat)  # sum of squared steps / (frames spanned), px², per active track
     act_n = np.empty(n_feat, dtype=np.int64)  # number of steps per active track
+    act_lb = np.empty(n_feat)  # log brightness of each active track's last detection
+    if log_brightness is None or not brightness_log_sd > 0:
+        lb, beta, dmax2 = np.zeros(n_feat), 0.0, 0.0
+    else:
+        lb = np.ascontiguousarray(log_brightness, dtype=np.float64)
+        beta = 1.0 / (2.0 * brightness_log_sd ** 2 * -np.log(search_miss_probability))
+        dmax2 = (3.0 * brightness_log_sd) ** 2
     counters = np.zeros(2, dtype=np.int64)  # active tracks, next track id
     neg_log_p = float(-np.log(miss_probability))
     floor2 = _ADAPTIVE_FLOOR_PX ** 2
@@ -215,7 +241,7 @@ def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: floa
         _notify(progress, fi / max(n_frames, 1), "linking")
         link_frames_kernel(x, y, uframes, starts, ends, fi, min(fi + every, n_frames), int(memory),
                            float(rho2), float(reach_px), adaptive, neg_log_p, floor2, act_x, act_y, act_last, act_id,
-                           act_sq, act_n, counters, track_of)
+                           act_sq, act_n, counters, track_of, lb, beta, dmax2, act_lb)
     return track_of
 
 
@@ -279,8 +305,13 @@ def link_features(features: pd.DataFrame, acquisition: Acquisition, params: Link
     fr_sorted = frames[order]
     x = np.ascontiguousarray(features["x"].to_numpy(dtype=np.float64)[order])
     y = np.ascontiguousarray(features["y"].to_numpy(dtype=np.float64)[order])
+    brightness_sd = float(params.brightness_log_sd or 0.0)  # None (automatic) is resolved by the pipeline
+    lb = None
+    if brightness_sd > 0 and "signal" in features:
+        lb = log_brightness(features["signal"].to_numpy(dtype=np.float64)[order])
     track_of = _link_sorted(fr_sorted, x, y, rho2, r_query, memory, bool(params.adaptive_search),
-                            float(params.track_miss_probability), progress)
+                            float(params.track_miss_probability), progress, lb, brightness_sd,
+                            float(params.search_miss_probability))
     n_feat = fr_sorted.size
     next_id = int(track_of.max()) + 1 if n_feat else 0
     _notify(progress, 1.0, "linking")

@@ -74,7 +74,7 @@ import pandas as pd
 from ..config import LinkParams
 from ..errors import ExontaInputError
 
-__all__ = ["prune_outlier_positions", "robust_track_diffusion", "sample_search_range_um"]
+__all__ = ["brightness_log_sd", "prune_outlier_positions", "robust_track_diffusion", "sample_search_range_um"]
 
 #: a test needs at least this many positions that share no step with the tested one
 MIN_REFERENCE_POSITIONS = 3
@@ -209,3 +209,37 @@ def sample_search_range_um(tracks: pd.DataFrame, acquisition, params: LinkParams
     rho = math.sqrt(4.0 * max(d_hi, 0.0) * acquisition.frame_interval_s
                     * math.log(1.0 / params.search_miss_probability))
     return float(min(rho, search_range_um(acquisition, params)))
+
+
+def brightness_log_sd(tracks: pd.DataFrame, min_positions: int = 10, min_steps: int = 50) -> float | None:
+    """Frame-to-frame spread of a particle's log peak brightness, measured on linked tracks.
+
+    The robust standard deviation (1.4826 × the median absolute deviation) of
+    ``ln(signal)`` changes between consecutive frames within the tracks of at least
+    ``min_positions`` positions: what one particle's brightness does from one frame to
+    the next (shot noise of the fit, motion through the light sheet), for the brightness
+    term of the link cost (``LinkParams.brightness_log_sd``, :mod:`exonta.track.link`).
+    The median, not the mean square: the wrong links of a first pass make heavy tails.
+
+    Returns
+    -------
+    float or None
+        The spread, floored at 0.05; None without a ``signal`` column or with fewer than
+        ``min_steps`` steps.
+    """
+    from .link import log_brightness
+
+    if not len(tracks) or "signal" not in tracks:
+        return None
+    t = tracks[["particle", "frame", "signal"]].sort_values(["particle", "frame"], kind="stable")
+    pid = t["particle"].to_numpy()
+    frame = t["frame"].to_numpy()
+    lb = log_brightness(t["signal"].to_numpy())
+    codes = pd.factorize(pid)[0]
+    n_pos = np.bincount(codes)[codes]
+    step = (pid[1:] == pid[:-1]) & (np.diff(frame) == 1) & (n_pos[1:] >= min_positions)
+    d = np.diff(lb)[step]
+    d = d[np.isfinite(d)]
+    if d.size < min_steps:
+        return None
+    return float(max(1.4826 * np.median(np.abs(d - np.median(d))), 0.05))
