@@ -199,10 +199,13 @@ def _notify(progress, fraction: float, message: str) -> None:
 
 
 def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: float, reach_px: float, memory: int,
-                 adaptive: bool, miss_probability: float, progress, log_brightness: np.ndarray | None = None,
+                 adaptive: bool, miss_probability: float, progress, lb_sorted: np.ndarray | None = None,
                  brightness_log_sd: float = 0.0, search_miss_probability: float = 1e-3
                  ) -> np.ndarray:
     """Track id of every detection (sorted by frame), ids in order of creation.
+
+    ``lb_sorted`` (:func:`log_brightness` of the detections, same order) with ``brightness_log_sd > 0``
+    adds the brightness term of the cost (module docstring, 5b); otherwise distance only.
 
     The frame loop runs in :func:`exonta.track._linkkernels.link_frames_kernel` (candidate pairs,
     per-track gates, exact sparse assignment, track state), in chunks of about 1 % of the frames
@@ -226,10 +229,10 @@ def _link_sorted(fr_sorted: np.ndarray, x: np.ndarray, y: np.ndarray, rho2: floa
     act_sq = np.empty(n_feat)  # sum of squared steps / (frames spanned), px², per active track
     act_n = np.empty(n_feat, dtype=np.int64)  # number of steps per active track
     act_lb = np.empty(n_feat)  # log brightness of each active track's last detection
-    if log_brightness is None or not brightness_log_sd > 0:
+    if lb_sorted is None or not brightness_log_sd > 0:
         lb, beta, dmax2 = np.zeros(n_feat), 0.0, 0.0
     else:
-        lb = np.ascontiguousarray(log_brightness, dtype=np.float64)
+        lb = np.ascontiguousarray(lb_sorted, dtype=np.float64)
         beta = 1.0 / (2.0 * brightness_log_sd ** 2 * -np.log(search_miss_probability))
         dmax2 = (3.0 * brightness_log_sd) ** 2
     counters = np.zeros(2, dtype=np.int64)  # active tracks, next track id
