@@ -71,15 +71,16 @@ def test_uncalibrated_mixture_warns_that_peak_fractions_are_track_fractions():
     assert not any("fractions of tracks" in w for w in res["beads100"].warnings)
 
 
-def test_brightness_term_is_measured_with_the_binned_search_and_recorded():
-    """LinkParams.brightness_log_sd unset: with the binned search the spread is measured on the first linking
-    pass and the tracks are linked with it; at full resolution it is 0 (distance only); a value given is used
-    as given. Each run records what it used (summary.json auto_parameters, the saved configuration)."""
+def test_brightness_term_auto_is_measured_on_a_first_pass_and_recorded():
+    """LinkParams.brightness_log_sd = "auto": the spread is measured on the first linking pass and the tracks are
+    linked with it; the value used and the one measured are recorded (summary.json auto_parameters, the saved
+    configuration). The default (0) and a given value are used as they are, with nothing recorded."""
     from exonta.track import link_features
     from exonta.track.quality import brightness_log_sd
 
     path = next(SAMPLE.glob("beads100.tif"))
-    vid, cfg, _, sources = pipeline.prepare(path, overrides={"detect": {"search_binning": 2}})
+    vid, cfg, _, sources = pipeline.prepare(path, overrides={"detect": {"search_binning": 2},
+                                                             "link": {"brightness_log_sd": "auto"}})
     res = pipeline.analyze(vid, cfg, acquisition_sources=sources)
     rec = res.summary()["auto_parameters"]["brightness_log_sd"]
     assert 0.05 < rec["measured"] < 2.0 and rec["used"] == rec["measured"]
@@ -89,13 +90,11 @@ def test_brightness_term_is_measured_with_the_binned_search_and_recorded():
                           res.config.link.model_copy(update={"brightness_log_sd": 0.0,
                                                              "search_range_um": None}))
     assert rec["measured"] == pytest.approx(brightness_log_sd(first, res.config.sizing.min_track_length), abs=1e-4)
+    second = link_features(res.features, res.config.acquisition, res.config.link)  # what the result holds
+    assert second["particle"].nunique() == res.tracks["particle"].nunique() != first["particle"].nunique()
 
-    vid, cfg, _, sources = pipeline.prepare(path)
-    full = pipeline.analyze(vid, cfg, acquisition_sources=sources)
-    assert full.summary()["auto_parameters"]["brightness_log_sd"]["used"] == 0.0
-    assert full.config.link.brightness_log_sd == 0.0
-
-    vid, cfg, _, sources = pipeline.prepare(path, overrides={"link": {"brightness_log_sd": 0.5}})
-    given = pipeline.analyze(vid, cfg, acquisition_sources=sources)
-    assert "brightness_log_sd" not in given.summary()["auto_parameters"]
-    assert given.config.link.brightness_log_sd == 0.5
+    for overrides, value in (({}, 0.0), ({"link": {"brightness_log_sd": 0.5}}, 0.5)):
+        vid, cfg, _, sources = pipeline.prepare(path, overrides=overrides)
+        r = pipeline.analyze(vid, cfg, acquisition_sources=sources)
+        assert "brightness_log_sd" not in r.summary()["auto_parameters"]
+        assert r.config.link.brightness_log_sd == value

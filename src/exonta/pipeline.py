@@ -557,10 +557,12 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t = time.perf_counter()
     prog(0, 1, "link")
     link_progress = prog.stage("link")
-    tracks = link_features(features, acq, config.link,
+    first_pass = (config.link.model_copy(update={"brightness_log_sd": 0.0})
+                  if config.link.brightness_log_sd == "auto" else config.link)
+    tracks = link_features(features, acq, first_pass,
                            progress=lambda fraction, _msg: link_progress(int(1000 * fraction), 1000))
-    # --- second linking pass: the sample's own search radius (junk links, exonta.track.quality) and, with
-    # the binned search, the brightness term measured on the first pass (crowding, exonta.track.link) ---
+    # --- second linking pass: the sample's own search radius (junk links, exonta.track.quality) and, when
+    # asked for ("auto"), the brightness term measured on the first pass (crowding, exonta.track.link) ---
     updates: dict[str, Any] = {}
     auto: dict[str, Any] | None = None
     if config.link.sample_search and config.link.search_range_um is None:
@@ -579,18 +581,15 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         auto = {**_requested(config), "search_range_um": record}
         if relink:
             updates["search_range_um"] = used_um
-    if config.link.brightness_log_sd is None:
-        from .detect.locate import search_binning
+    if config.link.brightness_log_sd == "auto":
         from .track.quality import brightness_log_sd
 
-        binned = search_binning(config.detect) == 2
-        measured = brightness_log_sd(tracks, config.sizing.min_track_length) if binned else None
+        measured = brightness_log_sd(tracks, config.sizing.min_track_length)
         updates["brightness_log_sd"] = round(measured, 4) if measured is not None else 0.0
         auto = {**(auto if auto is not None else _requested(config)), "brightness_log_sd": {
             "used": updates["brightness_log_sd"], "measured": None if measured is None else round(measured, 4),
             "method": "robust spread (1.4826 MAD) of the frame-to-frame change of ln(signal) in the tracks of a "
-                      "first linking pass, with the binned candidate search; 0 (distance only) at full resolution "
-                      "or without enough steps"}}
+                      "first linking pass; 0 (distance only) without enough steps"}}
     if updates:
         config = config.model_copy(update={"link": config.link.model_copy(update=updates)})
         if "search_range_um" in updates or updates.get("brightness_log_sd", 0.0) > 0:

@@ -335,8 +335,9 @@ def test_brightness_term_keeps_crossing_particles_apart():
     params = LinkParams(search_range_um=3.7 * step * 0.2, memory_frames=0, adaptive_search=False)
     plain = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": 0.0}))
     bright = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": 0.3}))
-    unset = link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": None}))
-    pd.testing.assert_frame_equal(unset, plain)  # unset outside the pipeline: distance only
+    assert LinkParams().brightness_log_sd == 0.0  # distance only by default
+    with pytest.raises(ExontaInputError, match="auto"):  # measured by the pipeline, not here
+        link_features(feats, ACQ, params.model_copy(update={"brightness_log_sd": "auto"}))
 
     def mean_sq_step(tr):
         t = tr.sort_values(["particle", "frame"])
