@@ -17,7 +17,8 @@ thicker slab and give more, longer tracks); ``deconv − clean`` is the effect o
 the **junk links**; ``clean − tracks`` is the **estimator** error. Prints a table;
 not a test.
 
-Usage: ``python benchmarks/bench_selection.py [--cases ev_lognormal,mono100_37c] [--seeds 1] [--search-binning 2] [--set link.brightness_log_sd=0.45]``
+Usage: ``python benchmarks/bench_selection.py [--cases ev_lognormal,mono100_37c] [--seeds 1]
+[--search-binning 2] [--set link.brightness_log_sd=0.45]``
 """
 
 from __future__ import annotations

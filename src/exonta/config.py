@@ -202,7 +202,8 @@ class LinkParams(_Model):
         default=0.0,
         description="linking: frame-to-frame spread of a particle's log peak brightness; > 0 adds the brightness "
                     "change to the link cost (capped at 3 spreads), so that of close candidates the one of "
-                    "similar brightness is preferred (exonta.track.link); \"auto\": measured on a first linking "
+                    "similar brightness is preferred (exonta.track.link; uses the features' signal column, "
+                    "distance only without it); \"auto\": measured on a first linking "
                     "pass (exonta.track.quality.brightness_log_sd; the pipeline resolves it); 0 (default): distance "
                     "only. Helps crowded fields of small particles (simulated 60 nm beads, binned search: D50 "
                     "+5.0 -> +2.3 %); not the default because a compressed bright-field recording of 0.5 um beads "

@@ -301,6 +301,9 @@ def link_features(features: pd.DataFrame, acquisition: Acquisition, params: Link
     """
     params = params if params is not None else LinkParams()
     _validate(features)
+    if params.brightness_log_sd == "auto":
+        raise ExontaInputError('link_features needs a number for LinkParams.brightness_log_sd; "auto" is measured by '
+                               "exonta.pipeline (or exonta.track.quality.brightness_log_sd on a first linking pass)")
     rho = search_range_px(acquisition, params)
     rho2 = rho * rho
     memory = int(params.memory_frames)
@@ -311,9 +314,6 @@ def link_features(features: pd.DataFrame, acquisition: Acquisition, params: Link
     fr_sorted = frames[order]
     x = np.ascontiguousarray(features["x"].to_numpy(dtype=np.float64)[order])
     y = np.ascontiguousarray(features["y"].to_numpy(dtype=np.float64)[order])
-    if params.brightness_log_sd == "auto":
-        raise ExontaInputError('link_features needs a number for LinkParams.brightness_log_sd; "auto" is measured by '
-                               "exonta.pipeline (or exonta.track.quality.brightness_log_sd on a first linking pass)")
     brightness_sd = float(params.brightness_log_sd)
     lb = None
     if brightness_sd > 0 and "signal" in features:
