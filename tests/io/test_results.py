@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -109,3 +110,21 @@ def test_csv_files_read_back_identical_to_pandas_csv():
     got = pd.read_csv(io.BytesIO(_csv_bytes(df)))
     pd.testing.assert_frame_equal(got, pd.read_csv(io.StringIO(df.to_csv(index=False))), check_exact=True)
     assert _csv_bytes(df).splitlines()[0] == b'particle,D_um2_s,"x,y",valid,note'
+
+
+def test_write_parquet_round_trips_and_dictionary_encodes_only_integers(tmp_path):
+    import pyarrow.parquet as pq
+
+    from exonta.io.results import write_parquet
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"frame": np.repeat(np.arange(50), 20), "x": rng.uniform(0, 100, 1000),
+                       "snr": rng.uniform(3, 30, 1000), "particle": np.tile(np.arange(20), 50)})
+    path = tmp_path / "t.parquet"
+    write_parquet(df, path)
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, df)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    enc = {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+    is_dict = {name: any("DICTIONARY" in e for e in e_set) for name, e_set in enc.items()}
+    assert is_dict == {"frame": True, "x": False, "snr": False, "particle": True}
