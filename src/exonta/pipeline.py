@@ -32,7 +32,8 @@ from .config import AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
 from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
 
-__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "resolve_auto_psf", "resolve_auto_size_range"]
+__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "resolve_auto_invert", "resolve_auto_psf",
+           "resolve_auto_size_range"]
 
 ProgressCallback = Callable[[int, int, str], "bool | None"]
 
@@ -259,7 +260,10 @@ def prepare(
         overrides=overrides,
         file_metadata=dict(getattr(vid, "metadata", {}) or {}),
     )
-    cfg = resolve_auto_psf(vid, cfg)
+    sample = _FrameSample(vid)
+    cfg, w = resolve_auto_invert(vid, cfg, sample)
+    warnings = list(warnings) + w
+    cfg = resolve_auto_psf(vid, cfg, sample)
     return vid, cfg, warnings, sources
 
 
@@ -322,7 +326,81 @@ def _psf_explicit(cfg: AnalysisConfig) -> bool:
 RELINK_FACTOR = 0.9
 
 
-def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
+class _FrameSample:
+    """The frames that the automatic polarity and spot width are measured on, read once, on first use.
+
+    ``_PSF_BACKGROUND_FRAMES`` frames spread over the video, a central crop of at most
+    ``_PSF_MAX_SIDE_PX`` px square; ``background`` = their temporal median (None for fewer than 5
+    frames); ``frames`` = ``_PSF_SAMPLE_FRAMES`` of them, evenly spread.
+    """
+
+    def __init__(self, video: Any) -> None:
+        self.video = video
+        self._data: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def get(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._data is None:
+            from .detect.background import _median_stack, sample_indices
+
+            video = self.video
+            n = int(video.n_frames)
+            h, w = (int(v) for v in video.frame_shape)
+            y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
+            x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
+            crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
+            idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
+            stack = np.stack([np.asarray(video.read(int(i)))[crop] for i in idx])
+            bg = _median_stack(stack) if len(idx) >= 5 else None
+            m = min(_PSF_SAMPLE_FRAMES, idx.size)
+            pick = idx.size * (np.arange(m) * 2 + 1) // (2 * m)
+            self._data = (stack[pick], bg)
+        return self._data
+
+
+def _invert_explicit(cfg: AnalysisConfig) -> bool:
+    return "invert" in cfg.detect.model_fields_set
+
+
+def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
+                        sample: _FrameSample | None = None) -> tuple[AnalysisConfig, list[str]]:
+    """Decide from the video whether its particles are dark on a light background (bright-field)
+    when ``detect.invert`` was not given (:func:`exonta.detect.polarity.estimate_polarity`).
+
+    Returns the configuration with ``detect.invert`` set (explicit from then on: a second call does
+    nothing) and the warnings to show: one when the particles were found dark, since the analysis
+    then differs from the default. An undecided measurement (no clear particle of either sign)
+    keeps the default, bright particles. The measurement is recorded in ``cfg._auto``
+    (``summary.json`` ``auto_parameters["invert"]``). A given ``invert`` (``--invert`` /
+    ``--no-invert``, ``[detect] invert`` in a configuration file) is used as it is.
+    """
+    from .detect.polarity import estimate_polarity
+
+    if _invert_explicit(cfg):
+        return cfg, []
+    frames, bg = (sample or _FrameSample(video)).get()
+    try:
+        est = estimate_polarity(frames, background=bg)
+    except ExontaInputError:
+        est = None
+    dark = bool(est is not None and est.dark)
+    out = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"invert": dark})})
+    record: dict[str, Any] = {"used": dark, "measured": None if est is None or est.dark is None
+                              else ("dark" if est.dark else "bright")}
+    if est is not None:
+        record.update(bright_strength=round(est.bright_strength, 2), dark_strength=round(est.dark_strength, 2))
+    record["method"] = ("5th strongest local extremum of each sign (satellites of the other sign left out) in the "
+                        "smoothed, background-subtracted frames, robust noise sigmas; dark when >= 5 and >= 1.5x "
+                        "the bright one (exonta.detect.polarity)")
+    out._auto = {**_requested(cfg), "invert": record}
+    warns = []
+    if dark:
+        warns.append(f"the particles are dark on a light background (bright-field): analysed as dark particles "
+                     f"(as with --invert; dark spots {est.dark_strength:.0f}, bright {est.bright_strength:.0f} "
+                     f"noise sigmas); pass --no-invert to analyse bright particles")
+    return out, warns
+
+
+def resolve_auto_psf(video: Any, cfg: AnalysisConfig, sample: _FrameSample | None = None) -> AnalysisConfig:
     """Measure the spot width of ``video`` (:func:`exonta.detect.psf.estimate_psf_sigma`) and return
     the configuration with ``detect.psf_sigma_px`` set to it (``auto_psf`` false from then on).
 
@@ -331,22 +409,13 @@ def resolve_auto_psf(video: Any, cfg: AnalysisConfig) -> AnalysisConfig:
     Frames: ``_PSF_SAMPLE_FRAMES`` spread over the video, a central crop of at most 512×512 px,
     background = temporal median of ``_PSF_BACKGROUND_FRAMES`` frames.
     """
-    from .detect.background import _median_stack, sample_indices
     from .detect.psf import estimate_psf_sigma
 
     if _psf_explicit(cfg):
         return cfg
-    n = int(video.n_frames)
-    h, w = (int(v) for v in video.frame_shape)
-    y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
-    x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
-    crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
-    idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
-    stack = np.stack([np.asarray(video.read(int(i)))[crop] for i in idx])
-    bg = _median_stack(stack) if len(idx) >= 5 else None
-    pick = idx.size * (np.arange(min(_PSF_SAMPLE_FRAMES, idx.size)) * 2 + 1) // (2 * min(_PSF_SAMPLE_FRAMES, idx.size))
+    frames, bg = (sample or _FrameSample(video)).get()
     try:
-        est = estimate_psf_sigma(stack[pick], background=bg, invert=cfg.detect.invert)
+        est = estimate_psf_sigma(frames, background=bg, invert=cfg.detect.invert)
     except ExontaInputError:
         est = None
     configured = float(cfg.detect.psf_sigma_px)
@@ -533,7 +602,10 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         warnings += w
         config = config.model_copy(update={"acquisition": acq})
     acq = config.acquisition
-    config = resolve_auto_psf(vid, config)  # no-op when prepare() did it or the width was given
+    sample = _FrameSample(vid)
+    config, w_inv = resolve_auto_invert(vid, config, sample)  # no-op when prepare() did it or it was given
+    warnings += w_inv
+    config = resolve_auto_psf(vid, config, sample)  # no-op when prepare() did it or the width was given
     n_frames = int(vid.n_frames)
     h, w = (int(s) for s in vid.frame_shape)
     if n_frames < 2:

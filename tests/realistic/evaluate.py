@@ -4,10 +4,12 @@ Usage::
 
     python tests/realistic/recording.py /tmp/rl/data            # write the cases
     python tests/realistic/evaluate.py /tmp/rl/data /tmp/rl/out  # analyse them, print truth vs measured
+    python tests/realistic/evaluate.py /tmp/rl/data /tmp/rl/out --auto-polarity  # without --invert
 
 Each input (a JPEG folder ``<case>`` or a movie ``<case>.avi``) is analysed with the flags a user
 gives: ``--pixel-size-um``, ``--fps``, ``--temperature-c`` and ``--invert`` for bright-field (no
-exposure time: users rarely know it). Extra ``exonta analyze`` flags can follow ``--``.
+exposure time: users rarely know it). ``--auto-polarity`` leaves ``--invert`` out (exonta then measures
+whether the particles are dark). Extra ``exonta analyze`` flags can follow ``--``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import time
 from pathlib import Path
 
 
-def analyze_case(video: Path, truth: dict, out: Path, extra: list[str]) -> dict:
+def analyze_case(video: Path, truth: dict, out: Path, extra: list[str], auto_polarity: bool = False) -> dict:
     cmd = [sys.executable, "-m", "exonta", "analyze", str(video), "--out", str(out), "--quiet",
            "--pixel-size-um", str(truth["pixel_size_um"]), "--fps", str(truth["fps"]),
            "--temperature-c", str(truth["temperature_c"])]
-    if truth["mode"] == "brightfield":
+    if truth["mode"] == "brightfield" and not auto_polarity:
         cmd.append("--invert")
     cmd += extra
     t0 = time.perf_counter()
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
+    auto_polarity = "--auto-polarity" in argv
+    argv = [a for a in argv if a != "--auto-polarity"]
     data, out = Path(argv[0]), Path(argv[1])
     only = set(argv[2:])
     print(f"{'input':28s} {'truth':>6s} {'D50':>7s} {'err%':>6s} {'mode':>7s} {'err%':>6s} {'tracks':>7s} "
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         for video in (data / case, data / f"{case}.avi"):
             if not video.exists():
                 continue
-            r = analyze_case(video, truth, out, extra)
+            r = analyze_case(video, truth, out, extra, auto_polarity)
             if "error" in r:
                 print(f"{r['input']:28s} {r['truth_nm']:6.0f}  ERROR {r['error']}")
                 continue

@@ -42,6 +42,55 @@ def test_explicit_psf_is_kept(bf_1um_folder):
     assert cfg.detect.psf_sigma_px == 1.7 and "psf_sigma_px" not in cfg._auto
 
 
+def test_prepare_finds_bright_field_beads_dark_without_the_flag(bf_1um_folder):
+    """Without --invert the dark beads are found dark (a warning says so); the result is that of --invert."""
+    folder, _ = bf_1um_folder
+    _, auto_cfg, warns, _ = prepare(folder, acquisition=ACQ_1UM)
+    assert auto_cfg.detect.invert is True
+    rec = auto_cfg._auto["invert"]
+    assert rec["used"] is True and rec["measured"] == "dark" and rec["dark_strength"] >= 1.5 * rec["bright_strength"]
+    assert [w for w in warns if "dark on a light background" in w and "--no-invert" in w]
+    _, flag_cfg, flag_warns, _ = prepare(folder, acquisition=ACQ_1UM, invert=True)
+    assert "invert" not in flag_cfg._auto and not [w for w in flag_warns if "dark on a light" in w]
+    assert auto_cfg.detect == flag_cfg.detect  # then the same spot width and every other parameter
+    # the requested-parameters hash (the batch cache key) is that of the configuration as given
+    assert auto_cfg._auto["requested_parameters_hash"] != flag_cfg._auto["requested_parameters_hash"]
+
+
+def test_explicit_no_invert_is_kept(bf_1um_folder):
+    folder, _ = bf_1um_folder
+    _, cfg, warns, _ = prepare(folder, acquisition=ACQ_1UM, invert=False)
+    assert cfg.detect.invert is False and "invert" not in cfg._auto
+    assert not [w for w in warns if "dark on a light" in w]
+
+
+def test_nta_simulation_is_bright_without_a_warning():
+    from exonta.io.readers import frames_from_array
+    from exonta.simulate import simulate
+
+    sim = simulate(n_frames=24, seed=6)
+    vid = frames_from_array(np.asarray(sim.frames), fps=30.0)
+    _, cfg, warns, _ = prepare(vid, acquisition={"pixel_size_um": 0.166, "fps": 30.0})
+    assert cfg.detect.invert is False
+    assert cfg._auto["invert"]["measured"] == "bright" and cfg._auto["invert"]["used"] is False
+    assert not [w for w in warns if "dark on a light" in w]
+
+
+def test_analyze_resolves_the_polarity_without_prepare(bf_1um_folder):
+    """analyze() called with a configuration that never went through prepare() measures it too."""
+    from exonta.config import load_config
+    from exonta.io import open_video
+    from exonta.pipeline import resolve_auto_invert
+
+    folder, _ = bf_1um_folder
+    vid = open_video(folder)
+    cfg, _, _ = load_config(explicit_acquisition=ACQ_1UM)
+    out, warns = resolve_auto_invert(vid, cfg)
+    assert out.detect.invert is True and len(warns) == 1
+    again, warns2 = resolve_auto_invert(vid, out)  # resolved: explicit from then on
+    assert again is out and warns2 == []
+
+
 def test_nta_simulation_keeps_the_default_width():
     from exonta.io.readers import frames_from_array
     from exonta.simulate import simulate
