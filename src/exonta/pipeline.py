@@ -32,7 +32,7 @@ from .config import AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
 from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
 
-__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "resolve_auto_invert", "resolve_auto_psf",
+__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "measure_polarity", "resolve_auto_invert", "resolve_auto_psf",
            "resolve_auto_size_range"]
 
 ProgressCallback = Callable[[int, int, str], "bool | None"]
@@ -361,6 +361,19 @@ def _invert_explicit(cfg: AnalysisConfig) -> bool:
     return "invert" in cfg.detect.model_fields_set
 
 
+def measure_polarity(video: Any, sample: _FrameSample | None = None) -> Any:
+    """:func:`exonta.detect.polarity.estimate_polarity` of the video's frame sample (a few frames
+    spread over it, central crop; the napari reader uses it to preset "dark particles"); None when
+    the frames cannot be measured."""
+    from .detect.polarity import estimate_polarity
+
+    frames, bg = (sample or _FrameSample(video)).get()
+    try:
+        return estimate_polarity(frames, background=bg)
+    except ExontaInputError:
+        return None
+
+
 def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
                         sample: _FrameSample | None = None) -> tuple[AnalysisConfig, list[str]]:
     """Decide from the video whether its particles are dark on a light background (bright-field)
@@ -373,15 +386,9 @@ def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
     (``summary.json`` ``auto_parameters["invert"]``). A given ``invert`` (``--invert`` /
     ``--no-invert``, ``[detect] invert`` in a configuration file) is used as it is.
     """
-    from .detect.polarity import estimate_polarity
-
     if _invert_explicit(cfg):
         return cfg, []
-    frames, bg = (sample or _FrameSample(video)).get()
-    try:
-        est = estimate_polarity(frames, background=bg)
-    except ExontaInputError:
-        est = None
+    est = measure_polarity(video, sample)
     dark = bool(est is not None and est.dark)
     out = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"invert": dark})})
     record: dict[str, Any] = {"used": dark, "measured": None if est is None or est.dark is None

@@ -155,3 +155,26 @@ def _save_screenshot(viewer, path: Path, copy_to: str | None = None) -> Path:
 @pytest.fixture
 def save_screenshot():
     return _save_screenshot
+
+
+@pytest.fixture
+def brightfield_tif(tmp_path) -> Path:
+    """Dark beads with bright rims on a light background (bright-field), 20 frames, no sidecar (the beads
+    move far between frames, so the temporal-median background holds none of them)."""
+    import tifffile
+
+    rng = np.random.default_rng(12)
+    h, w = 120, 160
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for _ in range(20):
+        pos = rng.uniform([15, 15], [h - 15, w - 15], (12, 2))
+        rel = np.ones((h, w))
+        for y, x in pos:
+            r = np.hypot(yy - y, xx - x)
+            rel -= 0.35 * np.exp(-0.5 * (r / 3.0) ** 2)
+            rel += 0.08 * np.exp(-0.5 * ((r - 6.6) / 1.0) ** 2)
+        frames.append(np.clip(rng.poisson(160 * rel), 0, 255))
+    p = tmp_path / "brightfield.tif"
+    tifffile.imwrite(p, np.array(frames, np.uint8))
+    return p

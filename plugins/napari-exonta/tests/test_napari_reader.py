@@ -168,3 +168,20 @@ def test_reader_opens_an_avi_lazily(tmp_path):
     meta = kwargs["metadata"]["exonta"]
     assert meta["fps"] == pytest.approx(30.0)
     assert meta["acquisition"]["pixel_size_um"] == pytest.approx(0.166)  # from the sidecar
+
+
+def test_reader_measures_the_polarity(brightfield_tif, sim_video, tmp_path):
+    (_, kwargs, _), = read_videos(str(brightfield_tif))
+    assert kwargs["metadata"]["exonta"]["invert_measured"] is True  # dark beads on a light background
+    (_, kwargs, _), = read_videos(str(sim_video))
+    assert kwargs["metadata"]["exonta"]["invert_measured"] is False  # NTA: bright spots
+    # a sidecar that sets invert decides: nothing is measured
+    folder = tmp_path / "with_sidecar"
+    folder.mkdir()
+    video = folder / "bf.tif"
+    shutil.copy(brightfield_tif, video)
+    (folder / "bf.exonta.toml").write_text("[acquisition]\npixel_size_um = 0.1\nfps = 25\n\n[detect]\ninvert = false\n")
+    (_, kwargs, _), = read_videos(str(video))
+    meta = kwargs["metadata"]["exonta"]
+    assert meta["acquisition_complete"] is True and meta["detect"]["invert"] is False
+    assert meta["invert_measured"] is None

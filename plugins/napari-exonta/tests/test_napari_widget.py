@@ -182,6 +182,16 @@ def test_calibration_is_passed_to_analyze(make_napari_viewer, sim_video, qtbot, 
     assert seen["calibration"] is sentinel
 
 
+def test_dark_particles_ticked_for_a_bright_field_video(make_napari_viewer, brightfield_tif, sim_video):
+    viewer, w = _viewer_with_video(make_napari_viewer, brightfield_tif)
+    assert w.invert_check.isChecked()
+    assert w.detect_params().invert is True
+    data, kwargs, _ = read_videos(str(sim_video))[0]
+    viewer.add_image(data, **kwargs)  # an NTA video: bright spots, the box unticked
+    w.layer_combo.setCurrentText(kwargs["name"])
+    assert not w.invert_check.isChecked()
+
+
 def test_missing_pixel_size_is_reported(make_napari_viewer, plain_tif):
     viewer, w = _viewer_with_video(make_napari_viewer, plain_tif)
     assert w.acq_spins["pixel_size_um"].value() == 0.0  # shown as "unknown"

@@ -98,7 +98,9 @@ def acquisition_metadata(video: Any, path: str | Path) -> dict[str, Any]:
         the known :class:`exonta.config.Acquisition` fields — complete when the
         file/sidecars define pixel size and frame rate, partial otherwise),
         ``acquisition_complete`` (bool), ``acquisition_sources``, ``detect``
-        (sidecar detection parameters when the config resolved), ``warnings``.
+        (sidecar detection parameters when the config resolved), ``invert_measured``
+        (True / False: the particles look dark / bright, :func:`exonta.pipeline.measure_polarity`;
+        None when undecided or when a sidecar sets ``invert``), ``warnings``.
     """
     from exonta.config import ACQUISITION_FIELDS, load_config
     from exonta.errors import ExontaInputError
@@ -127,4 +129,13 @@ def acquisition_metadata(video: Any, path: str | Path) -> dict[str, Any]:
                    acquisition_sources=dict(sources), warnings=list(warnings),
                    detect=cfg.detect.model_dump(mode="json"))
     out["fps"] = out["acquisition"].get("fps", video_md.get("fps"))
+    out["invert_measured"] = None
+    if not (out["detect"] is not None and "invert" in cfg.detect.model_fields_set):
+        from exonta.pipeline import measure_polarity
+
+        try:
+            est = measure_polarity(video)
+        except Exception:  # noqa: BLE001 - a frame that cannot be read shows up when the video is analysed
+            est = None
+        out["invert_measured"] = None if est is None else est.dark
     return out

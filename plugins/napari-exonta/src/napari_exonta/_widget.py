@@ -371,8 +371,12 @@ class ExontaWidget(QWidget):
             w.blockSignals(True)
             w.setValue(float(val))
             w.blockSignals(False)
+        # what the video looks like (dark bright-field beads; the reader leaves it None when a sidecar sets
+        # invert or the frames do not tell), else the sidecar's or the default value
+        measured = meta.get("invert_measured")
+        invert = bool(det.invert) if measured is None else bool(measured)
         self.invert_check.blockSignals(True)
-        self.invert_check.setChecked(bool(det.invert))
+        self.invert_check.setChecked(invert)
         self.invert_check.blockSignals(False)
         self.method_combo.blockSignals(True)
         self.method_combo.setCurrentText(det.localisation)
