@@ -174,7 +174,9 @@ class DetectParams(_Model):
                     "as well or better; a polydisperse sample near the detection limit reads larger (simulated "
                     "EV-like sample: D50 +10 %, against +1 % at full resolution; README, Known gaps). An absolute "
                     "threshold always searches at full resolution. 1 (default): full resolution")
-    invert: bool = Field(default=False, description="dark particles on a light background (bright-field)")
+    invert: bool = Field(default=False, description="dark particles on a light background (bright-field). When "
+                         "not given, exonta.pipeline measures it from the video (exonta.detect.polarity); the "
+                         "saved configuration holds the value used")
     chunk_frames: int = Field(default=64, ge=1, le=100000)
     merge_within_sigma: float = Field(
         default=2.0, ge=0, le=10,

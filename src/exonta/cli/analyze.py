@@ -17,7 +17,8 @@ OPT_VISC = typer.Option(None, "--viscosity-mpas", help="Viscosity, mPa·s (defau
 OPT_DIL = typer.Option(None, "--dilution", help="Dilution factor of the measured sample.")
 OPT_CONFIG = typer.Option(None, "--config", help="TOML file with [acquisition], [detect], [link], [sizing], "
                           "[concentration] tables.")
-OPT_INVERT = typer.Option(None, "--invert/--no-invert", help="Dark particles on a light background (bright-field).")
+OPT_INVERT = typer.Option(None, "--invert/--no-invert", help="Dark particles on a light background (bright-field) "
+                          "or bright ones. Default: measured from the video (a warning says when it finds them dark).")
 OPT_CAL = typer.Option(None, "--calibration", help="Detection-volume calibration JSON from `exonta calibrate`.")
 
 
