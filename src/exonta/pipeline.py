@@ -22,7 +22,7 @@ import platform
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,11 @@ from .config import AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
 from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
 
-__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "measure_polarity", "resolve_auto_invert", "resolve_auto_psf",
-           "resolve_auto_size_range"]
+if TYPE_CHECKING:
+    from .detect.polarity import PolarityEstimate
+
+__all__ = ["Result", "analyze", "prepare", "ProgressCallback", "measure_polarity", "resolve_auto_invert",
+           "resolve_auto_psf", "resolve_auto_size_range"]
 
 ProgressCallback = Callable[[int, int, str], "bool | None"]
 
@@ -361,7 +364,7 @@ def _invert_explicit(cfg: AnalysisConfig) -> bool:
     return "invert" in cfg.detect.model_fields_set
 
 
-def measure_polarity(video: Any, sample: _FrameSample | None = None) -> Any:
+def measure_polarity(video: Any, sample: _FrameSample | None = None) -> PolarityEstimate | None:
     """:func:`exonta.detect.polarity.estimate_polarity` of the video's frame sample (a few frames
     spread over it, central crop; the napari reader uses it to preset "dark particles"); None when
     the frames cannot be measured."""
