@@ -389,6 +389,8 @@ def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
     (``summary.json`` ``auto_parameters["invert"]``). A given ``invert`` (``--invert`` /
     ``--no-invert``, ``[detect] invert`` in a configuration file) is used as it is.
     """
+    from .detect import polarity as P
+
     if _invert_explicit(cfg):
         return cfg, []
     est = measure_polarity(video, sample)
@@ -398,9 +400,9 @@ def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
                               else ("dark" if est.dark else "bright")}
     if est is not None:
         record.update(bright_strength=round(est.bright_strength, 2), dark_strength=round(est.dark_strength, 2))
-    record["method"] = ("5th strongest local extremum of each sign (satellites of the other sign left out) in the "
-                        "smoothed, background-subtracted frames, robust noise sigmas; dark when >= 5 and >= 1.5x "
-                        "the bright one (exonta.detect.polarity)")
+    record["method"] = (f"{P.RANK}th strongest local extremum of each sign (satellites of the other sign left out) "
+                        f"in the smoothed, background-subtracted frames, robust noise sigmas; dark when >= "
+                        f"{P.MIN_STRENGTH:g} and >= {P.DARK_RATIO:g}x the bright one (exonta.detect.polarity)")
     out._auto = {**_requested(cfg), "invert": record}
     warns = []
     if dark:

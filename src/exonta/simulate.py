@@ -908,6 +908,8 @@ def write_simulation(sim: SimulatedVideo | SimulationConfig, out_dir: str | Path
     """
     import tifffile
 
+    from .io.results import write_parquet
+
     fmts = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
     fmts = ["tif" if f == "tiff" else f for f in fmts]
     bad = [f for f in fmts if f not in ("tif", "avi")]
@@ -994,7 +996,7 @@ def write_simulation(sim: SimulatedVideo | SimulationConfig, out_dir: str | Path
             truth = pd.concat(truths, ignore_index=True) if truths else pd.DataFrame(columns=list(TRUTH_COLUMNS))
             info["mean_in_field_per_frame"] = float(truth["in_field"].sum()) / config.n_frames
         tmps["truth_parquet"] = _tmp_path(out / f"{name}.truth.parquet")
-        truth.to_parquet(tmps["truth_parquet"], index=False)
+        write_parquet(truth, tmps["truth_parquet"])
 
         for kind, final in (("tif", out / f"{name}.tif"), ("avi", out / f"{name}.avi"),
                             ("truth_parquet", out / f"{name}.truth.parquet")):

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ExontaInputError
-from ..io.results import atomic_write_bytes, finite_or_none, to_jsonable
+from ..io.results import atomic_write_bytes, finite_or_none, to_jsonable, write_parquet
 
 __all__ = ["Catalog", "SCHEMA_VERSION", "CATALOG_NAME", "utcnow", "result_row_from_summary"]
 
@@ -388,7 +388,7 @@ class Catalog:
         csv_path, pq_path = out_dir / "results.csv", out_dir / "results.parquet"
         atomic_write_bytes(csv_path, df.to_csv(index=False).encode("utf-8"))
         buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
+        write_parquet(df, buf)
         atomic_write_bytes(pq_path, buf.getvalue())
         return csv_path, pq_path
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .psf import _bin2, _gaussian_kernels_1d, _max_filter_nearest, _symmetric_pass, _working_frames
+from .psf import _bin2, _gaussian_kernels_1d, _max_filter_nearest, _robust_sd, _symmetric_pass, _working_frames
 
 __all__ = ["PolarityEstimate", "estimate_polarity", "SCALES_PX", "RANK", "MIN_STRENGTH", "DARK_RATIO"]
 
@@ -93,15 +93,6 @@ def _smooth_nearest(img: np.ndarray, sigma: float) -> np.ndarray:
     h, w = img.shape
     p = np.pad(np.asarray(img, dtype=np.float32), rad, mode="edge")
     return _symmetric_pass(_symmetric_pass(p, g, 1, w), g, 0, h)
-
-
-def _robust_sigma(a: np.ndarray) -> float:
-    """1.4826 × the MAD of (a regular subsample of) ``a``; its std if that is 0; 1 if both are."""
-    flat = a.reshape(-1)
-    step = max(1, flat.size // _NOISE_SAMPLES)
-    s = flat[::step].astype(np.float64)
-    mad = float(np.median(np.abs(s - np.median(s))))
-    return 1.4826 * mad or float(np.std(s)) or 1.0
 
 
 def _ranked_extremum(z: np.ndarray, rival: np.ndarray, window: int, rival_window: int, rank: int,
@@ -162,7 +153,8 @@ def estimate_polarity(frames: np.ndarray, background: np.ndarray | None = None) 
         if min(level[0].shape) < 16:
             break
         sm = np.stack([_smooth_nearest(f, 1.0) for f in level])
-        z = sm / np.float32(_robust_sigma(sm))
+        flat = sm.reshape(-1)
+        z = sm / np.float32(_robust_sd(flat[::max(1, flat.size // _NOISE_SAMPLES)]))
         for sign in (1, -1):
             st = _ranked_extremum(z if sign > 0 else -z, -z if sign > 0 else z, 5, _RIVAL_WINDOW, RANK,
                                   MIN_STRENGTH)

@@ -187,14 +187,14 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
 
 
 def write_parquet(df: pd.DataFrame, path_or_buffer: Any) -> None:
-    """Write ``df`` as Parquet (no index), dictionary-encoding only its integer columns.
+    """Write ``df`` as Parquet (no index), dictionary-encoding every column except the float ones.
 
     Positions and photometry are floats that almost never repeat: trying a dictionary for them (the
     pyarrow default) made writing a 1500-frame table 2.5–3× slower (0.17 → 0.06 s for 460 000
-    detections) and the file larger.
+    detections) and the file larger. Frame and track numbers, flags and text repeat and keep it.
     """
-    ints = [str(c) for c in df.columns if df[c].dtype.kind in "iub"]
-    df.to_parquet(path_or_buffer, index=False, use_dictionary=ints)
+    keep = [str(c) for c in df.columns if df[c].dtype.kind not in "fc"]
+    df.to_parquet(path_or_buffer, index=False, use_dictionary=keep)
 
 
 def _write_one(path: Path, content: Any) -> None:
