@@ -596,7 +596,12 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
 
     from .analysis.concentration import estimate_concentration, load_calibration
     from .analysis.diffusion import particle_table
-    from .analysis.distribution import brightness_warnings, size_distribution, track_fraction_warnings
+    from .analysis.distribution import (
+        brightness_warnings,
+        linking_artefact_warnings,
+        size_distribution,
+        track_fraction_warnings,
+    )
     from .detect import locate_frames
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
@@ -707,6 +712,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t = time.perf_counter()
     dist = size_distribution(particles, acq, config.sizing, tracks=tracks, progress=prog.stage("distribution"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
+    warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])
     prog(1, 1, "distribution")
     timings["distribution"] = time.perf_counter() - t
 

@@ -16,6 +16,8 @@ from exonta.analysis.distribution import (
     _sigma2_per_track,
     basin_fractions,
     brightness_warnings,
+    linking_artefact_peaks,
+    linking_artefact_warnings,
     diameter_grid,
     dst_log_likelihood,
     dst_log_likelihood_sigma_derivatives,
@@ -441,6 +443,44 @@ def test_brightness_warnings_bounds():
     assert brightness_warnings(close) == []
     close[0]["median_mass"] = 700000.0  # the smaller peak brighter than the larger one
     assert len(brightness_warnings(close)) == 1
+
+
+def _pk(d, frac, mass, n=100.0):
+    return {"diameter_nm": d, "number_fraction": frac, "median_mass": mass, "n_tracks": n}
+
+
+def test_linking_artefact_peak_next_to_100nm_beads_is_named():
+    # simulated 100 nm beads at 37 °C (seed 1): a 44 nm peak of tracks with wrong links, 2.4x dimmer
+    pk = [_pk(44.0, 0.12, 612.0, 97.0), _pk(100.0, 0.88, 1452.0, 716.0)]
+    ((small, ref, seen, rayleigh),) = linking_artefact_peaks(pk)
+    assert small is pk[0] and ref is pk[1]
+    assert seen == pytest.approx(1452.0 / 612.0) and rayleigh == pytest.approx((100.0 / 44.0) ** 6)
+    assert brightness_warnings(pk) == []  # the d² bound of implausible_peaks does not catch it
+    (msg,) = linking_artefact_warnings(pk)
+    assert "44 nm peak (12 % of the sized tracks)" in msg and "wrong links" in msg and "138x less light" in msg
+
+
+@pytest.mark.parametrize("peaks", [
+    [_pk(98.0, 0.49, 1634.0), _pk(150.0, 0.51, 4740.0)],       # 100 + 150 nm PS: 4.4x above d⁶
+    [_pk(98.0, 0.48, 27483.0), _pk(205.0, 0.52, 604731.0)],    # 100 + 200 nm PS: 3.8x (205 > 200: not judged)
+    [_pk(47.0, 0.29, 2029.0), _pk(101.0, 0.71, 19895.0)],      # 60 + 100 nm PS, the 60 nm barely seen: 10x
+    [_pk(66.0, 0.45, 10605.0), _pk(123.0, 0.55, 109132.0)],    # 70 + 120 nm PS: 4x
+])
+def test_real_small_populations_are_not_called_artefacts(peaks):
+    assert linking_artefact_peaks(peaks) == [] and linking_artefact_warnings(peaks) == []
+
+
+def test_linking_artefact_bounds():
+    ghost = [_pk(43.0, 0.08, 495.0), _pk(99.0, 0.92, 1541.0)]  # drift 8 µm/s: 48x above d⁶
+    assert len(linking_artefact_peaks(ghost)) == 1
+    dim = [dict(ghost[0], median_mass=1541.0 / ((99.0 / 43.0) ** 6 / 15.0)), ghost[1]]  # 15x above d⁶: allowed
+    assert linking_artefact_peaks(dim) == []
+    assert linking_artefact_peaks([ghost[0], dict(ghost[1], diameter_nm=406.0)]) == []  # Mie regime: not judged
+    assert linking_artefact_peaks([dict(ghost[0], number_fraction=0.6), dict(ghost[1], number_fraction=0.4)]) == []
+    assert linking_artefact_peaks([dict(ghost[0], n_tracks=3.0), ghost[1]]) == []  # too few tracks to judge
+    # a peak the d² bound already names (it drives the automatic threshold) is not warned about twice
+    twice = [_pk(40.0, 0.1, 1500.0), _pk(100.0, 0.9, 1541.0)]
+    assert len(brightness_warnings(twice)) == 1 and linking_artefact_peaks(twice) == []
 
 
 def test_basin_fractions_share_valley_bins_and_sum_to_one():

@@ -120,6 +120,8 @@ __all__ = [
     "weighted_quantiles",
     "brightness_warnings",
     "implausible_peaks",
+    "linking_artefact_peaks",
+    "linking_artefact_warnings",
     "load_kernels",
 ]
 
@@ -951,6 +953,76 @@ def brightness_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
             "probably not real particles (noise maxima or compression artefacts linked into tracks, or tracks with "
             "wrong links); check its tracks, or raise --threshold-snr"
             for small, ref, seen, least in implausible_peaks(peaks, min_fraction, min_tracks)]
+
+
+#: Largest diameter (nm) of the reference peak for which :func:`linking_artefact_peaks` uses Rayleigh's
+#: ``d⁶`` law: well below the wavelength in water (~400 nm for a 532 nm laser) scattering grows as ``d⁶``;
+#: above ~200 nm Mie scattering grows more slowly (simulated 400 nm beads are not judged by it).
+RAYLEIGH_MAX_NM = 200.0
+#: How much brighter than ``d⁶`` allows a smaller peak may look before :func:`linking_artefact_peaks`
+#: calls it a likely artefact. Selection compresses the brightness ratio of real populations: a dim
+#: population is seen only near the centre of the light sheet, so the median brightness of its tracks
+#: is raised. Measured on the simulator (``median_mass`` ratio against ``(d_l/d_s)⁶``): real peaks of
+#: 100 + 150 and 100 + 200 nm PS 4–5x, 60 + 100 nm PS 4x (camera set for the 60 nm beads) and 10x
+#: (set for the 100 nm beads, the 60 nm ones barely seen), 70 + 120 nm 4x; the artefact peaks at
+#: 39–53 nm next to 100 nm beads (37 °C, 8 µm/s drift, and the mixtures' small third peaks) 30–175x.
+LINKING_ARTEFACT_SLACK = 16.0
+
+
+def linking_artefact_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
+    """Sub-wavelength size peaks far too bright for their size, as wrong links make them.
+
+    In a dense or fast sample, a track whose spot is missed in a frame can take a noise maximum or
+    a neighbour's spot instead; such tracks look 2–5x too fast, and the deconvolution can gather
+    them into a small peak at 40–50 nm next to a 100 nm population (see "Ghost peaks" in the
+    README). Their particles are the main population's, so the peak is about as bright as it,
+    whereas particles ``d_l/d_s`` times smaller of the same material scatter ``(d_l/d_s)⁶`` times
+    less light (Rayleigh; Bohren & Huffman 1983, ch. 5). A peak at ``d_s`` is returned when a
+    more populous peak at ``d_l ≤`` :data:`RAYLEIGH_MAX_NM` is less than
+    ``(d_l/d_s)⁶ /`` :data:`LINKING_ARTEFACT_SLACK` times brighter (``median_mass``) and
+    :func:`implausible_peaks` (the weaker ``d²`` bound) does not already name it. The sizes are
+    not changed: a material of much higher refractive index (e.g. a polystyrene or lipoprotein
+    population among vesicles) can also pass the test, so it is a warning.
+
+    Parameters
+    ----------
+    peaks : list of dict
+        ``stats["peaks"]`` of a :class:`SizeDistribution`.
+    min_fraction, min_tracks : float
+        Peaks smaller than this (number fraction, posterior track count) are not judged.
+
+    Returns
+    -------
+    list of tuple
+        ``(peak, reference_peak, observed_mass_ratio, rayleigh_mass_ratio)``, smallest first.
+    """
+    ok = _judged_peaks(peaks, min_fraction, min_tracks)
+    named = {id(small) for small, *_ in implausible_peaks(peaks, min_fraction, min_tracks)}
+    out = []
+    for small in sorted(ok, key=lambda p: p["diameter_nm"]):
+        if id(small) in named:
+            continue
+        larger = [p for p in ok if small["diameter_nm"] < p["diameter_nm"] <= RAYLEIGH_MAX_NM
+                  and p["number_fraction"] > small["number_fraction"]]
+        if not larger:
+            continue
+        ref = max(larger, key=lambda p: p["number_fraction"])
+        rayleigh = (ref["diameter_nm"] / small["diameter_nm"]) ** 6
+        seen = ref["median_mass"] / small["median_mass"]
+        if seen * LINKING_ARTEFACT_SLACK < rayleigh:
+            out.append((small, ref, seen, rayleigh))
+    return out
+
+
+def linking_artefact_warnings(peaks, min_fraction=0.02, min_tracks=5.0):
+    """One warning per peak of :func:`linking_artefact_peaks` (the sizes are not changed)."""
+    return [f"the {small['diameter_nm']:.0f} nm peak ({100 * small['number_fraction']:.0f} % of the sized tracks) is "
+            f"only {seen:.1f}x dimmer than the {ref['diameter_nm']:.0f} nm peak, but particles of the same material "
+            f"{ref['diameter_nm'] / small['diameter_nm']:.1f}x smaller scatter {rayleigh:.0f}x less light: it is "
+            "probably tracks with wrong links (a missed spot replaced by a noise maximum or a neighbour, which makes "
+            "a track look too fast; dense or fast samples), unless the sample holds a much more refractive material "
+            "of that size; check its tracks before reporting it, or dilute the sample"
+            for small, ref, seen, rayleigh in linking_artefact_peaks(peaks, min_fraction, min_tracks)]
 
 
 #: Brightness ratio between two size peaks above which :func:`track_fraction_warnings` says that the
