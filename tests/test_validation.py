@@ -74,6 +74,65 @@ def test_linking_artefact_peaks_are_warned_about_and_real_ones_are_not():
         assert _artefact_warnings(run_case(case, seed=0)) == [], case
 
 
+def _smallest_tracked_nm(run):
+    fit = run["track_truth"][run["track_truth"]["fitted"]]
+    return float(np.nanmin(fit["true_diameter_nm"].to_numpy(float)))
+
+
+def _limit_warnings(run):
+    return [w for w in run["warnings"] if "reaches the detection limit" in w]
+
+
+# the detection limit is the size whose particles reach the threshold only at the sheet's centre, so the smallest
+# tracked particle sits a little above it (measured 0.92-1.01 of it on the EV-like and broad PS samples)
+LIMIT_BAND = (0.88, 1.03)
+
+
+def test_detection_limit_of_the_ev_like_sample_and_the_selection_it_explains():
+    from exonta.analysis.distribution import weighted_quantiles
+    from exonta.analysis.visibility import fit_visibility, inclusion
+
+    r = run_case("ev_lognormal", seed=0)
+    lim = r["size"]["detection_limit"]["diameter_nm"]
+    assert LIMIT_BAND[0] < lim / _smallest_tracked_nm(r) < LIMIT_BAND[1], (lim, _smallest_tracked_nm(r))
+    assert len(_limit_warnings(r)) == 1
+    # with the simulator's true diameters of the fitted tracks, weighting each track by 1/inclusion turns the
+    # tracks' D50 (selected towards large particles) into the D50 of the particles drawn
+    res = r["result"]
+    cfg = res.config
+    model = fit_visibility(res.features, res.tracks, res.distribution, cfg.acquisition, cfg.detect,
+                           cfg.concentration)
+    fit = r["track_truth"][r["track_truth"]["fitted"]]
+    d = fit["true_diameter_nm"].dropna().to_numpy(float)
+    iota = inclusion(d, model, cfg.acquisition, cfg.concentration)
+    seen = iota > 0
+    drawn = float(np.median(r["sample_diameters_nm"]))
+    tracks_d50 = float(weighted_quantiles(d, [0.5])[0])
+    weighted_d50 = float(weighted_quantiles(d[seen], [0.5], weights=1.0 / iota[seen])[0])
+    assert tracks_d50 > 1.05 * drawn and abs(weighted_d50 / drawn - 1.0) < 0.03, (tracks_d50, weighted_d50, drawn)
+
+
+@pytest.mark.parametrize("case", ["mono100", "mono60", "mono100_37c"])
+def test_monodisperse_beads_sit_far_above_their_detection_limit(case):
+    for seed in SEEDS[:2]:
+        r = run_case(case, seed=seed)
+        lim = r["size"]["detection_limit"]["diameter_nm"]
+        assert lim < 0.75 * r["truth"]["d50"] and _limit_warnings(r) == [], (lim, r["warnings"])
+
+
+def test_detection_limit_of_a_sample_reaching_below_it(monkeypatch):
+    from exonta.validation import ValidationCase
+
+    case = ValidationCase("broad_ps", ({"distribution": "lognormal", "median_nm": 70.0, "gsd": 1.5,
+                                        "refractive_index": 1.59},), 1.5e9, n_frames=300)
+    monkeypatch.setitem(CASES, "broad_ps", case)
+    r = _run_case("broad_ps", seed=0)
+    lim = r["size"]["detection_limit"]["diameter_nm"]
+    assert LIMIT_BAND[0] < lim / _smallest_tracked_nm(r) < LIMIT_BAND[1], (lim, _smallest_tracked_nm(r))
+    assert np.mean(r["sample_diameters_nm"] < lim) > 0.2  # a fifth of the sample is below it
+    assert len(_limit_warnings(r)) == 1
+
+
 def test_drift_is_removed_and_sizes_hold():
     r = run_case("drift8", seed=0)
     vx, vy = r["drift_um_per_s"]

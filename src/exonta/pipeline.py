@@ -594,7 +594,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold)."""
     import time
 
-    from .analysis.concentration import estimate_concentration, load_calibration
+    from .analysis.concentration import estimate_concentration, load_calibration, saturation_level_of
     from .analysis.diffusion import particle_table
     from .analysis.distribution import (
         brightness_warnings,
@@ -602,6 +602,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         size_distribution,
         track_fraction_warnings,
     )
+    from .analysis.visibility import detection_limit_summary, detection_limit_warnings
     from .detect import locate_frames
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
@@ -713,6 +714,11 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     dist = size_distribution(particles, acq, config.sizing, tracks=tracks, progress=prog.stage("distribution"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])
+    limit = detection_limit_summary(features, tracks, dist, acq, config.detect, config.concentration,
+                                    saturation_level_of(vid.dtype, config.detect.invert))
+    if limit is not None:
+        dist.stats["detection_limit"] = limit
+        warnings += detection_limit_warnings(dist.stats)
     prog(1, 1, "distribution")
     timings["distribution"] = time.perf_counter() - t
 

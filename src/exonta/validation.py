@@ -110,7 +110,9 @@ def run_case(name: str, seed: int = 0, **analysis_overrides: Any) -> dict[str, A
         ``raw`` (raw-histogram stats), ``counts``, ``drift_um_per_s``,
         ``particles`` (the per-track table), ``tracks``, ``track_truth``
         (:func:`label_tracks`, with ``fitted``: the track entered the size
-        distribution), ``config`` (as resolved), ``timings_s`` and ``warnings``.
+        distribution), ``config`` (as resolved), ``timings_s``, ``warnings``,
+        ``sample_diameters_nm`` (the diameters of the particles simulated, one per particle of the box)
+        and ``result`` (the :class:`exonta.pipeline.Result`).
     """
     from .config import AnalysisConfig
     from .pipeline import analyze
@@ -129,7 +131,9 @@ def run_case(name: str, seed: int = 0, **analysis_overrides: Any) -> dict[str, A
             "drift_um_per_s": summary["drift_um_per_s"], "particles": result.particles,
             "tracks": result.tracks, "track_truth": labels, "config": result.config,
             "timings_s": summary["timings_s"], "true_concentration_per_ml": sim.true_concentration_per_ml,
-            "concentration_per_ml": summary["concentration_per_ml"], "warnings": list(result.warnings)}
+            "concentration_per_ml": summary["concentration_per_ml"], "warnings": list(result.warnings),
+            "sample_diameters_nm": sim.truth.loc[sim.truth["frame"] == sim.truth["frame"].min(), "diameter_nm"]
+            .to_numpy(float), "result": result}
 
 
 def label_tracks(tracks: pd.DataFrame, truth: pd.DataFrame, max_distance_px: float = 3.0) -> pd.DataFrame:

@@ -33,7 +33,6 @@ from exonta.analysis.distribution import (
 )
 from exonta.config import Acquisition, SizingParams
 from exonta.errors import ExontaCancelled, ExontaInputError
-from exonta.physics import diffusion_from_diameter
 from reference.distribution_ref import cve_particles, dst1_ortho_ref, simulate_tracks, track_loglik_ref
 
 ACQ = Acquisition(pixel_size_um=0.166, fps=30.0, exposure_s=0.02, temperature_c=22.0)

@@ -77,6 +77,11 @@ def test_summary_texts_tolerates_missing_values():
     assert txt["mode"] == "n/a"
     assert txt["concentration"].startswith("n/a")
     assert txt["peaks"] == "n/a"
+    assert txt["limit"] == "n/a"
+    limit = {"diameter_nm": 61.6, "edge_density_ratio": 0.1}
+    assert summary_texts({"size_nm": {"detection_limit": limit}})["limit"] == "62 nm (smallest seen, same material)"
+    refused = {"diameter_nm": None, "reason": "not estimated: 7 % of the detections ... are clipped"}
+    assert summary_texts({"size_nm": {"detection_limit": refused}})["limit"] == refused["reason"]
 
 
 @pytest.mark.parametrize("valid", [True, False])

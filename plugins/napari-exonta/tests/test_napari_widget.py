@@ -234,6 +234,7 @@ def test_end_to_end_real_pipeline(make_napari_viewer, sim_video, qtbot, tmp_path
         assert shown["n_positions"] == longest
         assert f"particle {w.particle_spin.value()}:" in w.particle_plot.ax.get_title()
     assert w.summary_labels["mode"].text() != "–"
+    assert w.summary_labels["limit"].text() not in ("–", "")  # the limit, or why it was not estimated
     out = w.export(tmp_path / "results")
     assert (out / "summary.json").is_file() and (out / "size_distribution.png").is_file()
     viewer.dims.set_current_step(0, 30)

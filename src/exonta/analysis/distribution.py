@@ -930,17 +930,29 @@ def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     list of tuple
         ``(peak, reference_peak, observed_mass_ratio, least_physical_mass_ratio)``, smallest first.
     """
+    return _not_dim_enough(peaks, min_fraction, min_tracks, BRIGHTNESS_MIN_EXPONENT, BRIGHTNESS_SLACK)
+
+
+def _not_dim_enough(peaks, min_fraction, min_tracks, exponent, slack, max_reference_nm=math.inf,
+                    more_populous=False, skip=()):
+    """Peaks less than ``(d_ref/d)^exponent / slack`` times dimmer than their reference: the most populous
+    larger peak (at most ``max_reference_nm``; more populous than the peak itself if asked). Returns
+    ``(peak, reference, observed_mass_ratio, (d_ref/d)^exponent)``, smallest first; peaks in ``skip``
+    (their ``id``) are not judged."""
     ok = _judged_peaks(peaks, min_fraction, min_tracks)
     out = []
     for small in sorted(ok, key=lambda p: p["diameter_nm"]):
-        larger = [p for p in ok if p["diameter_nm"] > small["diameter_nm"]]
+        if id(small) in skip:
+            continue
+        larger = [p for p in ok if small["diameter_nm"] < p["diameter_nm"] <= max_reference_nm
+                  and (not more_populous or p["number_fraction"] > small["number_fraction"])]
         if not larger:
             continue
         ref = max(larger, key=lambda p: p["number_fraction"])
-        least = (ref["diameter_nm"] / small["diameter_nm"]) ** BRIGHTNESS_MIN_EXPONENT
+        bound = (ref["diameter_nm"] / small["diameter_nm"]) ** exponent
         seen = ref["median_mass"] / small["median_mass"]
-        if seen < least / BRIGHTNESS_SLACK:
-            out.append((small, ref, seen, least))
+        if seen * slack < bound:
+            out.append((small, ref, seen, bound))
     return out
 
 
@@ -982,36 +994,13 @@ def linking_artefact_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     ``(d_l/d_s)⁶ /`` :data:`LINKING_ARTEFACT_SLACK` times brighter (``median_mass``) and
     :func:`implausible_peaks` (the weaker ``d²`` bound) does not already name it. The sizes are
     not changed: a material of much higher refractive index (e.g. a polystyrene or lipoprotein
-    population among vesicles) can also pass the test, so it is a warning.
-
-    Parameters
-    ----------
-    peaks : list of dict
-        ``stats["peaks"]`` of a :class:`SizeDistribution`.
-    min_fraction, min_tracks : float
-        Peaks smaller than this (number fraction, posterior track count) are not judged.
-
-    Returns
-    -------
-    list of tuple
-        ``(peak, reference_peak, observed_mass_ratio, rayleigh_mass_ratio)``, smallest first.
+    population among vesicles) can also pass the test, so it is a warning. Parameters as
+    :func:`implausible_peaks`; returns ``(peak, reference_peak, observed_mass_ratio, rayleigh_mass_ratio)``,
+    smallest first.
     """
-    ok = _judged_peaks(peaks, min_fraction, min_tracks)
     named = {id(small) for small, *_ in implausible_peaks(peaks, min_fraction, min_tracks)}
-    out = []
-    for small in sorted(ok, key=lambda p: p["diameter_nm"]):
-        if id(small) in named:
-            continue
-        larger = [p for p in ok if small["diameter_nm"] < p["diameter_nm"] <= RAYLEIGH_MAX_NM
-                  and p["number_fraction"] > small["number_fraction"]]
-        if not larger:
-            continue
-        ref = max(larger, key=lambda p: p["number_fraction"])
-        rayleigh = (ref["diameter_nm"] / small["diameter_nm"]) ** 6
-        seen = ref["median_mass"] / small["median_mass"]
-        if seen * LINKING_ARTEFACT_SLACK < rayleigh:
-            out.append((small, ref, seen, rayleigh))
-    return out
+    return _not_dim_enough(peaks, min_fraction, min_tracks, 6.0, LINKING_ARTEFACT_SLACK, RAYLEIGH_MAX_NM,
+                           more_populous=True, skip=named)
 
 
 def linking_artefact_warnings(peaks, min_fraction=0.02, min_tracks=5.0):

@@ -55,6 +55,9 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
         if len(in_sample) == len(peaks) and len(peaks) > 1:  # calibrated depth: the share of the particles too
             share += f", {100 * float(in_sample[i].get('number_fraction', 0)):.0f}% in the sample"
         t.add_row("peak (nm)", _fmt(p.get("diameter_nm")), share)
+    limit = (s.get("detection_limit") or {}).get("diameter_nm")
+    if limit is not None:
+        t.add_row("detection limit (nm)", _fmt(limit, ".0f"), "smallest seen, same material")
     t.add_row("concentration (particles/mL)", _fmt(c.get("value"), ".3g"),
               f"{_fmt(c.get('ci95_low'), '.3g')}–{_fmt(c.get('ci95_high'), '.3g')}" if c.get("value") is not None else "")
     if cs:  # calibrated depth per size: sizes of the particles in the sample, not of the tracks

@@ -124,7 +124,7 @@ def detections_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame,
 
 
 def summary_texts(summary: dict[str, Any]) -> dict[str, str]:
-    """Short display strings from ``Result.summary()`` (mode, D50, concentration with CI, counts)."""
+    """Short display strings from ``Result.summary()`` (mode, D50, concentration with CI, counts, detection limit)."""
     s = summary.get("size_nm", {}) or {}
     ci = s.get("ci95") or {}
     c = summary.get("concentration_per_ml", {}) or {}
@@ -144,6 +144,11 @@ def summary_texts(summary: dict[str, Any]) -> dict[str, str]:
         conc += f"  [{_fmt(c.get('ci95_low'), '.2g')}–{_fmt(c.get('ci95_high'), '.2g')}]"
     peaks = ", ".join(f"{_fmt(p.get('diameter_nm'))} nm ({100 * float(p.get('number_fraction', 0)):.0f}%)"
                       for p in (s.get("peaks") or []))
+    lim = s.get("detection_limit") or {}
+    if lim.get("diameter_nm") is not None:
+        limit = f"{_fmt(lim['diameter_nm'], '.0f')} nm (smallest seen, same material)"
+    else:
+        limit = lim.get("reason") or "n/a"
     return {
         "mode": with_ci("mode"),
         "d50": with_ci("d50"),
@@ -151,6 +156,7 @@ def summary_texts(summary: dict[str, Any]) -> dict[str, str]:
         "tracks": f"{n.get('n_valid_tracks', 0)} sized of {n.get('n_tracks', 0)}, "
                   f"{_fmt(n.get('mean_particles_per_frame'), '.1f')} particles/frame",
         "peaks": peaks or "n/a",
+        "limit": limit,
         "warnings": "\n".join(summary.get("warnings") or []),
     }
 

@@ -256,7 +256,7 @@ class ExontaWidget(QWidget):
         form = QFormLayout(res_box)
         self.summary_labels: dict[str, QLabel] = {}
         for key, label in (("mode", "mode [95% CI]"), ("d50", "D50 [95% CI]"), ("peaks", "peaks"),
-                           ("concentration", "concentration"), ("tracks", "tracks")):
+                           ("limit", "detection limit"), ("concentration", "concentration"), ("tracks", "tracks")):
             lab = QLabel("–")
             lab.setWordWrap(True)
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
