@@ -84,6 +84,8 @@ _MAX_G = 20.0
 # fit: rounds of (solve ln m_ref, refit V₀ and g), Newton steps per solve
 _FIT_ROUNDS = 3
 _NEWTON_STEPS = 8
+# points of the ln k grid on which u* is evaluated
+_LN_K_GRID = 257
 #: Largest share of clipped detections (censored brightness) among the sized tracks at or below the median
 #: size with which the model is fitted. Simulator: EV-like sample and 100 + 150 nm mixture on an 8-bit camera
 #: 1.2–2.1 % (their large particles clip: 23–28 % of all detections; limit within 2 % of the smallest tracked
@@ -142,18 +144,29 @@ def _bin_weights(distribution: Any) -> tuple[np.ndarray, np.ndarray]:
     return d, w
 
 
-def _spot_variance_fit(log_m_ref: float, x: np.ndarray, size: np.ndarray, psf: float) -> tuple[float, float]:
-    """``V₀`` and ``g`` from a line through the binned medians of ``size_px²`` against ``u²``."""
-    u2 = np.clip(2.0 * (log_m_ref - x), 0.0, None)
-    groups = [grp for grp in np.array_split(np.argsort(u2), _N_GROUPS) if grp.size]
-    xs = np.array([np.median(u2[grp]) for grp in groups])
-    ys = np.array([np.median(size[grp] ** 2) for grp in groups])
-    if xs.size >= 3 and np.ptp(xs) > 0:
-        slope, intercept = np.polyfit(xs, ys, 1)
-    else:
-        slope, intercept = 0.0, float(np.median(size**2))
-    v0 = max(float(intercept), 1e-6) + psf * psf
-    return float(v0), float(min(max(float(slope), 0.0) / v0, _MAX_G))
+class _SpotVariance:
+    """Binned medians of ``size_px²`` against ``u² = 2(ln m_ref − x)``, for a line ``a + b·u²``.
+
+    ``u²`` falls as ``x`` rises whatever ``ln m_ref``, so the groups (deciles of ``x``) and their medians
+    are computed once; each fit only shifts them.
+    """
+
+    def __init__(self, x: np.ndarray, size: np.ndarray, psf: float):
+        groups = [grp for grp in np.array_split(np.argsort(x), _N_GROUPS) if grp.size]
+        self.x_med = np.array([np.median(x[grp]) for grp in groups])
+        self.s2_med = np.array([np.median(size[grp] ** 2) for grp in groups])
+        self.s2_all = float(np.median(size**2))
+        self.psf2 = psf * psf
+
+    def fit(self, log_m_ref: float) -> tuple[float, float]:
+        """``V₀`` (in-focus spot variance + the filter's) and ``g``."""
+        xs = np.clip(2.0 * (log_m_ref - self.x_med), 0.0, None)
+        if xs.size >= 3 and np.ptp(xs) > 0:
+            slope, intercept = np.polyfit(xs, self.s2_med, 1)
+        else:
+            slope, intercept = 0.0, self.s2_all
+        v0 = max(float(intercept), 1e-6) + self.psf2
+        return float(v0), float(min(max(float(slope), 0.0) / v0, _MAX_G))
 
 
 def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: Any, acquisition: Acquisition,
@@ -214,9 +227,12 @@ def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: A
     d_bins, w = _bin_weights(distribution)
     if post.ndim != 2 or post.shape != (ids.size, d_bins.size) or ids.size == 0 or w.sum() <= 0:
         raise ExontaInputError("no sized tracks with a posterior: the detection model needs the deconvolution")
-    used = tracks[tracks["particle"].isin(ids)]
-    ln_k_track = pd.Series(post @ np.log(_relative_scattering(d_bins, params)), index=ids)
-    ln_k = used["particle"].map(ln_k_track).to_numpy(float)
+    track_of = pd.Index(ids).get_indexer(tracks["particle"].to_numpy())  # row of the posterior, −1: not sized
+    sized = track_of >= 0
+    used = tracks[sized]
+    track_of = track_of[sized]
+    ln_k_track = post @ np.log(_relative_scattering(d_bins, params))
+    ln_k = ln_k_track[track_of]
     # clipped spots have a censored brightness (their fitted m extrapolates the unclipped wings); the
     # limit is set by the small particles, so their spots must be (nearly) free of clipping
     clipped = clipped_spots(used, saturation_level)
@@ -232,13 +248,18 @@ def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: A
     ok = np.isfinite(x) & (sig > 0) & (size > 0)
     if ok.sum() < _MIN_DETECTIONS:
         raise ExontaInputError(f"only {int(ok.sum())} detections of sized tracks: too few for the detection model")
-    x, size, ln_k = x[ok], size[ok], ln_k[ok]
-    k_tr, n_tr = np.unique(ln_k, return_counts=True)  # one slice per track (its ln k), weighted by detections
-    n_tr = n_tr / n_tr.sum()
+    x, size = x[ok], size[ok]
+    n_tr = np.bincount(track_of[ok], minlength=ids.size).astype(float)  # one slice per track, by its detections
+    has = n_tr > 0
+    n_tr = n_tr[has] / n_tr[has].sum()
+    ln_k_tr = ln_k_track[has]
+    # u* is smooth in ln k: evaluated on a grid and interpolated (thousands of tracks, ~30 evaluations)
+    ln_k_grid = np.linspace(float(ln_k_tr.min()), float(ln_k_tr.max()) + 1e-9, _LN_K_GRID)
+    k_grid = np.exp(ln_k_grid)
     x_mean = float(np.mean(x))
-    ln_k_mean = float(np.sum(n_tr * k_tr))
-    k_tr = np.exp(k_tr)
-    v0, g = float(np.median(size**2)) + psf * psf, 0.0
+    ln_k_mean = float(np.sum(n_tr * ln_k_tr))
+    spot = _SpotVariance(x, size, psf)
+    v0, g = spot.s2_all + psf * psf, 0.0
     ln_t = math.log(threshold)
     log_m_ref = x_mean
     for _ in range(_FIT_ROUNDS):
@@ -246,12 +267,12 @@ def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: A
         log_m_ref = 0.5 * (3.0 * x_mean - math.log(v0) - ln_t + ln_k_mean)
         for _ in range(_NEWTON_STEPS):
             ratio = math.exp(log_m_ref - math.log(v0) - ln_t)
-            u_star = np.asarray(depth_model_um(k_tr, 0.5, ratio, g), float)  # σ_s = ½: returns u*
+            u_star = np.interp(ln_k_tr, ln_k_grid, np.asarray(depth_model_um(k_grid, 0.5, ratio, g), float))  # σ_s=½: u*
             f = (log_m_ref - x_mean) - float(np.sum(n_tr * u_star**2)) / 6.0
             log_m_ref -= 1.5 * f  # f'(ln m_ref) = 1 − ⅓ without defocus
             if abs(f) < 1e-6:
                 break
-        v0, g = _spot_variance_fit(log_m_ref, x, size, psf)
+        v0, g = spot.fit(log_m_ref)
     ratio = math.exp(log_m_ref) / (v0 * threshold)
     d_med = float(np.interp(0.5, np.cumsum(w) / w.sum(), d_bins))
     # R·k(d) = 1 with k ∝ d⁶ within one material (the contrast factor cancels)
