@@ -33,12 +33,14 @@ def size_table(mode_nm: float, gsd: float = 1.3) -> pd.DataFrame:
 
 def fake_summary(name: str, *, mode: float = 110.0, conc_stock: float = 2.0e10, dilution: float = 1000.0,
                  n_valid: int = 600, ppf: float = 40.0, drift=(0.1, -0.05), warnings=(), seed: int = 0,
-                 created: str = "2026-01-05T10:00:00+00:00") -> dict[str, Any]:
+                 created: str = "2026-01-05T10:00:00+00:00", limit: dict[str, Any] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     sha = "".join(rng.choice(list("0123456789abcdef"), 64))
     size = {"mean": mode * 1.08, "mode": mode, "sd": mode * 0.3, "d10": mode * 0.72, "d50": mode * 1.04,
             "d90": mode * 1.55}
     size["ci95"] = {k: [v * 0.97, v * 1.03] for k, v in size.items()}
+    if limit is not None:
+        size["detection_limit"] = dict(limit)
     return {
         "schema": "exonta.summary/1", "exonta_version": "0.1.0", "created": created,
         "input": {"path": f"/data/{name}.tif", "sha256": sha, "n_frames": 900, "width": 640, "height": 480,

@@ -221,6 +221,28 @@ def test_sample_metrics_numbers(batch: Path) -> None:
     assert bm["mode_cv_pct"] is None and "fewer than 2" in bmiss["mode_cv_pct"]
 
 
+def test_detection_limit_metric_is_the_worst_replicate(tmp_path: Path) -> None:
+    from exonta.report.content import load_source, sample_metrics
+    from exonta.report.spec import Criterion, Spec, evaluate_criteria
+
+    clipped = {"diameter_nm": None, "reason": "not estimated: 7 % of the detections ... are clipped"}
+    lots = {"L1": {"EV-A": [dict(limit={"diameter_nm": d}, seed=i) for i, d in enumerate((58.0, 61.5, 60.0))],
+                   "EV-B": [dict(limit={"diameter_nm": 58.0}), dict(limit=clipped, seed=1)],
+                   "EV-C": [dict()]}}
+    src = load_source(make_batch(tmp_path / "out", lots, pooled=False))
+    by_name = {s.name: s for s in src.lot("L1").samples}
+    m, missing, _ = sample_metrics(by_name["EV-A"])
+    assert m["detection_limit_nm"] == pytest.approx(61.5) and "detection_limit_nm" not in missing
+    m, missing, _ = sample_metrics(by_name["EV-B"])  # one replicate without a limit: no number, and why
+    assert m["detection_limit_nm"] is None and "clipped" in missing["detection_limit_nm"]
+    m, missing, _ = sample_metrics(by_name["EV-C"])  # an older analysis without the entry
+    assert m["detection_limit_nm"] is None and "not estimated" in missing["detection_limit_nm"]
+    spec = Spec(criterion=[Criterion(metric="detection_limit_nm", max=62.0)])
+    results = evaluate_criteria(spec, {n: sample_metrics(s)[0] for n, s in by_name.items()},
+                                {n: sample_metrics(s)[1] for n, s in by_name.items()})
+    assert {c.scope: c.passed for c in results} == {"EV-A": True, "EV-B": False, "EV-C": False}
+
+
 @pytest.mark.slow
 def test_end_to_end_with_real_pipeline(tmp_path: Path) -> None:
     """simulate → analyze → report on real result folders (needs the whole pipeline)."""

@@ -398,6 +398,14 @@ def sample_metrics(sample: SampleData) -> tuple[dict[str, Any], dict[str, str], 
     m["particles_per_frame_min"] = min(ppf) if ppf else None
     drifts = [d for d in (v.drift_speed_um_per_s for v in ok) if d is not None]
     m["drift_um_per_s"] = max(drifts) if drifts else None
+    limits = [(v.size.get("detection_limit") or {}) for v in ok]
+    known = [x for x in (finite_or_none(lim.get("diameter_nm")) for lim in limits) if x is not None]
+    m["detection_limit_nm"] = max(known) if len(known) == n_ok and known else None
+    if n_ok and m["detection_limit_nm"] is None:
+        reasons = sorted({str(lim.get("reason")) for lim in limits if lim.get("reason")})
+        missing["detection_limit_nm"] = ("; ".join(reasons) if reasons
+                                         else "not estimated for every replicate (bright-field, beads > 200 nm, "
+                                              "or an analysis by an older exonta)")
     m["n_replicates"] = n_ok
     m["n_failed_videos"] = len(sample.videos) - n_ok
     m["n_warnings"] = sum(len(v.warnings) for v in ok)

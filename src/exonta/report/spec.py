@@ -61,8 +61,10 @@ Metrics (per sample; "replicates" are the successfully analysed videos of the sa
   (SD/mean between replicates × 100, ddof = 1);
 * measurement QC — ``valid_tracks`` (sum), ``valid_tracks_min`` (smallest
   replicate), ``particles_per_frame`` (mean), ``particles_per_frame_min``,
-  ``drift_um_per_s`` (largest replicate drift speed, µm/s), ``n_replicates``,
-  ``n_failed_videos``, ``n_warnings``.
+  ``drift_um_per_s`` (largest replicate drift speed, µm/s), ``detection_limit_nm``
+  (largest replicate's smallest visible diameter, ``size_nm.detection_limit``: a
+  rising limit across lots flags a weakening laser or a changed camera setting),
+  ``n_replicates``, ``n_failed_videos``, ``n_warnings``.
 
 Trend: each lot's value of a trend metric is the mean over its product samples
 (the system-suitability sample excluded); the control limits of a lot are the
@@ -124,6 +126,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "particles_per_frame": ("Particles per frame (mean)", "particles/frame", "float"),
     "particles_per_frame_min": ("Particles per frame (smallest replicate)", "particles/frame", "float"),
     "drift_um_per_s": ("Drift speed (largest replicate)", "µm/s", "float"),
+    "detection_limit_nm": ("Detection limit (largest replicate)", "nm", "size"),
     "n_replicates": ("Successful replicate videos", "videos", "int"),
     "n_failed_videos": ("Failed videos", "videos", "int"),
     "n_warnings": ("Analysis warnings", "warnings", "int"),
