@@ -97,3 +97,46 @@ def test_not_a_catalog(tmp_path: Path) -> None:
     bad.write_bytes(b"garbage" * 200)
     with pytest.raises(ExontaInputError, match="not a valid exonta catalog"):
         Catalog(bad)
+
+
+def test_result_row_carries_the_detection_limit() -> None:
+    s = _summary()
+    assert result_row_from_summary(s)["detection_limit_nm"] is None  # an analysis without the entry
+    s["size_nm"]["detection_limit"] = {"diameter_nm": 61.5, "method": "..."}
+    assert result_row_from_summary(s)["detection_limit_nm"] == 61.5
+    s["size_nm"]["detection_limit"] = {"diameter_nm": None, "reason": "not estimated: clipped"}
+    assert result_row_from_summary(s)["detection_limit_nm"] is None
+
+
+def test_schema_1_catalog_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from exonta.batch import catalog as catmod
+
+    # the schema-1 tables and view: today's schema without the detection_limit_nm column
+    old_schema = (catmod._SCHEMA.replace("    detection_limit_nm REAL,\n", "")
+                  .replace(" r.detection_limit_nm,", ""))
+    assert "detection_limit_nm" not in old_schema
+    db = tmp_path / "catalog.sqlite"
+    conn = sqlite3.connect(db)
+    for stmt in catmod._split_sql(old_schema):
+        conn.execute(stmt)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO lots (lot_id, name, created_at) VALUES (1, 'L', 't')")
+    conn.execute("INSERT INTO samples (sample_id, lot_id, name) VALUES (1, 1, 'S')")
+    conn.execute("INSERT INTO videos (video_id, path, rel_path, name, sample_id, first_seen_at, last_seen_at) "
+                 "VALUES (1, '/r/a.tif', 'a.tif', 'a', 1, 't', 't')")
+    conn.execute("INSERT INTO results (video_id, status, mode_nm, finished_at) VALUES (1, 'ok', 100.0, 't')")
+    conn.commit()
+    conn.close()
+    with Catalog(db) as cat:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        old = cat.conn.execute("SELECT mode_nm, detection_limit_nm FROM latest_results").fetchone()
+        assert old["mode_nm"] == 100.0 and old["detection_limit_nm"] is None
+        s = _summary()
+        s["size_nm"]["detection_limit"] = {"diameter_nm": 58.0}
+        cat.add_result(video_id=1, run_id=None, status="ok", summary=s)
+        new = cat.conn.execute("SELECT mode_nm, detection_limit_nm FROM latest_results").fetchone()
+        assert new["mode_nm"] == 101.0 and new["detection_limit_nm"] == 58.0
+    with Catalog(db) as cat:  # opening again changes nothing
+        assert cat.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2

@@ -5,7 +5,7 @@ change in one transaction, in WAL mode with ``synchronous=FULL``: a killed run
 keeps every committed row and never leaves a half-written one. A result row is
 committed only after its result folder has been renamed into place.
 
-Schema (``PRAGMA user_version = 1``)::
+Schema (``PRAGMA user_version = 2``)::
 
     lots     (lot_id PK, name UNIQUE, created_at)
     samples  (sample_id PK, lot_id → lots, name, UNIQUE(lot_id, name),
@@ -30,8 +30,11 @@ Schema (``PRAGMA user_version = 1``)::
               mode_nm, mean_nm, sd_nm, d10_nm, d50_nm, d90_nm,
               concentration_per_ml, concentration_ci95_low_per_ml, concentration_ci95_high_per_ml,
               n_frames, n_tracks, n_valid_tracks, particles_per_frame,
-              drift_x_um_per_s, drift_y_um_per_s, result_dir (relative to OUT), elapsed_s,
-              started_at, finished_at)
+              drift_x_um_per_s, drift_y_um_per_s, detection_limit_nm (size_nm.detection_limit,
+              schema 2), result_dir (relative to OUT), elapsed_s, started_at, finished_at)
+
+A schema-1 catalog (exonta before session 11) is migrated when opened: the column
+``detection_limit_nm`` is added (NULL for its rows) and the view rebuilt.
 
 Every run appends result rows (history is kept). The view ``latest_results``
 joins ``lots → samples → videos → results`` and keeps, per video, its newest
@@ -58,7 +61,7 @@ from ..io.results import atomic_write_bytes, finite_or_none, to_jsonable, write_
 
 __all__ = ["Catalog", "SCHEMA_VERSION", "CATALOG_NAME", "utcnow", "result_row_from_summary"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CATALOG_NAME = "catalog.sqlite"
 
 _SCHEMA = """
@@ -123,6 +126,7 @@ CREATE TABLE IF NOT EXISTS results (
     concentration_per_ml REAL, concentration_ci95_low_per_ml REAL, concentration_ci95_high_per_ml REAL,
     n_frames INTEGER, n_tracks INTEGER, n_valid_tracks INTEGER, particles_per_frame REAL,
     drift_x_um_per_s REAL, drift_y_um_per_s REAL,
+    detection_limit_nm REAL,
     result_dir TEXT,
     elapsed_s REAL,
     started_at TEXT,
@@ -138,7 +142,7 @@ SELECT l.name AS lot, s.name AS sample, v.name AS video, v.rel_path AS video_pat
        r.mode_nm, r.mean_nm, r.sd_nm, r.d10_nm, r.d50_nm, r.d90_nm,
        r.concentration_per_ml, r.concentration_ci95_low_per_ml, r.concentration_ci95_high_per_ml,
        r.n_frames, r.n_tracks, r.n_valid_tracks, r.particles_per_frame,
-       r.drift_x_um_per_s, r.drift_y_um_per_s, r.result_dir, r.elapsed_s, r.warnings_json,
+       r.drift_x_um_per_s, r.drift_y_um_per_s, r.detection_limit_nm, r.result_dir, r.elapsed_s, r.warnings_json,
        r.started_at, r.finished_at,
        l.lot_id, s.sample_id, v.video_id
 FROM results r
@@ -150,7 +154,8 @@ WHERE r.result_id = (SELECT MAX(r2.result_id) FROM results r2 WHERE r2.video_id 
 
 _RESULT_NUMBERS = ("mode_nm", "mean_nm", "sd_nm", "d10_nm", "d50_nm", "d90_nm", "concentration_per_ml",
                    "concentration_ci95_low_per_ml", "concentration_ci95_high_per_ml", "n_frames", "n_tracks",
-                   "n_valid_tracks", "particles_per_frame", "drift_x_um_per_s", "drift_y_um_per_s")
+                   "n_valid_tracks", "particles_per_frame", "drift_x_um_per_s", "drift_y_um_per_s",
+                   "detection_limit_nm")
 
 _SAMPLE_FIELDS = ("dilution", "n_videos", "n_ok", "n_failed", "mode_mean_nm", "mode_se_nm", "mode_cv",
                   "d50_mean_nm", "d50_se_nm", "d50_cv", "concentration_mean_per_ml", "concentration_se_per_ml",
@@ -188,6 +193,7 @@ def result_row_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
         "particles_per_frame": finite_or_none(counts.get("mean_particles_per_frame")),
         "drift_x_um_per_s": finite_or_none(drift[0]) if len(drift) > 0 else None,
         "drift_y_um_per_s": finite_or_none(drift[1]) if len(drift) > 1 else None,
+        "detection_limit_nm": finite_or_none((size.get("detection_limit") or {}).get("diameter_nm")),
         "exonta_version": summary.get("exonta_version"),
         "input_sha256": inp.get("sha256"),
         "parameters_json": _json(summary.get("parameters")),
@@ -223,6 +229,9 @@ class Catalog:
                 raise ExontaInputError(f"the catalog {self.path} was written by a newer exonta (schema {version}); "
                                        f"upgrade exonta or use another --out folder")
             with self.transaction():
+                if version == 1:  # schema 1 → 2: the detection limit column; the view selects it
+                    self.conn.execute("ALTER TABLE results ADD COLUMN detection_limit_nm REAL")
+                    self.conn.execute("DROP VIEW IF EXISTS latest_results")
                 for stmt in _split_sql(_SCHEMA):
                     self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
