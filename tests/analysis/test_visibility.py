@@ -63,7 +63,7 @@ def _draw(ratio, diameters, rng, per_track=40):
     w /= w.sum()
     table = pd.DataFrame({"diameter_nm": centres, "bin_width_nm": widths, "deconvolved_density": w / widths})
     cdf = np.cumsum(w)
-    dist = SimpleNamespace(table=table, edges_nm=edges, posterior=np.array(post), stats={
+    dist = SimpleNamespace(table=table, edges_nm=edges, weights=w, posterior=np.array(post), stats={
         "d50": float(np.interp(0.5, cdf, centres)), "d10": float(np.interp(0.1, cdf, centres))},
         posterior_particle_ids=np.array(ids, np.int64))
     # detections at the detection limit give the noise level: F/snr = NOISE
@@ -132,7 +132,8 @@ def test_visible_distribution_undoes_the_inclusion_above_the_limit():
     iota = inclusion(centres, model, ACQ, CONC)
     tracks_w = population * iota  # what a video of it would give
     table = dist.table.assign(deconvolved_density=tracks_w / tracks_w.sum() / widths)
-    out = visible_distribution(SimpleNamespace(table=table, edges_nm=edges), model, ACQ, CONC)
+    out = visible_distribution(SimpleNamespace(table=table, edges_nm=edges, weights=tracks_w / tracks_w.sum()),
+                               model, ACQ, CONC)
     seen = iota > 0
     expect = np.where(seen, population, 0.0)
     np.testing.assert_allclose(out["weights"], expect / expect.sum(), rtol=1e-9, atol=1e-15)

@@ -46,7 +46,8 @@ Checked on the simulator (``tests/analysis/test_visibility.py`` on draws from th
 n = 1.39, 500 frames, seeds 0–1, both candidate searches): limit 61.5–63.5 nm, the smallest particles
 tracked 62.2–64.5 nm; a broad PS sample (median 70 nm, GSD 1.5): 53–55 nm against 56–58 nm. With the
 simulator's true diameters of the fitted EV-like tracks, weighting each by ``1/ι`` turns the tracks'
-D50 of 116 nm into 107.7–109.0 nm against the 108.3 nm of the particles drawn (seed 0).
+D50 of 116 nm into 105.7–109.0 nm against the 108.3 nm of the particles drawn (seed 0; sensitive to the
+fit, since tracks near the limit weigh most).
 
 Limits: one material (a mixture of materials has one limit per material); Rayleigh scattering (above
 ~200 nm Mie scattering grows more slowly than ``d⁶``, which overstates the inclusion of large particles
@@ -138,10 +139,13 @@ def _relative_scattering(diameter_nm, params: ConcentrationParams) -> np.ndarray
 
 
 def _bin_weights(distribution: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = distribution.table
-    d = t["diameter_nm"].to_numpy(float)
-    w = np.clip(np.nan_to_num(t["deconvolved_density"].to_numpy(float) * t["bin_width_nm"].to_numpy(float)), 0, None)
-    return d, w
+    """Bin centres (nm) and the deconvolved number fraction per bin (``SizeDistribution.weights``)."""
+    return distribution.table["diameter_nm"].to_numpy(float), np.asarray(distribution.weights, float)
+
+
+def _share_below(w: np.ndarray, seen: np.ndarray) -> float:
+    """Share of the weights ``w`` in the bins that are not ``seen`` (NaN without weight)."""
+    return float(w[~seen].sum() / w.sum()) if w.sum() > 0 else float("nan")
 
 
 class _SpotVariance:
@@ -236,8 +240,8 @@ def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: A
     # clipped spots have a censored brightness (their fitted m extrapolates the unclipped wings); the
     # limit is set by the small particles, so their spots must be (nearly) free of clipping
     clipped = clipped_spots(used, saturation_level)
-    small = ln_k <= float(np.log(_relative_scattering(float(np.interp(0.5, np.cumsum(w) / w.sum(), d_bins)),
-                                                      params)))
+    d_med = float(np.interp(0.5, np.cumsum(w) / w.sum(), d_bins))
+    small = ln_k <= float(np.log(_relative_scattering(d_med, params)))
     if small.any() and clipped[small].mean() > MAX_CLIPPED_FRACTION:
         raise ExontaInputError(f"{100 * clipped[small].mean():.0f} % of the detections of the sized tracks below "
                                "the median size are clipped by the camera: their brightness is censored")
@@ -274,7 +278,6 @@ def fit_visibility(features: pd.DataFrame, tracks: pd.DataFrame, distribution: A
                 break
         v0, g = spot.fit(log_m_ref)
     ratio = math.exp(log_m_ref) / (v0 * threshold)
-    d_med = float(np.interp(0.5, np.cumsum(w) / w.sum(), d_bins))
     # R·k(d) = 1 with k ∝ d⁶ within one material (the contrast factor cancels)
     limit = REFERENCE_DIAMETER_NM * ratio ** (-1.0 / 6.0) if ratio > 0 else float("inf")
     return VisibilityModel(brightness_ratio=float(ratio), defocus_g=g, filtered_variance_px2=float(v0),
@@ -328,7 +331,7 @@ def visible_distribution(distribution: Any, model: VisibilityModel, acquisition:
     seen = iota > 0
     out_w = np.zeros_like(w)
     out_w[seen] = w[seen] / iota[seen]
-    below = float(w[~seen].sum() / w.sum()) if w.sum() > 0 else float("nan")
+    below = _share_below(w, seen)
     if out_w.sum() <= 0:
         nan = float("nan")
         return {"weights": out_w, "stats": {k: nan for k in ("mean", "mode", "d10", "d50", "d90")},
@@ -390,8 +393,7 @@ def detection_limit_summary(features: pd.DataFrame, tracks: pd.DataFrame, distri
     if not np.isfinite(model.detection_limit_nm):
         return {"diameter_nm": None, "reason": "not estimated: no brightness above the threshold"}
     d, w = _bin_weights(distribution)
-    seen = inclusion(d, model, acquisition, params) > 0
-    below = float(w[~seen].sum() / w.sum()) if w.sum() > 0 else float("nan")
+    below = _share_below(w, inclusion(d, model, acquisition, params) > 0)
     return {"diameter_nm": model.detection_limit_nm, "brightness_ratio_100nm": model.brightness_ratio,
             "defocus_g": model.defocus_g, "tracks_below_fraction": below,
             "edge_density_ratio": _edge_density_ratio(distribution, model.detection_limit_nm),
