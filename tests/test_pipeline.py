@@ -98,3 +98,35 @@ def test_brightness_term_auto_is_measured_on_a_first_pass_and_recorded():
         r = pipeline.analyze(vid, cfg, acquisition_sources=sources)
         assert "brightness_log_sd" not in r.summary()["auto_parameters"]
         assert r.config.link.brightness_log_sd == value
+
+
+def test_a_burned_in_clock_on_an_nta_video_is_excluded_with_its_area():
+    """A time stamp written into the bundled 100 nm video: found (a warning, auto_parameters), no detection
+    inside it, the concentration's analysed area less its box, and the sizes and concentration as without it."""
+    import cv2
+    import tifffile
+
+    from exonta.io.readers import ArrayVideo
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")
+    stamped = frames.copy()
+    for i in range(len(stamped)):
+        cv2.putText(stamped[i], f"00:{i / 30:06.3f} #{i:04d}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1,
+                    cv2.LINE_AA)
+    res = {}
+    for name, arr in (("plain", frames), ("stamped", stamped)):
+        vid, cfg, warns, src = pipeline.prepare(ArrayVideo(arr), config_file=SAMPLE / "beads100.exonta.toml")
+        res[name] = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+    plain, stamp = res["plain"].summary(), res["stamped"].summary()
+    assert res["plain"].config.detect.exclude_regions == [] and plain["auto_parameters"]["overlays"]["boxes"] == []
+    (x0, y0, x1, y1), = res["stamped"].config.detect.exclude_regions
+    assert x0 <= 4 and y0 <= 4 and 90 <= x1 <= 130 and 14 <= y1 <= 30
+    assert [m for m in res["stamped"].warnings if m.startswith("burned-in overlay")]
+    f = res["stamped"].features
+    assert not ((f["x"] < x1 - 0.5) & (f["y"] < y1 - 0.5)).any()
+    edge = plain["concentration_per_ml"]["edge_px"]
+    cut = (x1 - max(x0, edge)) * (y1 - max(y0, edge)) * 0.166 ** 2
+    assert stamp["concentration_per_ml"]["analysed_area_um2"] == pytest.approx(
+        plain["concentration_per_ml"]["analysed_area_um2"] - cut)
+    assert stamp["size_nm"]["d50"] == pytest.approx(plain["size_nm"]["d50"], rel=0.02)
+    assert stamp["concentration_per_ml"]["value"] == pytest.approx(plain["concentration_per_ml"]["value"], rel=0.06)

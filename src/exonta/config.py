@@ -178,11 +178,30 @@ class DetectParams(_Model):
                          "not given, exonta.pipeline measures it from the video (exonta.detect.polarity); the "
                          "saved configuration holds the value used")
     chunk_frames: int = Field(default=64, ge=1, le=100000)
+    exclude_regions: list[tuple[int, int, int, int]] = Field(
+        default_factory=list,
+        description="rectangles (x0, y0, x1, y1) in px, x = column, half-open, whose detections are dropped and whose "
+                    "area is left out of the concentration's analysed area (burned-in text, a scale bar, a scratch)")
+    exclude_overlays: bool = Field(
+        default=True,
+        description="find burned-in overlays (time stamps, frame counters, scale bars: pixels at the camera's white "
+                    "or black level in at least a quarter of a sample of frames; exonta.detect.overlay) when the "
+                    "analysis starts and add their boxes to exclude_regions; the saved configuration holds the "
+                    "regions used")
     merge_within_sigma: float = Field(
         default=2.0, ge=0, le=10,
         description="fitted spots of one frame closer than this many spot widths (the smaller size_px) are one spot "
                     "found twice (a saturated flat top, a bright halo; two Gaussian spots closer than 2 sigma have a "
                     "single maximum, Sparrow's limit): only the brightest is kept (0: keep all)")
+
+    @field_validator("exclude_regions")
+    @classmethod
+    def _regions_ordered(cls, v: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+        for x0, y0, x1, y1 in v:
+            if not (0 <= x0 < x1 and 0 <= y0 < y1):
+                raise ValueError(f"an excluded region must be x0,y0,x1,y1 with 0 <= x0 < x1 and 0 <= y0 < y1 (px), "
+                                 f"got {x0},{y0},{x1},{y1}")
+        return v
 
 
 class LinkParams(_Model):

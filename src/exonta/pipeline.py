@@ -267,6 +267,8 @@ def prepare(
     cfg, w = resolve_auto_invert(vid, cfg, sample)
     warnings = list(warnings) + w
     cfg = resolve_auto_psf(vid, cfg, sample)
+    cfg, w = resolve_overlays(vid, cfg, sample)
+    warnings += w
     return vid, cfg, warnings, sources
 
 
@@ -308,6 +310,8 @@ PSF_KEEP_FACTOR = 1.7
 _PSF_SAMPLE_FRAMES = 4
 _PSF_BACKGROUND_FRAMES = 16
 _PSF_MAX_SIDE_PX = 512
+# margin (px) of the overlay boxes blanked in the frame sample of the polarity and spot-width measurements
+_OVERLAY_SAMPLE_PAD_PX = 8
 
 
 def _requested(cfg: AnalysisConfig) -> dict[str, Any]:
@@ -340,24 +344,53 @@ class _FrameSample:
     def __init__(self, video: Any) -> None:
         self.video = video
         self._data: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._overlay: Any = None
+
+    def _read(self) -> None:
+        from .detect.background import _median_stack, sample_indices
+        from .detect.overlay import OverlayCounts
+
+        video = self.video
+        n = int(video.n_frames)
+        h, w = (int(v) for v in video.frame_shape)
+        y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
+        x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
+        crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
+        idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
+        counts = OverlayCounts.for_shape((h, w), getattr(video, "dtype", np.uint8))
+        crops = []
+        for i in idx:
+            frame = np.asarray(video.read(int(i)))
+            counts.add(frame)  # the whole frame: overlays sit at its edges and corners
+            crops.append(frame[crop])
+        stack = np.stack(crops)
+        bg = _median_stack(stack) if len(idx) >= 5 else None
+        if bg is not None:
+            # burned-in text or a scale bar would pass for spots of the polarity and spot-width measurements
+            # (thin, bright strokes): inside the overlay boxes the sample is set to its median
+            from .detect.overlay import find_overlay_regions
+
+            for bx0, by0, bx1, by1 in find_overlay_regions(counts, _OVERLAY_SAMPLE_PAD_PX).boxes:
+                ya, yb = max(by0 - y0, 0), max(min(by1 - y0, stack.shape[1]), 0)
+                xa, xb = max(bx0 - x0, 0), max(min(bx1 - x0, stack.shape[2]), 0)
+                if ya < yb and xa < xb:
+                    stack[:, ya:yb, xa:xb] = bg[ya:yb, xa:xb].astype(stack.dtype)
+        m = min(_PSF_SAMPLE_FRAMES, idx.size)
+        pick = idx.size * (np.arange(m) * 2 + 1) // (2 * m)
+        self._data = (stack[pick], bg)
+        self._overlay = counts
 
     def get(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self._data is None:
-            from .detect.background import _median_stack, sample_indices
-
-            video = self.video
-            n = int(video.n_frames)
-            h, w = (int(v) for v in video.frame_shape)
-            y0 = max(0, (h - _PSF_MAX_SIDE_PX) // 2)
-            x0 = max(0, (w - _PSF_MAX_SIDE_PX) // 2)
-            crop = (slice(y0, y0 + _PSF_MAX_SIDE_PX), slice(x0, x0 + _PSF_MAX_SIDE_PX))
-            idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
-            stack = np.stack([np.asarray(video.read(int(i)))[crop] for i in idx])
-            bg = _median_stack(stack) if len(idx) >= 5 else None
-            m = min(_PSF_SAMPLE_FRAMES, idx.size)
-            pick = idx.size * (np.arange(m) * 2 + 1) // (2 * m)
-            self._data = (stack[pick], bg)
+            self._read()
         return self._data
+
+    def overlay_counts(self) -> Any:
+        """Per-pixel counts of the camera's extreme levels over the whole sampled frames
+        (:class:`exonta.detect.overlay.OverlayCounts`)."""
+        if self._overlay is None:
+            self._read()
+        return self._overlay
 
 
 def _invert_explicit(cfg: AnalysisConfig) -> bool:
@@ -442,6 +475,45 @@ def resolve_auto_psf(video: Any, cfg: AnalysisConfig, sample: _FrameSample | Non
         "n_spots": 0 if est is None else int(est.n_spots), "used": use,
         "method": "scale-normalised LoG maximum (Lindeberg 1998), 25th percentile of spots"}}
     return out
+
+
+def resolve_overlays(video: Any, cfg: AnalysisConfig,
+                     sample: _FrameSample | None = None) -> tuple[AnalysisConfig, list[str]]:
+    """Find burned-in overlays (time stamps, frame counters, scale bars; :mod:`exonta.detect.overlay`)
+    when ``detect.exclude_overlays`` is set, and return the configuration with their boxes added to
+    ``detect.exclude_regions`` (``exclude_overlays`` false from then on: a second call does nothing)
+    and the warnings to show. The measurement is recorded in ``cfg._auto`` (``summary.json``
+    ``auto_parameters["overlays"]``). Frames: ``_PSF_BACKGROUND_FRAMES`` whole frames spread over the
+    video.
+    """
+    from .detect import overlay as O
+
+    if not cfg.detect.exclude_overlays:
+        return cfg, []
+    counts = (sample or _FrameSample(video)).overlay_counts()
+    pad = int(math.ceil(3.0 * cfg.detect.psf_sigma_px)) + 2
+    found = O.find_overlay_regions(counts, pad)
+    regions = list(cfg.detect.exclude_regions)
+    regions += [tuple(int(v) for v in b) for b in found.boxes if tuple(b) not in regions]
+    detect = cfg.detect.model_copy(update={"exclude_regions": regions, "exclude_overlays": False})
+    out = cfg.model_copy(update={"detect": detect})
+    out._auto = {**_requested(cfg), "overlays": {
+        "boxes": [list(b) for b in found.boxes], "area_fraction": round(found.area_fraction, 4),
+        "too_large": found.too_large, "n_pixels": found.n_pixels, "n_frames": counts.n_frames,
+        "method": (f"pixels at the camera's white or black level in >= {O.MIN_FRAME_FRACTION:g} of the sampled "
+                   f"frames, grouped, boxes widened by {pad} px (exonta.detect.overlay)")}}
+    warns = []
+    if found.boxes:
+        where = "; ".join(f"x {x0}-{x1}, y {y0}-{y1}" for x0, y0, x1, y1 in found.boxes[:4])
+        more = f" and {len(found.boxes) - 4} more" if len(found.boxes) > 4 else ""
+        warns.append(f"burned-in overlay (text or graphics at the camera's white/black level, e.g. a time stamp or "
+                     f"scale bar) found and excluded from the analysis: {where}{more} px "
+                     f"({100 * found.area_fraction:.1f} % of the field, left out of the concentration's area too); "
+                     "set [detect] exclude_overlays = false to keep it")
+    elif found.too_large:
+        warns.append(f"{100 * found.area_fraction:.0f} % of the field is at the camera's white or black level in many "
+                     "frames (clipped illumination?): not excluded as an overlay; check the exposure")
+    return out, warns
 
 
 def resolve_auto_size_range(particles: pd.DataFrame, cfg: AnalysisConfig) -> AnalysisConfig:
@@ -624,6 +696,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     config, w_inv = resolve_auto_invert(vid, config, sample)  # no-op when prepare() did it or it was given
     warnings += w_inv
     config = resolve_auto_psf(vid, config, sample)  # no-op when prepare() did it or the width was given
+    config, w_ov = resolve_overlays(vid, config, sample)  # no-op when prepare() did it or it is off
+    warnings += w_ov
     n_frames = int(vid.n_frames)
     h, w = (int(s) for s in vid.frame_shape)
     if n_frames < 2:

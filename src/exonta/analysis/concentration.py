@@ -443,14 +443,19 @@ def analysed_region(frame_shape: tuple[int, int], detect_params: DetectParams, p
     -------
     edge_px : int
     area_um2 : float
-        ``(W − 2e)(H − 2e)·pixel_size²`` (0 when the edges cover the frame).
+        ``(W − 2e)(H − 2e)·pixel_size²`` less the pixels of the interior that
+        ``detect_params.exclude_regions`` cover (burned-in overlays: no spot is
+        kept there); 0 when nothing is left.
     """
+    from ..detect.overlay import excluded_pixels
+
     h, w = (int(v) for v in frame_shape)
     e = detect_params.edge_px
     if e is None:
         e = int(math.ceil(2.5 * detect_params.psf_sigma_px))
     area_px = max(w - 2 * e, 0) * max(h - 2 * e, 0)
-    return int(e), float(area_px) * float(pixel_size_um) ** 2
+    area_px -= excluded_pixels((h, w), detect_params.exclude_regions, int(e))
+    return int(e), float(max(area_px, 0)) * float(pixel_size_um) ** 2
 
 
 def _in_region(df: pd.DataFrame, frame_shape: tuple[int, int], edge_px: int) -> np.ndarray:
@@ -1259,7 +1264,7 @@ def estimate_concentration(
     details: dict[str, Any] = {"analysed_area_um2": area_um2, "edge_px": edge, "dilution": dilution,
                                "n_frames": int(n_frames)}
     if area_um2 <= 0 or n_frames <= 0:
-        warnings.append("the detector's edge exclusion leaves no analysed area: no concentration")
+        warnings.append("the detector's edge exclusion and the excluded regions leave no analysed area: no concentration")
         details["method"] = "none"
         return ConcentrationResult(None, None, None, 0.0, np.full(n_bins, np.nan), warnings, details)
 
@@ -1543,7 +1548,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     frame_shape = (int(result.input["height"]), int(result.input["width"]))
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:
-        raise ExontaInputError("the detector's edge exclusion leaves no analysed area in the calibration video")
+        raise ExontaInputError("the detector's edge exclusion and the excluded regions leave no analysed area in the calibration video")
     noise = _brightness_noise(result.features, detect, detect.psf_sigma_px)
     threshold = _counting_threshold(params, noise)
     if threshold is None:

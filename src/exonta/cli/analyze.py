@@ -22,6 +22,23 @@ OPT_INVERT = typer.Option(None, "--invert/--no-invert", help="Dark particles on 
 OPT_CAL = typer.Option(None, "--calibration", help="Detection-volume calibration JSON from `exonta calibrate`.")
 
 
+def parse_region(text: str) -> tuple[int, int, int, int]:
+    """``"X0,Y0,X1,Y1"`` (px) as a tuple of four integers; a clear error otherwise."""
+    from ..errors import ExontaInputError
+
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = tuple(int(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 4:
+        raise ExontaInputError(f"--exclude-region takes four whole numbers X0,Y0,X1,Y1 (px), got {text!r}")
+    x0, y0, x1, y1 = vals
+    if not (0 <= x0 < x1 and 0 <= y0 < y1):
+        raise ExontaInputError(f"--exclude-region {text}: need 0 <= X0 < X1 and 0 <= Y0 < Y1 (px)")
+    return x0, y0, x1, y1
+
+
 def _fmt(v: Any, spec: str = ".1f") -> str:
     try:
         return format(float(v), spec)
@@ -148,6 +165,11 @@ def command(
     fast_search: bool = typer.Option(False, "--fast-search", help="Search the spots on the frame summed in 2x2 blocks "
                                      "(fits stay at full resolution): about half the detection time; fewer noise "
                                      "candidates and less resolution for touching spots ([detect] search_binning = 2)."),
+    exclude_region: Optional[list[str]] = typer.Option(
+        None, "--exclude-region", metavar="X0,Y0,X1,Y1",
+        help="Leave out a rectangle (px, x = column, x1/y1 exclusive): burned-in text, a scale bar, a scratch. "
+             "Repeatable. Overlays at the camera's white/black level are found without it ([detect] "
+             "exclude_overlays)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
 ) -> None:
     """Analyse NTA videos: size distribution and concentration, written to OUT/<video-name>/."""
@@ -166,6 +188,8 @@ def command(
         overrides.setdefault("detect", {})["search_binning"] = 2
     if min_track_length is not None:
         overrides.setdefault("sizing", {})["min_track_length"] = min_track_length
+    if exclude_region:
+        overrides.setdefault("detect", {})["exclude_regions"] = [parse_region(r) for r in exclude_region]
     _check_output_folder(out)
     cal = load_calibration(calibration) if calibration is not None else None
     names = [result_name(v) for v in videos]

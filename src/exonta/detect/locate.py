@@ -75,6 +75,7 @@ from ..config import DetectParams, format_validation_error
 from ..errors import ExontaCancelled, ExontaInputError
 from . import _kernels as K
 from .background import background_from_indices, background_quantile, frame_source, sample_indices
+from .overlay import drop_in_regions, fill_regions, noise_sigma_outside
 
 __all__ = ["locate", "locate_frames", "COLUMNS"]
 
@@ -398,8 +399,12 @@ def locate(frame: Any, params: DetectParams | None = None, *, background: Any = 
         raise ExontaInputError("the frame is empty")
     frames = _kernel_frames(a)
     bg = _NO_BG if background is None else _check_background(background, a.shape)
+    if p.exclude_regions:
+        level = bg if bg.size else float(np.median(frames[0]))
+        frames = fill_regions(frames, p.exclude_regions, level,
+                              noise_sigma_outside(frames[0], level, p.exclude_regions), 0)
     data, _ = _run_chunk(frames, bg, _settings(p))
-    return _table([data], [], with_frame=False)
+    return drop_in_regions(_table([data], [], with_frame=False), p.exclude_regions)
 
 
 def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
@@ -436,7 +441,9 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     -------
     pandas.DataFrame
         Columns ``frame, x, y, mass, signal, size_px, background, snr``,
-        sorted by frame.
+        sorted by frame. Spots inside ``params.exclude_regions`` are left
+        out (:func:`exonta.detect.overlay.drop_in_regions`); finding burned-in
+        overlays (``exclude_overlays``) is a step of :mod:`exonta.pipeline`.
 
     Raises
     ------
@@ -470,6 +477,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     per_chunk: list[np.ndarray] = []
     frame_idx: list[np.ndarray] = []
     done = 0
+    fill_sigma = None
     for first, frames, frames_max in _prefetched(src.iter_chunks(p.chunk_frames)):
         if frames.shape[1:] != (h, w):
             raise ExontaInputError(f"frame shape changed inside the video: {frames.shape[1:]} vs {(h, w)}")
@@ -479,9 +487,15 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             lo = max(0, mid - p.background_frames)
             hi = min(n, mid + p.background_frames)
             bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames), background_quantile(p))
+        if p.exclude_regions:  # overlays: replaced by background + noise before detection
+            level = bg if bg.size else float(np.median(frames[0]))
+            if fill_sigma is None:
+                fill_sigma = noise_sigma_outside(frames[0], level, p.exclude_regions)
+            frames = fill_regions(frames, p.exclude_regions, level, fill_sigma, first)
+            frames_max = _frames_max(frames)
         data, counts = _run_chunk(frames, bg, s, frames_max)
         per_chunk.append(data)
         frame_idx.append(np.repeat(np.arange(first, first + k, dtype=np.int64), counts))
         done += k
         report(done)
-    return _table(per_chunk, frame_idx, with_frame=True)
+    return drop_in_regions(_table(per_chunk, frame_idx, with_frame=True), p.exclude_regions)
