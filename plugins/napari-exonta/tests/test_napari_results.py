@@ -10,6 +10,7 @@ from napari_exonta._results import (
     detections_layer_data,
     diameter_colors,
     diameter_range,
+    excluded_regions_layer_data,
     particle_info,
     particle_msd,
     particle_title,
@@ -88,3 +89,9 @@ def test_summary_texts_tolerates_missing_values():
 def test_track_diameters_respects_valid_flag(valid):
     p = pd.DataFrame({"particle": [3], "diameter_nm": [120.0], "valid": [valid]})
     assert len(track_diameters(p)) == int(valid)
+
+
+def test_excluded_regions_as_rectangles_on_pixel_edges():
+    assert excluded_regions_layer_data([]) == [] and excluded_regions_layer_data(None) == []
+    (r,) = excluded_regions_layer_data([(2, 5, 10, 8)])
+    np.testing.assert_array_equal(r, [[4.5, 1.5], [4.5, 9.5], [7.5, 9.5], [7.5, 1.5]])  # [y, x] corners

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_exonta._reader import read_videos
-from napari_exonta._widget import DETECTIONS_LAYER, PREVIEW_LAYER, TRACKS_LAYER, ExontaWidget
+from napari_exonta._widget import DETECTIONS_LAYER, EXCLUDED_LAYER, PREVIEW_LAYER, TRACKS_LAYER, ExontaWidget
 
 SCREENSHOT_COPY = "/tmp/napari_exonta_screenshot.png"
 
@@ -79,7 +79,9 @@ def test_analysis_with_mocked_pipeline(make_napari_viewer, sim_video, qtbot, tmp
         calls["config"], calls["kw"] = config, kw
         for done in (0, 250, 500, 1000):
             assert progress(done, 1000, "detect") is not False
-        return fake_result_factory(sim_video, n_frames=30)
+        res = fake_result_factory(sim_video, n_frames=30)
+        res.config.detect.exclude_regions = [(0, 0, 120, 20)]  # a burned-in time stamp
+        return res
 
     monkeypatch.setattr(exonta.pipeline, "analyze", fake_analyze)
     viewer, w = _viewer_with_video(make_napari_viewer, sim_video)
@@ -98,6 +100,10 @@ def test_analysis_with_mocked_pipeline(make_napari_viewer, sim_video, qtbot, tmp
     np.testing.assert_allclose(np.unique(tracks.features["diameter_nm"]), [100.0, 200.0])
     det = viewer.layers[DETECTIONS_LAYER]
     assert det.data.shape == (64, 3)
+    excluded = viewer.layers[EXCLUDED_LAYER]  # the regions the analysis left out, over every frame
+    assert excluded.shape_type == ["rectangle"] and len(excluded.data) == 1
+    np.testing.assert_allclose(excluded.data[0][:, -2:].min(axis=0), [-0.5, -0.5])
+    np.testing.assert_allclose(excluded.data[0][:, -2:].max(axis=0), [19.5, 119.5])
     np.testing.assert_array_equal(det.features["particle"].to_numpy()[-4:], [2, 2, 2, 2])
     colors = det.face_color
     assert not np.allclose(colors[0], colors[30])  # 100 nm vs 200 nm

@@ -21,6 +21,7 @@ __all__ = [
     "track_diameters",
     "tracks_layer_data",
     "detections_layer_data",
+    "excluded_regions_layer_data",
     "summary_texts",
     "particle_msd",
     "particle_info",
@@ -99,6 +100,20 @@ def tracks_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame) -> tuple[np
     feats = pd.DataFrame({"particle": t["particle"].to_numpy(dtype=np.int64),
                           "diameter_nm": diam.reindex(t["particle"].to_numpy()).to_numpy(dtype=float)})
     return data, feats
+
+
+def excluded_regions_layer_data(regions) -> list[np.ndarray]:
+    """Rectangles of a Shapes layer (``(4, 2)`` corners ``[y, x]``) for the regions the analysis left out
+    (``DetectParams.exclude_regions``: burned-in overlays found or given, ``(x0, y0, x1, y1)`` px, half-open).
+
+    The corners are the regions' outer pixel edges (pixel centres at integers): a detection shown inside a
+    rectangle would have been dropped.
+    """
+    out = []
+    for x0, y0, x1, y1 in regions or ():
+        ya, yb, xa, xb = y0 - 0.5, y1 - 0.5, x0 - 0.5, x1 - 0.5
+        out.append(np.array([[ya, xa], [ya, xb], [yb, xb], [yb, xa]], float))
+    return out
 
 
 def detections_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame,

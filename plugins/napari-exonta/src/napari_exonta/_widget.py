@@ -39,6 +39,7 @@ from ._plots import ParticlePlot, SizeDistributionPlot
 from ._results import (
     DIAMETER_COLORMAP,
     detections_layer_data,
+    excluded_regions_layer_data,
     diameter_range,
     particle_info,
     particle_msd,
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 PREVIEW_LAYER = "exonta preview"
 TRACKS_LAYER = "exonta tracks"
 DETECTIONS_LAYER = "exonta detections"
+EXCLUDED_LAYER = "exonta excluded regions"
 
 #: acquisition field → (label, unit suffix, minimum, maximum, decimals, step, "unknown" allowed)
 _ACQ_FIELDS = {
@@ -620,7 +622,7 @@ class ExontaWidget(QWidget):
         self.export_button.setEnabled(True)
         diam = track_diameters(result.particles)
         lo, hi = diameter_range(diam.to_numpy())
-        for name in (TRACKS_LAYER, DETECTIONS_LAYER):
+        for name in (TRACKS_LAYER, DETECTIONS_LAYER, EXCLUDED_LAYER):
             self._replace_layer(name)
         self._preview_timer.stop()
         self.preview_label.setText("")
@@ -634,6 +636,10 @@ class ExontaWidget(QWidget):
             det = self.viewer.add_points(pts, ndim=3, name=DETECTIONS_LAYER, features=pfeat, face_color=colors,
                                          size=10, symbol="ring", border_width=0, opacity=0.9)
             det.selected_data.events.items_changed.connect(self._on_points_selected)
+        rects = excluded_regions_layer_data(getattr(result.config.detect, "exclude_regions", None))
+        if rects:  # burned-in overlays and given regions: nothing was detected there
+            self.viewer.add_shapes(rects, shape_type="rectangle", name=EXCLUDED_LAYER, edge_color="red",
+                                   face_color=[1.0, 0.0, 0.0, 0.15], edge_width=1)
         data, tfeat = tracks_layer_data(result.tracks, result.particles)
         if len(data):
             self.viewer.add_tracks(data, features=tfeat, color_by="diameter_nm", colormap=DIAMETER_COLORMAP,
