@@ -117,8 +117,9 @@ class OverlayCounts:
         self.high += hi
         self.low += lo
         for ext in (hi, lo):  # extreme pixels whose 4 neighbours are extreme too: inside a blob, not a stroke
-            self.solid[1:-1, 1:-1] += (ext[1:-1, 1:-1] & ext[:-2, 1:-1] & ext[2:, 1:-1] & ext[1:-1, :-2]
-                                       & ext[1:-1, 2:])
+            if ext.any():
+                self.solid[1:-1, 1:-1] += (ext[1:-1, 1:-1] & ext[:-2, 1:-1] & ext[2:, 1:-1] & ext[1:-1, :-2]
+                                           & ext[1:-1, 2:])
         self.field_levels.append(level)
         self.n_frames += 1
 
