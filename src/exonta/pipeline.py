@@ -348,7 +348,7 @@ class _FrameSample:
 
     def _read(self) -> None:
         from .detect.background import _median_stack, sample_indices
-        from .detect.overlay import OverlayCounts
+        from .detect.overlay import OverlayCounts, find_overlay_regions
 
         video = self.video
         n = int(video.n_frames)
@@ -368,8 +368,6 @@ class _FrameSample:
         if bg is not None:
             # burned-in text or a scale bar would pass for spots of the polarity and spot-width measurements
             # (thin, bright strokes): inside the overlay boxes the sample is set to its median
-            from .detect.overlay import find_overlay_regions
-
             for bx0, by0, bx1, by1 in find_overlay_regions(counts, _OVERLAY_SAMPLE_PAD_PX).boxes:
                 ya, yb = max(by0 - y0, 0), max(min(by1 - y0, stack.shape[1]), 0)
                 xa, xb = max(bx0 - x0, 0), max(min(bx1 - x0, stack.shape[2]), 0)

@@ -50,6 +50,16 @@ def test_nonsense_metadata(tmp_path, flag, value):
     _assert_clean_error(res, flag.strip("-").replace("-", "_"))
 
 
+@pytest.mark.parametrize("value, fragment", [("1,2,3", "four whole numbers"), ("a,b,c,d", "four whole numbers"),
+                                             ("5,2,3,4", "0 <= x0 < x1")])
+def test_bad_exclude_region(tmp_path, value, fragment):
+    v = _tiff(tmp_path / "v.tif")
+    res = runner.invoke(app, ["analyze", str(v), "--pixel-size-um", "0.1", "--fps", "30", "--exclude-region", value,
+                              "--out", str(tmp_path / "o")])
+    _assert_clean_error(res, fragment)
+    assert not (tmp_path / "o").exists()
+
+
 def test_corrupt_video(tmp_path):
     v = tmp_path / "bad.avi"
     v.write_bytes(np.random.default_rng(1).bytes(5000))

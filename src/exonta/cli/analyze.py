@@ -23,7 +23,8 @@ OPT_CAL = typer.Option(None, "--calibration", help="Detection-volume calibration
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
-    """``"X0,Y0,X1,Y1"`` (px) as a tuple of four integers; a clear error otherwise."""
+    """``"X0,Y0,X1,Y1"`` (px) as a tuple of four integers; a clear error otherwise (their order is checked
+    by :class:`exonta.config.DetectParams`, as for a region given in a configuration file)."""
     from ..errors import ExontaInputError
 
     parts = [p.strip() for p in str(text).split(",")]
@@ -33,10 +34,7 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
         vals = ()
     if len(vals) != 4:
         raise ExontaInputError(f"--exclude-region takes four whole numbers X0,Y0,X1,Y1 (px), got {text!r}")
-    x0, y0, x1, y1 = vals
-    if not (0 <= x0 < x1 and 0 <= y0 < y1):
-        raise ExontaInputError(f"--exclude-region {text}: need 0 <= X0 < X1 and 0 <= Y0 < Y1 (px)")
-    return x0, y0, x1, y1
+    return vals
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:

@@ -359,6 +359,17 @@ def load_kernels(dtype: Any) -> None:
                                                       np.zeros(2, np.int64))))
 
 
+def _blank_regions(frames: np.ndarray, bg: np.ndarray, boxes, first: int,
+                   sigma: float | None = None) -> tuple[np.ndarray, float]:
+    """``frames`` with ``boxes`` filled with the background (``bg``, or the first frame's median without
+    one) plus noise of ``sigma`` (measured outside the boxes on the first frame when None); returns the
+    frames and the sigma used (:func:`exonta.detect.overlay.fill_regions`)."""
+    level = bg if bg.size else float(np.median(frames[0]))
+    if sigma is None:
+        sigma = noise_sigma_outside(frames[0], level, boxes)
+    return fill_regions(frames, boxes, level, sigma, first), sigma
+
+
 def locate(frame: Any, params: DetectParams | None = None, *, background: Any = None,
            **kwargs: Any) -> pd.DataFrame:
     """Detect and localise the spots of one frame.
@@ -400,9 +411,7 @@ def locate(frame: Any, params: DetectParams | None = None, *, background: Any = 
     frames = _kernel_frames(a)
     bg = _NO_BG if background is None else _check_background(background, a.shape)
     if p.exclude_regions:
-        level = bg if bg.size else float(np.median(frames[0]))
-        frames = fill_regions(frames, p.exclude_regions, level,
-                              noise_sigma_outside(frames[0], level, p.exclude_regions), 0)
+        frames, _ = _blank_regions(frames, bg, p.exclude_regions, 0)
     data, _ = _run_chunk(frames, bg, _settings(p))
     return drop_in_regions(_table([data], [], with_frame=False), p.exclude_regions)
 
@@ -488,10 +497,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
             hi = min(n, mid + p.background_frames)
             bg = background_from_indices(src, sample_indices(lo, hi, p.background_frames), background_quantile(p))
         if p.exclude_regions:  # overlays: replaced by background + noise before detection
-            level = bg if bg.size else float(np.median(frames[0]))
-            if fill_sigma is None:
-                fill_sigma = noise_sigma_outside(frames[0], level, p.exclude_regions)
-            frames = fill_regions(frames, p.exclude_regions, level, fill_sigma, first)
+            frames, fill_sigma = _blank_regions(frames, bg, p.exclude_regions, first, fill_sigma)
             frames_max = _frames_max(frames)
         data, counts = _run_chunk(frames, bg, s, frames_max)
         per_chunk.append(data)

@@ -231,18 +231,17 @@ def find_overlay_regions(counts: OverlayCounts, pad_px: int) -> OverlayRegions:
     for cx0, cy0, cx1, cy1 in _groups(per_cell > 0):
         if per_cell[cy0:cy1, cx0:cx1].sum() < MIN_GROUP_PIXELS:
             continue
-        win = (slice(cy0 * _CELL, cy1 * _CELL), slice(cx0 * _CELL, cx1 * _CELL))
+        gy0, gy1, gx0, gx1 = cy0 * _CELL, min(cy1 * _CELL, h), cx0 * _CELL, min(cx1 * _CELL, w)
+        win = (slice(gy0, gy1), slice(gx0, gx1))
         if solid[win].sum() > MAX_SOLID_FRACTION * max(ext[win].sum(), 1):
             continue  # filled blobs: clipped particles or illumination, not the strokes of text
-        gy0, gy1, gx0, gx1 = cy0 * _CELL, min(cy1 * _CELL, h), cx0 * _CELL, min(cx1 * _CELL, w)
         if not (gy0 < EDGE_BAND * h or gy1 > (1 - EDGE_BAND) * h or gx0 < EDGE_BAND * w or gx1 > (1 - EDGE_BAND) * w):
             continue  # in the middle of the field: not where capture software writes
-        sub = flagged[cy0 * _CELL:cy1 * _CELL, cx0 * _CELL:cx1 * _CELL]
-        ys, xs = np.nonzero(sub)
-        x0 = cx0 * _CELL + int(xs.min()) - pad_px
-        x1 = cx0 * _CELL + int(xs.max()) + 1 + pad_px
-        y0 = cy0 * _CELL + int(ys.min()) - pad_px
-        y1 = cy0 * _CELL + int(ys.max()) + 1 + pad_px
+        ys, xs = np.nonzero(flagged[win])
+        x0 = gx0 + int(xs.min()) - pad_px
+        x1 = gx0 + int(xs.max()) + 1 + pad_px
+        y0 = gy0 + int(ys.min()) - pad_px
+        y1 = gy0 + int(ys.max()) + 1 + pad_px
         boxes.append((max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)))
     boxes = _merge_boxes(boxes)
     frac = float(regions_mask((h, w), boxes).mean()) if boxes else 0.0

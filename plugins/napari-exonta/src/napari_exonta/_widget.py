@@ -636,7 +636,7 @@ class ExontaWidget(QWidget):
             det = self.viewer.add_points(pts, ndim=3, name=DETECTIONS_LAYER, features=pfeat, face_color=colors,
                                          size=10, symbol="ring", border_width=0, opacity=0.9)
             det.selected_data.events.items_changed.connect(self._on_points_selected)
-        rects = excluded_regions_layer_data(getattr(result.config.detect, "exclude_regions", None))
+        rects = excluded_regions_layer_data(result.config.detect.exclude_regions)
         if rects:  # burned-in overlays and given regions: nothing was detected there
             self.viewer.add_shapes(rects, shape_type="rectangle", name=EXCLUDED_LAYER, edge_color="red",
                                    face_color=[1.0, 0.0, 0.0, 0.15], edge_width=1)
