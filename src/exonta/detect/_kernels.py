@@ -1919,7 +1919,9 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
     has_bg = bg.shape[0] > 0
     if s.search_bin == 2:
         # candidates on the 2×2-binned frame (a quarter of the pixels for the filter, noise map and
-        # maxima), fits at full resolution; the binned frames live in the ``filt`` scratch
+        # maxima), fits at full resolution; the binned frames live in the ``filt`` scratch. (Making the
+        # full-resolution working frame only in 16-px blocks around the candidates, from background
+        # block sums, was tried: the scattered blocks cost +0.4 ms per 1024² frame for −0.2 ms.)
         h, w = raw.shape
         h2 = h // 2
         w2 = w // 2
