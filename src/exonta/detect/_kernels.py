@@ -357,20 +357,6 @@ def _clip_pass(buf, n, lo, hi, c):
     return float(k), float(s1), float(s2)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _first_pass(buf, n, c):
-    """The unclipped pass of :func:`_clipped_sigma_buf` over ``buf[:n]`` (float32): count, sum and
-    sum of squares of ``buf − c`` (one vectorised loop; a minimum and maximum in the same loop
-    made it scalar, 14× slower)."""
-    s1 = np.float32(0.0)
-    s2 = np.float32(0.0)
-    for i in range(n):
-        d = buf[i] - c
-        s1 += d
-        s2 += d * d
-    return float(n), float(s1), float(s2)
-
-
 @njit(cache=True, nogil=True)
 def _clipped_sigma_buf(buf, n, n_iter):
     """:func:`_clipped_sigma` of the samples ``buf[:n]`` (float32). The sums of each pass are
@@ -381,10 +367,7 @@ def _clipped_sigma_buf(buf, n, n_iter):
     lo = np.float32(-np.inf)
     hi = np.float32(np.inf)
     for it in range(n_iter):
-        if it == 0:
-            k, s1, s2 = _first_pass(buf, n, c)
-        else:
-            k, s1, s2 = _clip_pass(buf, n, lo, hi, c)
+        k, s1, s2 = _clip_pass(buf, n, lo, hi, c)
         if k < 2.0:
             break
         dm = s1 / k
