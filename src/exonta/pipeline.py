@@ -475,6 +475,33 @@ def resolve_auto_psf(video: Any, cfg: AnalysisConfig, sample: _FrameSample | Non
     return out
 
 
+def overlay_counts(video: Any, sample: _FrameSample | None = None) -> Any:
+    """Per-pixel counts of the camera's white and black levels over ``_PSF_BACKGROUND_FRAMES`` whole
+    frames spread over the video (:class:`exonta.detect.overlay.OverlayCounts`): what
+    :func:`overlay_regions` finds burned-in overlays in. Read once per video; the napari preview keeps
+    it per layer."""
+    return (sample or _FrameSample(video)).overlay_counts()
+
+
+def overlay_regions(counts: Any, psf_sigma_px: float) -> tuple[Any, int]:
+    """The burned-in overlays in ``counts`` (:func:`overlay_counts`) as boxes widened by
+    ``pad = ceil(3·psf_sigma_px) + 2`` px (a spot centred further out does not reach them), and that pad:
+    ``(exonta.detect.overlay.OverlayRegions, pad)``."""
+    from .detect.overlay import find_overlay_regions
+
+    pad = int(math.ceil(3.0 * float(psf_sigma_px))) + 2
+    return find_overlay_regions(counts, pad), pad
+
+
+def with_excluded_regions(detect: Any, boxes: Any) -> Any:
+    """``detect`` (:class:`exonta.config.DetectParams`) with ``boxes`` (``(x0, y0, x1, y1)`` px) added to
+    its ``exclude_regions`` (those already there are kept, none twice) and ``exclude_overlays`` false (the
+    overlays are resolved)."""
+    regions = list(detect.exclude_regions)
+    regions += [tuple(int(v) for v in b) for b in boxes if tuple(int(v) for v in b) not in regions]
+    return detect.model_copy(update={"exclude_regions": regions, "exclude_overlays": False})
+
+
 def resolve_overlays(video: Any, cfg: AnalysisConfig,
                      sample: _FrameSample | None = None) -> tuple[AnalysisConfig, list[str]]:
     """Find burned-in overlays (time stamps, frame counters, scale bars; :mod:`exonta.detect.overlay`)
@@ -488,13 +515,9 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
 
     if not cfg.detect.exclude_overlays:
         return cfg, []
-    counts = (sample or _FrameSample(video)).overlay_counts()
-    pad = int(math.ceil(3.0 * cfg.detect.psf_sigma_px)) + 2
-    found = O.find_overlay_regions(counts, pad)
-    regions = list(cfg.detect.exclude_regions)
-    regions += [tuple(int(v) for v in b) for b in found.boxes if tuple(b) not in regions]
-    detect = cfg.detect.model_copy(update={"exclude_regions": regions, "exclude_overlays": False})
-    out = cfg.model_copy(update={"detect": detect})
+    counts = overlay_counts(video, sample)
+    found, pad = overlay_regions(counts, cfg.detect.psf_sigma_px)
+    out = cfg.model_copy(update={"detect": with_excluded_regions(cfg.detect, found.boxes)})
     out._auto = {**_requested(cfg), "overlays": {
         "boxes": [list(b) for b in found.boxes], "area_fraction": round(found.area_fraction, 4),
         "too_large": found.too_large, "n_pixels": found.n_pixels, "n_frames": counts.n_frames,

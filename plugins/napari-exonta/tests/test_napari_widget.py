@@ -69,6 +69,52 @@ def test_preview_follows_threshold_and_frame(make_napari_viewer, sim_video, qtbo
     qtbot.waitUntil(lambda: not viewer.layers[PREVIEW_LAYER].visible, timeout=5000)
 
 
+def test_preview_leaves_out_a_burned_in_clock(make_napari_viewer, sim_video, tmp_path):
+    """A time stamp written into the frames: the live preview finds no spot in it (the analysis would drop
+    them), shows its box in red, and the box is the one the analysis will use."""
+    import shutil
+
+    import cv2
+    import tifffile
+
+    from exonta.detect import locate
+
+    frames = tifffile.imread(sim_video)
+    top = int(np.iinfo(frames.dtype).max)
+    for i in range(len(frames)):
+        cv2.putText(frames[i], f"00:{i / 30:06.3f} #{i:04d}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, top, 1,
+                    cv2.LINE_AA)
+    path = tmp_path / "stamped.tif"
+    tifffile.imwrite(path, frames)
+    shutil.copy(sim_video.with_name("beads100.exonta.toml"), tmp_path / "stamped.exonta.toml")
+    viewer, w = _viewer_with_video(make_napari_viewer, path)
+    w.threshold_spin.setValue(4.0)
+    w.psf_spin.setValue(1.2)  # boxes widened by ceil(3 sigma) + 2 = 6 px
+    n = w.update_preview()
+    assert n is not None and n > 0
+    excluded = viewer.layers[EXCLUDED_LAYER]
+    assert len(excluded.data) == 1
+    (y0, x0), (y1, x1) = excluded.data[0].min(axis=0) + 0.5, excluded.data[0].max(axis=0) + 0.5
+    assert x0 <= 4 and y0 <= 4 and 90 <= x1 <= 130 and 14 <= y1 <= 30
+    pts = viewer.layers[PREVIEW_LAYER].data
+    assert len(pts) == n and not ((pts[:, 2] < x1 - 0.5) & (pts[:, 1] < y1 - 0.5)).any()
+    assert "1 region left out" in w.preview_label.text()
+    # without the exclusion the same detection finds spots on the text (the check above can fail)
+    frame_idx = int(pts[0, 0])
+    raw = locate(frames[frame_idx], w.detect_params(), background=w._bg)
+    assert ((raw["x"] < x1 - 0.5) & (raw["y"] < y1 - 0.5)).any()
+    # the analysis leaves out the same box
+    _, cfg, _, _ = w.prepare()
+    assert [tuple(r) for r in cfg.detect.exclude_regions] == [(int(x0), int(y0), int(x1), int(y1))]
+    # the counts are read once per video; a new spot width only re-widens the box
+    counts = w._ov_counts
+    w.psf_spin.setValue(2.0)  # 8 px
+    w.update_preview()
+    assert w._ov_counts is counts
+    y1b, x1b = viewer.layers[EXCLUDED_LAYER].data[0].max(axis=0) + 0.5
+    assert (y1b, x1b) == (y1 + 2, x1 + 2)
+
+
 def test_analysis_with_mocked_pipeline(make_napari_viewer, sim_video, qtbot, tmp_path, monkeypatch,
                                        fake_result_factory, save_screenshot):
     import exonta.pipeline

@@ -108,6 +108,8 @@ class ExontaWidget(QWidget):
         self._cancel = threading.Event()
         self._bg_key: tuple | None = None
         self._bg: np.ndarray | None = None
+        self._ov_key: int | None = None  # the video whose overlay counts are kept (the live preview's)
+        self._ov_counts: Any = None
         self._prefilled: dict[str, float | None] = {}
         self._layer_detect: dict[str, Any] = {}
         self._signals = _Signals()
@@ -356,6 +358,7 @@ class ExontaWidget(QWidget):
 
         layer = self.selected_layer()
         self._bg_key, self._bg = None, None
+        self._ov_key, self._ov_counts = None, None
         meta = dict((layer.metadata or {}).get("exonta", {}) or {}) if layer is not None else {}
         acq = dict(meta.get("acquisition") or {})
         self._prefilled = {}
@@ -459,6 +462,7 @@ class ExontaWidget(QWidget):
             if key != self._bg_key:
                 self._bg = None if params.background == "none" else estimate_background(video, params)
                 self._bg_key = key
+            params = self._preview_exclusions(video, params)
             frame = np.asarray(layer.data[frame_idx])
             feats = locate(frame, params, background=self._bg)
         except (ExontaInputError, ValueError) as exc:
@@ -467,8 +471,46 @@ class ExontaWidget(QWidget):
         coords = np.column_stack([np.full(len(feats), frame_idx, dtype=float),
                                   feats["y"].to_numpy(dtype=float), feats["x"].to_numpy(dtype=float)])
         self._set_preview_points(coords.reshape(-1, 3), size=max(6.0, 5.0 * params.psf_sigma_px))
-        self.preview_label.setText(f"{len(feats)} spots on frame {frame_idx}")
+        self._show_excluded(params.exclude_regions)
+        n_ex = len(params.exclude_regions)
+        self.preview_label.setText(f"{len(feats)} spots on frame {frame_idx}" + (
+            f"; {n_ex} region{'s' if n_ex > 1 else ''} left out (red: burned-in overlay or given)" if n_ex else ""))
         return len(feats)
+
+    def _preview_exclusions(self, video: Any, params: Any) -> Any:
+        """``params`` with the burned-in overlays (time stamps, scale bars) added to its excluded regions, as
+        :func:`exonta.pipeline.prepare` does for the analysis, so the preview shows no spot the analysis would
+        drop. The camera-level counts are read once per video (16 frames); the boxes follow the spot width."""
+        if not params.exclude_overlays:
+            return params
+        from exonta import pipeline
+
+        if self._ov_key != id(video) or self._ov_counts is None:
+            if isinstance(video, np.ndarray):
+                from exonta.io import frames_from_array
+
+                source = frames_from_array(video)
+            else:
+                source = video
+            self._ov_counts = pipeline.overlay_counts(source)
+            self._ov_key = id(video)
+        found, _ = pipeline.overlay_regions(self._ov_counts, params.psf_sigma_px)
+        return pipeline.with_excluded_regions(params, found.boxes)
+
+    def _show_excluded(self, regions: Any) -> None:
+        """The regions the detection leaves out as red rectangles (the layer the results also use)."""
+        rects = excluded_regions_layer_data(regions)
+        if EXCLUDED_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[EXCLUDED_LAYER]
+            if len(layer.data) == len(rects) and all(np.allclose(a, b) for a, b in zip(layer.data, rects)):
+                return
+            self._replace_layer(EXCLUDED_LAYER)
+        if rects:
+            self.viewer.add_shapes(rects, shape_type="rectangle", name=EXCLUDED_LAYER, edge_color="red",
+                                   face_color=[1.0, 0.0, 0.0, 0.15], edge_width=1)
+            layer = self.selected_layer()
+            if layer is not None:  # keep the video selected (frame slider, combo box)
+                self.viewer.layers.selection.active = layer
 
     # ------------------------------------------------------------------ calibration / export
     def _choose_calibration(self) -> None:
@@ -636,10 +678,7 @@ class ExontaWidget(QWidget):
             det = self.viewer.add_points(pts, ndim=3, name=DETECTIONS_LAYER, features=pfeat, face_color=colors,
                                          size=10, symbol="ring", border_width=0, opacity=0.9)
             det.selected_data.events.items_changed.connect(self._on_points_selected)
-        rects = excluded_regions_layer_data(result.config.detect.exclude_regions)
-        if rects:  # burned-in overlays and given regions: nothing was detected there
-            self.viewer.add_shapes(rects, shape_type="rectangle", name=EXCLUDED_LAYER, edge_color="red",
-                                   face_color=[1.0, 0.0, 0.0, 0.15], edge_width=1)
+        self._show_excluded(result.config.detect.exclude_regions)  # overlays and given regions: nothing detected
         data, tfeat = tracks_layer_data(result.tracks, result.particles)
         if len(data):
             self.viewer.add_tracks(data, features=tfeat, color_by="diameter_nm", colormap=DIAMETER_COLORMAP,
