@@ -130,3 +130,32 @@ def test_a_burned_in_clock_on_an_nta_video_is_excluded_with_its_area():
         plain["concentration_per_ml"]["analysed_area_um2"] - cut)
     assert stamp["size_nm"]["d50"] == pytest.approx(plain["size_nm"]["d50"], rel=0.02)
     assert stamp["concentration_per_ml"]["value"] == pytest.approx(plain["concentration_per_ml"]["value"], rel=0.06)
+
+
+def test_a_yellow_clock_on_an_rgb_video_is_found_by_its_colour():
+    """The bundled 100 nm video stored as RGB with a yellow time stamp (grey level 226 of 255, not the camera's
+    white): found by its colour, no detection inside it, sizes as for the same RGB video without it."""
+    import cv2
+    import tifffile
+
+    from exonta.io.readers import ArrayVideo
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")
+    rgb = np.ascontiguousarray(np.repeat(frames[..., None], 3, axis=-1))
+    stamped = rgb.copy()
+    for i in range(len(stamped)):
+        cv2.putText(stamped[i], f"00:{i / 30:06.3f} #{i:04d}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 0), 1, cv2.LINE_AA)
+    res = {}
+    for name, arr in (("plain", rgb), ("stamped", stamped)):
+        vid, cfg, warns, src = pipeline.prepare(ArrayVideo(arr), config_file=SAMPLE / "beads100.exonta.toml")
+        res[name] = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+    assert res["plain"].config.detect.exclude_regions == []
+    (x0, y0, x1, y1), = res["stamped"].config.detect.exclude_regions
+    assert x0 <= 4 and y0 <= 4 and 90 <= x1 <= 130 and 14 <= y1 <= 30
+    assert [m for m in res["stamped"].warnings if m.startswith("burned-in overlay") and "in colour" in m]
+    assert "colour channels" in res["stamped"].summary()["auto_parameters"]["overlays"]["method"]
+    f = res["stamped"].features
+    assert not ((f["x"] < x1 - 0.5) & (f["y"] < y1 - 0.5)).any()
+    plain, stamp = res["plain"].summary(), res["stamped"].summary()
+    assert stamp["size_nm"]["d50"] == pytest.approx(plain["size_nm"]["d50"], rel=0.02)

@@ -185,7 +185,8 @@ class DetectParams(_Model):
     exclude_overlays: bool = Field(
         default=True,
         description="find burned-in overlays (time stamps, frame counters, scale bars: pixels at the camera's white "
-                    "or black level in at least a quarter of a sample of frames; exonta.detect.overlay) when the "
+                    "or black level, or coloured in a colour source, in at least a quarter of a sample of frames; "
+                    "exonta.detect.overlay) when the "
                     "analysis starts and add their boxes to exclude_regions; the saved configuration holds the "
                     "regions used")
     merge_within_sigma: float = Field(

@@ -359,9 +359,11 @@ class _FrameSample:
         idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
         counts = OverlayCounts.for_shape((h, w), getattr(video, "dtype", np.uint8))
         crops = []
+        with_chroma = hasattr(video, "read_with_chroma")
         for i in idx:
-            frame = np.asarray(video.read(int(i)))
-            counts.add(frame)  # the whole frame: overlays sit at its edges and corners
+            frame, chroma = video.read_with_chroma(int(i)) if with_chroma else (video.read(int(i)), None)
+            frame = np.asarray(frame)
+            counts.add(frame, chroma)  # the whole frame: overlays sit at its edges and corners
             crops.append(frame[crop])
         stack = np.stack(crops)
         bg = _median_stack(stack) if len(idx) >= 5 else None
@@ -521,13 +523,14 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
     out._auto = {**_requested(cfg), "overlays": {
         "boxes": [list(b) for b in found.boxes], "area_fraction": round(found.area_fraction, 4),
         "too_large": found.too_large, "n_pixels": found.n_pixels, "n_frames": counts.n_frames,
-        "method": (f"pixels at the camera's white or black level in >= {O.MIN_FRAME_FRACTION:g} of the sampled "
-                   f"frames, grouped, boxes widened by {pad} px (exonta.detect.overlay)")}}
+        "method": (f"pixels at the camera's white or black level (or, in colour sources, with colour channels "
+                   f"spread by >= {O.CHROMA_LEVEL:g} of the range) in >= {O.MIN_FRAME_FRACTION:g} of the "
+                   f"sampled frames, grouped, boxes widened by {pad} px (exonta.detect.overlay)")}}
     warns = []
     if found.boxes:
         where = "; ".join(f"x {x0}-{x1}, y {y0}-{y1}" for x0, y0, x1, y1 in found.boxes[:4])
         more = f" and {len(found.boxes) - 4} more" if len(found.boxes) > 4 else ""
-        warns.append(f"burned-in overlay (text or graphics at the camera's white/black level, e.g. a time stamp or "
+        warns.append(f"burned-in overlay (text or graphics at the camera's white/black level or in colour, e.g. a time stamp or "
                      f"scale bar) found and excluded from the analysis: {where}{more} px "
                      f"({100 * found.area_fraction:.1f} % of the field, left out of the concentration's area too); "
                      "set [detect] exclude_overlays = false to keep it")

@@ -181,3 +181,73 @@ def test_locate_frames_drops_spots_inside_and_keeps_those_outside():
     far = (free["x"] < 60) | (free["y"] > 60)
     assert len(cut) == far.sum()
     np.testing.assert_allclose(np.sort(cut["x"].to_numpy()), np.sort(free.loc[far, "x"].to_numpy()), atol=1e-6)
+
+
+def _rgb_counts(rgb: np.ndarray) -> OverlayCounts:
+    """Counts as the pipeline makes them from colour frames (gray + channel spread of each)."""
+    from exonta.io import frames_from_array
+
+    v = frames_from_array(rgb)
+    c = OverlayCounts.for_shape(v.frame_shape, v.dtype)
+    for i in range(len(v)):
+        c.add(*v.read_with_chroma(i))
+    return c
+
+
+def _colour_clock(frames: np.ndarray, colour) -> tuple[np.ndarray, tuple]:
+    """Grey frames as RGB with a changing clock drawn in ``colour`` (R, G, B); returns them and its box."""
+    rgb = np.ascontiguousarray(np.repeat(frames[..., None], 3, axis=-1))
+    box = None
+    for i in range(len(rgb)):
+        b = _clock(rgb[i], i, tuple(int(v) for v in colour))
+        box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+    return rgb, box
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 0), (0, 200, 0), (0, 255, 255)])
+def test_a_clock_in_colour_is_found_in_colour_frames(colour):
+    """Yellow (grey 226), green (117) and cyan (179) text is at no extreme grey level; its colour finds it."""
+    grey, _ = _frames(clock=None, spots=40)
+    rgb, text = _colour_clock(grey, colour)
+    gray_only = _counts(np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]))
+    assert find_overlay_regions(gray_only, 4).boxes == []  # the grey levels alone do not find it
+    found = find_overlay_regions(_rgb_counts(rgb), pad_px=4)
+    assert not found.too_large and found.boxes
+    union = (min(b[0] for b in found.boxes), min(b[1] for b in found.boxes),
+             max(b[2] for b in found.boxes), max(b[3] for b in found.boxes))
+    assert _covers(union, (text[0] + 1, text[1] + 2, text[2] - 1, text[3] - 2))
+    assert union[2] < text[2] + 8 and union[3] < text[3] + 8
+    # the same grey frames as RGB without text: no region (channel spread 0)
+    assert find_overlay_regions(_rgb_counts(np.repeat(grey[..., None], 3, axis=-1)), 4).boxes == []
+
+
+def test_colour_of_the_scene_is_not_an_overlay():
+    """A colour camera's tinted field is not counted for colour, and coloured particles that move (green
+    fluorescence) are not overlays; white text on the tinted field is still found by its level."""
+    rng = np.random.default_rng(5)
+    n, h, w = 20, 160, 240
+    yy, xx = np.mgrid[:h, :w]
+    rgb = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        g = 60 + 3 * rng.standard_normal((h, w))
+        for _ in range(30):  # green spots, somewhere else in every frame
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            g += 600 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5 ** 2))
+        rgb[i, ..., 0] = np.clip(0.2 * g, 0, 255).astype(np.uint8)
+        rgb[i, ..., 1] = np.clip(g, 0, 255).astype(np.uint8)
+        rgb[i, ..., 2] = np.clip(0.3 * g, 0, 255).astype(np.uint8)
+    counts = _rgb_counts(rgb)
+    assert counts.n_colour_frames == 0  # the field's own colour: median spread 42 > half of 0.25 · range
+    assert find_overlay_regions(counts, 4).boxes == []
+    spots = rgb[..., 1] > 150
+    for i in range(n):
+        _clock(rgb[i], i, (255, 255, 255))
+    assert find_overlay_regions(_rgb_counts(rgb), 4).boxes
+    # a neutral field with the same moving spots in colour: counted for colour, yet nothing is flagged
+    neutral = rgb.copy()
+    base = np.repeat((60 + 3 * rng.standard_normal((n, h, w)))[..., None], 3, axis=-1)
+    neutral[:] = np.clip(base, 0, 255).astype(np.uint8)
+    neutral[spots] = (40, 250, 70)
+    counts = _rgb_counts(neutral)
+    assert counts.n_colour_frames == n and counts.colour.max() > 0
+    assert find_overlay_regions(counts, 4).boxes == []

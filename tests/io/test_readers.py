@@ -690,3 +690,57 @@ def test_corrupt_png_in_folder(tmp_path):
     _write_png(d / "f1.png", np.zeros((8, 8), np.uint8))
     (d / "f2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     _assert_bad(d, "f2.png")
+
+
+def _coloured_clip(n=4, h=24, w=32):
+    """Grey noise frames stored as RGB with a yellow bar (R = G = 250, B = 20) at rows 2-5, columns 3-20."""
+    rng = np.random.default_rng(21)
+    grey = rng.integers(40, 60, (n, h, w)).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb[:, 2:6, 3:21] = (250, 250, 20)
+    return rgb
+
+
+@pytest.mark.parametrize("source", ["array", "tiff", "avi", "png-folder", "png"])
+def test_read_with_chroma_gives_the_channel_spread_of_colour_sources(tmp_path, source):
+    rgb = _coloured_clip()
+    if source == "array":
+        video = frames_from_array(rgb)
+    elif source == "tiff":
+        _tw(tmp_path / "c.tif", rgb, photometric="rgb")
+        video = open_video(tmp_path / "c.tif")
+    elif source == "avi":  # lossless colour
+        p = tmp_path / "c.avi"
+        writer = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (32, 24), isColor=True)
+        for f in rgb:
+            writer.write(np.ascontiguousarray(f[..., ::-1]))  # OpenCV writes BGR
+        writer.release()
+        video = open_video(p)
+    else:
+        d = tmp_path / "frames"
+        d.mkdir()
+        for i, f in enumerate(rgb):
+            cv2.imwrite(str(d / f"f{i:03d}.png"), np.ascontiguousarray(f[..., ::-1]))
+        video = open_video(d if source == "png-folder" else d / "f002.png")
+    i = 0 if source == "png" else 2
+    with video as v:
+        frame, chroma = v.read_with_chroma(i)
+        np.testing.assert_array_equal(frame, v.read(i))  # the same frame as read() gives
+        expected = rgb[2].max(axis=-1).astype(int) - rgb[2].min(axis=-1)
+        assert chroma is not None and chroma.shape == (24, 32)
+        np.testing.assert_array_equal(chroma.astype(int), expected)
+        assert chroma[3, 10] == 230 and chroma[10, 10] == 0
+        # an ordinary read afterwards keeps nothing
+        v.read(0)
+        assert v._chroma is None
+
+
+def test_read_with_chroma_is_none_for_grey_sources(tmp_path):
+    a = _frames(n=3)
+    _tw(tmp_path / "g.tif", a)
+    with open_video(tmp_path / "g.tif") as v:
+        frame, chroma = v.read_with_chroma(1)
+        np.testing.assert_array_equal(frame, a[1])
+        assert chroma is None
+    frame, chroma = frames_from_array(a).read_with_chroma(0)
+    assert chroma is None and np.array_equal(frame, a[0])

@@ -166,7 +166,7 @@ def command(
     exclude_region: Optional[list[str]] = typer.Option(
         None, "--exclude-region", metavar="X0,Y0,X1,Y1",
         help="Leave out a rectangle (px, x = column, x1/y1 exclusive): burned-in text, a scale bar, a scratch. "
-             "Repeatable. Overlays at the camera's white/black level are found without it ([detect] "
+             "Repeatable. Overlays at the camera's white/black level or in colour are found without it ([detect] "
              "exclude_overlays)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
 ) -> None:

@@ -24,9 +24,17 @@ Before detection the boxes are filled with the background plus noise of the fram
 (:func:`fill_regions`), so that the overlay's edges neither make spots nor raise the local noise
 estimate (and the threshold) around it; detections inside the boxes are dropped
 (:func:`drop_in_regions`), and the boxes' area is left out of the analysed area of the concentration
-(:func:`excluded_pixels`). Coloured overlays
-(e.g. yellow text, whose grey level is not extreme) are not found: give their rectangle with
-``--exclude-region`` (``DetectParams.exclude_regions``).
+(:func:`excluded_pixels`).
+
+Coloured overlays (yellow or green text, a red scale bar) are often not at an extreme grey level (yellow
+is ~89 % of white). In colour sources they are found by their colour instead: a grey scene stored as RGB
+(a monochrome camera, MJPEG) has channels within a few levels of each other, whereas text drawn in a
+colour has channels far apart. A pixel whose channel spread (largest minus smallest of R, G, B) is at
+least :data:`CHROMA_LEVEL` of the range counts like an extreme pixel, with the same frame share, stroke,
+edge and area rules — frames whose field is itself coloured (median spread above half that level: a colour
+camera's tinted field) are not counted for colour. Overlays in other colour spaces (an overlay in a grey
+level that is not extreme, in a grey source) are not found: give their rectangle with ``--exclude-region``
+(``DetectParams.exclude_regions``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions", "drop_in_regions",
+__all__ = ["CHROMA_LEVEL", "MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions", "drop_in_regions",
            "excluded_pixels", "fill_regions", "find_overlay_regions", "noise_sigma_outside", "regions_mask"]
 
 #: Smallest share of the sampled frames in which a pixel is at an extreme level for it to be an overlay pixel.
@@ -59,6 +67,10 @@ MAX_SOLID_FRACTION = 0.47
 #: Overlays sit at the frame's edges: a group is only taken when its box reaches into the outer band of this
 #: share of the frame's height or width.
 EDGE_BAND = 0.25
+#: Smallest spread between the colour channels (share of the range) for a pixel of a colour source to count
+#: as drawn in colour. Measured: grey scenes stored as RGB (MJPEG q85, chroma subsampled) spread ≤ 0.05 away
+#: from coloured text; OpenCV-drawn yellow/green/red/cyan text 0.3–1.0 on its strokes (anti-aliased edges less).
+CHROMA_LEVEL = 0.25
 # cell side (px) of the grid on which flagged pixels are grouped
 _CELL = 8
 
@@ -83,8 +95,14 @@ class OverlayCounts:
     high, low : ndarray of int32 (h, w)
         Frames in which the pixel was at the white / black level (within :data:`LEVEL_TOLERANCE`).
     solid : ndarray of int32 (h, w)
-        Frames in which the pixel and its four neighbours were all at the same extreme level.
+        Frames in which the pixel and its four neighbours were all at the same extreme level (or all
+        coloured).
+    colour : ndarray of int32 (h, w)
+        Frames in which the pixel's colour channels spread by at least :data:`CHROMA_LEVEL` of the range
+        (colour sources only; frames of a coloured field are not counted).
     n_frames : int
+    n_colour_frames : int
+        Frames counted in ``colour``.
     field_levels : list of float
         Median level of each frame (a strided subsample of its pixels).
     sample_max : float
@@ -94,7 +112,9 @@ class OverlayCounts:
     high: np.ndarray
     low: np.ndarray
     solid: np.ndarray
+    colour: np.ndarray
     n_frames: int = 0
+    n_colour_frames: int = 0
     field_levels: list = field(default_factory=list)
     sample_max: float = 0.0
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint8))
@@ -102,10 +122,11 @@ class OverlayCounts:
     @classmethod
     def for_shape(cls, shape: tuple[int, int], dtype) -> "OverlayCounts":
         h, w = (int(v) for v in shape)
-        return cls(*(np.zeros((h, w), np.int32) for _ in range(3)), dtype=np.dtype(dtype))
+        return cls(*(np.zeros((h, w), np.int32) for _ in range(4)), dtype=np.dtype(dtype))
 
-    def add(self, frame: np.ndarray) -> None:
-        """Count the extreme pixels of one (h, w) frame."""
+    def add(self, frame: np.ndarray, chroma: np.ndarray | None = None) -> None:
+        """Count the extreme pixels of one (h, w) frame, and its coloured pixels when ``chroma`` (the
+        spread between its colour channels, :meth:`exonta.io.Video.read_with_chroma`) is given."""
         f = np.asarray(frame)
         fmax = float(f.max()) if f.size else 0.0
         self.sample_max = max(self.sample_max, fmax)
@@ -122,6 +143,18 @@ class OverlayCounts:
                                            & ext[1:-1, 2:])
         self.field_levels.append(level)
         self.n_frames += 1
+        if chroma is None:
+            return
+        c = np.asarray(chroma)  # in the same units as the frame: its range is the frame's
+        level_c = CHROMA_LEVEL * top
+        if c.size and float(np.median(c[::7, ::7])) >= 0.5 * level_c:
+            return  # a coloured field (a colour camera's tint): its colour is the scene's
+        col = c >= level_c
+        self.colour += col
+        if col.any():
+            self.solid[1:-1, 1:-1] += (col[1:-1, 1:-1] & col[:-2, 1:-1] & col[2:, 1:-1] & col[1:-1, :-2]
+                                       & col[1:-1, 2:])
+        self.n_colour_frames += 1
 
 
 @dataclass(frozen=True)
@@ -217,6 +250,8 @@ def find_overlay_regions(counts: OverlayCounts, pad_px: int) -> OverlayRegions:
         flagged |= counts.high >= need
     if level >= FIELD_MARGIN:
         flagged |= counts.low >= need
+    if counts.n_colour_frames >= 4:
+        flagged |= counts.colour >= max(2, int(np.ceil(MIN_FRAME_FRACTION * counts.n_colour_frames)))
     n_px = int(flagged.sum())
     if n_px < MIN_GROUP_PIXELS:
         return OverlayRegions([], 0.0, False, n_px)
@@ -225,7 +260,7 @@ def find_overlay_regions(counts: OverlayCounts, pad_px: int) -> OverlayRegions:
     padded = np.zeros((ny * _CELL, nx * _CELL), np.int32)
     padded[:h, :w] = flagged
     per_cell = padded.reshape(ny, _CELL, nx, _CELL).sum(axis=(1, 3))
-    ext = np.where(flagged, counts.high + counts.low, 0)
+    ext = np.where(flagged, counts.high + counts.low + counts.colour, 0)
     solid = np.where(flagged, counts.solid, 0)
     boxes = []
     for cx0, cy0, cx1, cy1 in _groups(per_cell > 0):

@@ -198,6 +198,15 @@ def _to_gray(frames: np.ndarray, order: str) -> np.ndarray:
     return gray.astype(dt.newbyteorder("="))
 
 
+def _channel_spread(frame: np.ndarray, order: str) -> np.ndarray | None:
+    """Per pixel, the largest minus the smallest colour channel of one ``(h, w, c)`` frame (alpha left
+    out); ``None`` for gray + alpha."""
+    if order == "la":
+        return None
+    rgb = frame[..., :3]
+    return (rgb.max(axis=-1) - rgb.min(axis=-1)).astype(rgb.dtype.newbyteorder("="))
+
+
 def _order_for_samples(n: int, bgr: bool, where: str) -> str | None:
     if n == 1:
         return None
@@ -278,6 +287,8 @@ class Video:
         self.metadata = {}
         self._lock = threading.RLock()
         self._float_max: float | None = None
+        self._keep_chroma = False  # read_with_chroma: keep the channel spread of the frames converted to gray
+        self._chroma: np.ndarray | None = None
 
     # -- backend hooks ---------------------------------------------------------------------
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
@@ -395,6 +406,28 @@ class Video:
         """One frame as a ``(h, w)`` array (negative indices count from the end)."""
         i = self._check_index(index)
         return self._convert(self._safe_read(i, i + 1), i)[0]
+
+    def read_with_chroma(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One frame as :meth:`read` gives it, and the spread between its colour channels (per pixel, the
+        largest minus the smallest of R, G, B, in the file's units; a ``(h, w)`` array of the source dtype)
+        or ``None`` when the source has one channel. A grey scene stored as colour has a spread of a few
+        levels (compression); coloured text drawn into the frames by the capture software has a large one
+        (:mod:`exonta.detect.overlay`)."""
+        with self._lock:
+            self._keep_chroma, self._chroma = True, None
+            try:
+                frame = self.read(index)
+            finally:
+                self._keep_chroma = False
+            chroma, self._chroma = self._chroma, None
+        return frame, chroma
+
+    def _gray(self, frames: np.ndarray, order: str) -> np.ndarray:
+        """:func:`_to_gray` of ``(k, h, w, c)`` colour frames, keeping the last frame's channel spread for
+        :meth:`read_with_chroma` when it asks."""
+        if getattr(self, "_keep_chroma", False):
+            self._chroma = _channel_spread(frames[-1], order)
+        return _to_gray(frames, order)
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start`` to ``stop - 1`` as a ``(stop - start, h, w)`` array.
@@ -685,7 +718,7 @@ class TiffVideo(Video):
         else:
             if self._sample_pos == "before":
                 raw = np.moveaxis(raw, 1, -1)
-            out = _to_gray(raw, self._order)
+            out = self._gray(raw, self._order)
         return out
 
     def _read_contiguous(self, start: int, stop: int) -> np.ndarray:
@@ -1040,7 +1073,7 @@ class OpenCVVideo(Video):
             if self._order is None:
                 out[j] = frame if frame.ndim == 2 else frame[..., 0]
             else:
-                out[j] = _to_gray(frame[None], self._order)[0]
+                out[j] = self._gray(frame[None], self._order)[0]
         return out
 
     def _close(self) -> None:
@@ -1088,7 +1121,9 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
     return arr, order
 
 
-def _gray_frame(path: Path) -> np.ndarray:
+def _gray_frame(path: Path, video: Video | None = None) -> np.ndarray:
+    """The image file as a gray ``(h, w)`` frame (colour converted by ``video._gray`` when given, so that
+    :meth:`Video.read_with_chroma` sees the colours)."""
     try:
         arr, order = _decode_image(path)
     except ExontaInputError:
@@ -1096,7 +1131,7 @@ def _gray_frame(path: Path) -> np.ndarray:
     except Exception as exc:
         raise _wrap(exc, f"'{path}'", "decoding") from exc
     if order is not None:
-        arr = _to_gray(arr[None], order)[0]
+        arr = (video._gray if video is not None else _to_gray)(arr[None], order)[0]
     return np.asarray(arr, dtype=arr.dtype.newbyteorder("="))
 
 
@@ -1128,7 +1163,7 @@ class ImageFileVideo(Video):
         self.dtype = _output_dtype(frame.dtype, self._where)
 
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
-        return _gray_frame(self.path)[None].copy()
+        return _gray_frame(self.path, self)[None].copy()
 
 
 class ImageFolderVideo(Video):
@@ -1168,7 +1203,7 @@ class ImageFolderVideo(Video):
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), self.source_dtype)
         for j, p in enumerate(self.files[start:stop]):
-            frame = _gray_frame(p)
+            frame = _gray_frame(p, self)
             if frame.shape != self.frame_shape:
                 raise ExontaInputError(
                     f"images in folder {self._where} differ in size: '{p.name}' is "
@@ -1238,7 +1273,7 @@ class ArrayVideo(Video):
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
         raw = self._arr[start:stop]
         if self._order is not None:
-            return _to_gray(raw, self._order)
+            return self._gray(raw, self._order)
         return np.array(raw, dtype=raw.dtype.newbyteorder("="))
 
     def _video_max(self) -> float:
