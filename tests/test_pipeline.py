@@ -154,7 +154,7 @@ def test_a_yellow_clock_on_an_rgb_video_is_found_by_its_colour():
     (x0, y0, x1, y1), = res["stamped"].config.detect.exclude_regions
     assert x0 <= 4 and y0 <= 4 and 90 <= x1 <= 130 and 14 <= y1 <= 30
     assert [m for m in res["stamped"].warnings if m.startswith("burned-in overlay") and "in colour" in m]
-    assert "colour channels" in res["stamped"].summary()["auto_parameters"]["overlays"]["method"]
+    assert "saturated colour" in res["stamped"].summary()["auto_parameters"]["overlays"]["method"]
     f = res["stamped"].features
     assert not ((f["x"] < x1 - 0.5) & (f["y"] < y1 - 0.5)).any()
     plain, stamp = res["plain"].summary(), res["stamped"].summary()

@@ -359,11 +359,11 @@ class _FrameSample:
         idx = sample_indices(0, n, _PSF_BACKGROUND_FRAMES)
         counts = OverlayCounts.for_shape((h, w), getattr(video, "dtype", np.uint8))
         crops = []
-        with_chroma = hasattr(video, "read_with_chroma")
+        with_colour = hasattr(video, "read_with_colour")
         for i in idx:
-            frame, chroma = video.read_with_chroma(int(i)) if with_chroma else (video.read(int(i)), None)
+            frame, rgb = video.read_with_colour(int(i)) if with_colour else (video.read(int(i)), None)
             frame = np.asarray(frame)
-            counts.add(frame, chroma)  # the whole frame: overlays sit at its edges and corners
+            counts.add(frame, rgb)  # the whole frame: overlays sit at its edges and corners
             crops.append(frame[crop])
         stack = np.stack(crops)
         bg = _median_stack(stack) if len(idx) >= 5 else None
@@ -523,9 +523,11 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
     out._auto = {**_requested(cfg), "overlays": {
         "boxes": [list(b) for b in found.boxes], "area_fraction": round(found.area_fraction, 4),
         "too_large": found.too_large, "n_pixels": found.n_pixels, "n_frames": counts.n_frames,
-        "method": (f"pixels at the camera's white or black level (or, in colour sources, with colour channels "
-                   f"spread by >= {O.CHROMA_LEVEL:g} of the range) in >= {O.MIN_FRAME_FRACTION:g} of the "
-                   f"sampled frames, grouped, boxes widened by {pad} px (exonta.detect.overlay)")}}
+        "method": (f"pixels at the camera's white or black level (or, in colour sources, in a saturated colour: a "
+                   f"channel >= {O.COLOUR_TOP:g} of the white level, channels spread by >= {O.CHROMA_LEVEL:g} "
+                   f"of the range) in >= "
+                   f"{O.MIN_FRAME_FRACTION:g} of the sampled frames, grouped, boxes widened by {pad} px "
+                   f"(exonta.detect.overlay)")}}
     warns = []
     if found.boxes:
         where = "; ".join(f"x {x0}-{x1}, y {y0}-{y1}" for x0, y0, x1, y1 in found.boxes[:4])

@@ -184,13 +184,13 @@ def test_locate_frames_drops_spots_inside_and_keeps_those_outside():
 
 
 def _rgb_counts(rgb: np.ndarray) -> OverlayCounts:
-    """Counts as the pipeline makes them from colour frames (gray + channel spread of each)."""
+    """Counts as the pipeline makes them from colour frames (grey and colour of each)."""
     from exonta.io import frames_from_array
 
     v = frames_from_array(rgb)
     c = OverlayCounts.for_shape(v.frame_shape, v.dtype)
     for i in range(len(v)):
-        c.add(*v.read_with_chroma(i))
+        c.add(*v.read_with_colour(i))
     return c
 
 
@@ -204,9 +204,10 @@ def _colour_clock(frames: np.ndarray, colour) -> tuple[np.ndarray, tuple]:
     return rgb, box
 
 
-@pytest.mark.parametrize("colour", [(255, 255, 0), (0, 200, 0), (0, 255, 255)])
+@pytest.mark.parametrize("colour", [(255, 255, 0), (0, 255, 0), (0, 255, 255), (255, 0, 0)])
 def test_a_clock_in_colour_is_found_in_colour_frames(colour):
-    """Yellow (grey 226), green (117) and cyan (179) text is at no extreme grey level; its colour finds it."""
+    """Yellow (grey 226), green (150), cyan (179) and red (76) text is at no extreme grey level; its colour
+    finds it, and the same text in an unsaturated colour (no channel at the top level) is not taken."""
     grey, _ = _frames(clock=None, spots=40)
     rgb, text = _colour_clock(grey, colour)
     gray_only = _counts(np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]))
@@ -219,11 +220,14 @@ def test_a_clock_in_colour_is_found_in_colour_frames(colour):
     assert union[2] < text[2] + 8 and union[3] < text[3] + 8
     # the same grey frames as RGB without text: no region (channel spread 0)
     assert find_overlay_regions(_rgb_counts(np.repeat(grey[..., None], 3, axis=-1)), 4).boxes == []
+    # the same colour at 70 % (e.g. dark yellow 178, 178, 0): not saturated, not taken
+    dim, _ = _colour_clock(grey, tuple(int(0.7 * v) for v in colour))
+    assert find_overlay_regions(_rgb_counts(dim), 4).boxes == []
 
 
 def test_colour_of_the_scene_is_not_an_overlay():
-    """A colour camera's tinted field is not counted for colour, and coloured particles that move (green
-    fluorescence) are not overlays; white text on the tinted field is still found by its level."""
+    """Coloured particles that move (green fluorescence filmed by a colour camera, clipping the green channel)
+    are not overlays, on a tinted field or a neutral one; white text on the tinted field is still found."""
     rng = np.random.default_rng(5)
     n, h, w = 20, 160, 240
     yy, xx = np.mgrid[:h, :w]
@@ -237,17 +241,17 @@ def test_colour_of_the_scene_is_not_an_overlay():
         rgb[i, ..., 1] = np.clip(g, 0, 255).astype(np.uint8)
         rgb[i, ..., 2] = np.clip(0.3 * g, 0, 255).astype(np.uint8)
     counts = _rgb_counts(rgb)
-    assert counts.n_colour_frames == 0  # the field's own colour: median spread 42 > half of 0.25 · range
-    assert find_overlay_regions(counts, 4).boxes == []
+    assert counts.n_colour_frames == n and counts.colour.max() > 0  # the spots are counted in colour ...
+    assert find_overlay_regions(counts, 4).boxes == []  # ... but they move: not an overlay
     spots = rgb[..., 1] > 150
     for i in range(n):
         _clock(rgb[i], i, (255, 255, 255))
     assert find_overlay_regions(_rgb_counts(rgb), 4).boxes
-    # a neutral field with the same moving spots in colour: counted for colour, yet nothing is flagged
+    # a neutral field with the same moving spots in colour: nothing is flagged
     neutral = rgb.copy()
     base = np.repeat((60 + 3 * rng.standard_normal((n, h, w)))[..., None], 3, axis=-1)
     neutral[:] = np.clip(base, 0, 255).astype(np.uint8)
     neutral[spots] = (40, 250, 70)
     counts = _rgb_counts(neutral)
-    assert counts.n_colour_frames == n and counts.colour.max() > 0
+    assert counts.colour.max() > 0
     assert find_overlay_regions(counts, 4).boxes == []

@@ -702,7 +702,7 @@ def _coloured_clip(n=4, h=24, w=32):
 
 
 @pytest.mark.parametrize("source", ["array", "tiff", "avi", "png-folder", "png"])
-def test_read_with_chroma_gives_the_channel_spread_of_colour_sources(tmp_path, source):
+def test_read_with_colour_gives_the_rgb_frame_of_colour_sources(tmp_path, source):
     rgb = _coloured_clip()
     if source == "array":
         video = frames_from_array(rgb)
@@ -724,23 +724,22 @@ def test_read_with_chroma_gives_the_channel_spread_of_colour_sources(tmp_path, s
         video = open_video(d if source == "png-folder" else d / "f002.png")
     i = 0 if source == "png" else 2
     with video as v:
-        frame, chroma = v.read_with_chroma(i)
+        frame, colour = v.read_with_colour(i)
         np.testing.assert_array_equal(frame, v.read(i))  # the same frame as read() gives
-        expected = rgb[2].max(axis=-1).astype(int) - rgb[2].min(axis=-1)
-        assert chroma is not None and chroma.shape == (24, 32)
-        np.testing.assert_array_equal(chroma.astype(int), expected)
-        assert chroma[3, 10] == 230 and chroma[10, 10] == 0
+        assert colour is not None and colour.shape == (24, 32, 3) and colour.dtype == np.uint8
+        np.testing.assert_array_equal(colour, rgb[2])  # R, G, B whatever the file's order
+        assert tuple(colour[3, 10]) == (250, 250, 20)
         # an ordinary read afterwards keeps nothing
         v.read(0)
-        assert v._chroma is None
+        assert v._colour is None
 
 
-def test_read_with_chroma_is_none_for_grey_sources(tmp_path):
+def test_read_with_colour_is_none_for_grey_sources(tmp_path):
     a = _frames(n=3)
     _tw(tmp_path / "g.tif", a)
     with open_video(tmp_path / "g.tif") as v:
-        frame, chroma = v.read_with_chroma(1)
+        frame, colour = v.read_with_colour(1)
         np.testing.assert_array_equal(frame, a[1])
-        assert chroma is None
-    frame, chroma = frames_from_array(a).read_with_chroma(0)
-    assert chroma is None and np.array_equal(frame, a[0])
+        assert colour is None
+    frame, colour = frames_from_array(a).read_with_colour(0)
+    assert colour is None and np.array_equal(frame, a[0])

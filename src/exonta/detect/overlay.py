@@ -26,15 +26,19 @@ estimate (and the threshold) around it; detections inside the boxes are dropped
 (:func:`drop_in_regions`), and the boxes' area is left out of the analysed area of the concentration
 (:func:`excluded_pixels`).
 
-Coloured overlays (yellow or green text, a red scale bar) are often not at an extreme grey level (yellow
-is ~89 % of white). In colour sources they are found by their colour instead: a grey scene stored as RGB
-(a monochrome camera, MJPEG) has channels within a few levels of each other, whereas text drawn in a
-colour has channels far apart. A pixel whose channel spread (largest minus smallest of R, G, B) is at
-least :data:`CHROMA_LEVEL` of the range counts like an extreme pixel, with the same frame share, stroke,
-edge and area rules — frames whose field is itself coloured (median spread above half that level: a colour
-camera's tinted field) are not counted for colour. Overlays in other colour spaces (an overlay in a grey
-level that is not extreme, in a grey source) are not found: give their rectangle with ``--exclude-region``
-(``DetectParams.exclude_regions``).
+Coloured overlays (yellow, green or cyan text, a red scale bar) are not at an extreme grey level (yellow
+is ~89 % of white). In colour sources they are found by their colour instead: capture software draws them
+in a saturated colour, one channel at or near the white level and another far below it, whereas a grey
+scene stored as RGB (a monochrome camera, MJPEG) has channels within a few levels of each other and a
+colour camera's scene (a halogen lamp's tint, a fluorescent dye) is rarely both that bright and that
+saturated. A pixel whose brightest channel is at least :data:`COLOUR_TOP` of the white level and whose
+channels spread by at least :data:`CHROMA_LEVEL` of the range counts like an extreme pixel, under the same
+frame-share, stroke, edge and area rules. Without the brightness condition, the Airy rings of a slow 1 µm
+fluorescent bead near the edge of a generated colour recording were taken for strokes; with it none of the
+generated real-like recordings (bright-field with a halogen tint, green and red fluorescence) gets a box,
+and yellow, green, cyan and red clocks are found in them also after JPEG q85. Not found: text in an
+unsaturated or dark colour (e.g. 0, 128, 0) or in a grey level that is not extreme: give its rectangle with
+``--exclude-region`` (``DetectParams.exclude_regions``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["CHROMA_LEVEL", "MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions", "drop_in_regions",
+__all__ = ["CHROMA_LEVEL", "COLOUR_TOP", "MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions", "drop_in_regions",
            "excluded_pixels", "fill_regions", "find_overlay_regions", "noise_sigma_outside", "regions_mask"]
 
 #: Smallest share of the sampled frames in which a pixel is at an extreme level for it to be an overlay pixel.
@@ -67,10 +71,13 @@ MAX_SOLID_FRACTION = 0.47
 #: Overlays sit at the frame's edges: a group is only taken when its box reaches into the outer band of this
 #: share of the frame's height or width.
 EDGE_BAND = 0.25
-#: Smallest spread between the colour channels (share of the range) for a pixel of a colour source to count
-#: as drawn in colour. Measured: grey scenes stored as RGB (MJPEG q85, chroma subsampled) spread ≤ 0.05 away
-#: from coloured text; OpenCV-drawn yellow/green/red/cyan text 0.3–1.0 on its strokes (anti-aliased edges less).
+#: Smallest spread between the colour channels (share of the range) for a pixel of a colour source, with a
+#: bright channel (:data:`COLOUR_TOP`), to count as drawn in colour. Saturated overlay colours spread by the whole range on
+#: their strokes (yellow, green, cyan, red, magenta: 1.0); a grey scene stored as RGB by a few levels.
 CHROMA_LEVEL = 0.25
+#: Smallest level of the brightest channel of such a pixel (share of the white level): overlay colours are
+#: drawn at full intensity; JPEG/MJPEG (q85, chroma subsampled) leaves thin green or cyan strokes at 80–95 %.
+COLOUR_TOP = 0.75
 # cell side (px) of the grid on which flagged pixels are grouped
 _CELL = 8
 
@@ -98,8 +105,8 @@ class OverlayCounts:
         Frames in which the pixel and its four neighbours were all at the same extreme level (or all
         coloured).
     colour : ndarray of int32 (h, w)
-        Frames in which the pixel's colour channels spread by at least :data:`CHROMA_LEVEL` of the range
-        (colour sources only; frames of a coloured field are not counted).
+        Frames in which the pixel's brightest colour channel was at least :data:`COLOUR_TOP` of the white
+        level and its channels spread by at least :data:`CHROMA_LEVEL` of the range (colour sources only).
     n_frames : int
     n_colour_frames : int
         Frames counted in ``colour``.
@@ -124,9 +131,9 @@ class OverlayCounts:
         h, w = (int(v) for v in shape)
         return cls(*(np.zeros((h, w), np.int32) for _ in range(4)), dtype=np.dtype(dtype))
 
-    def add(self, frame: np.ndarray, chroma: np.ndarray | None = None) -> None:
-        """Count the extreme pixels of one (h, w) frame, and its coloured pixels when ``chroma`` (the
-        spread between its colour channels, :meth:`exonta.io.Video.read_with_chroma`) is given."""
+    def add(self, frame: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        """Count the extreme pixels of one (h, w) frame, and its coloured ones when ``rgb``, the same frame
+        in colour ((h, w, 3), :meth:`exonta.io.Video.read_with_colour`), is given."""
         f = np.asarray(frame)
         fmax = float(f.max()) if f.size else 0.0
         self.sample_max = max(self.sample_max, fmax)
@@ -143,13 +150,13 @@ class OverlayCounts:
                                            & ext[1:-1, 2:])
         self.field_levels.append(level)
         self.n_frames += 1
-        if chroma is None:
+        if rgb is None:
             return
-        c = np.asarray(chroma)  # in the same units as the frame: its range is the frame's
+        c = np.asarray(rgb)  # in the same units as the frame: its range is the frame's
+        hi_c = c.max(axis=-1)
+        spread = hi_c - c.min(axis=-1)
         level_c = CHROMA_LEVEL * top
-        if c.size and float(np.median(c[::7, ::7])) >= 0.5 * level_c:
-            return  # a coloured field (a colour camera's tint): its colour is the scene's
-        col = c >= level_c
+        col = (spread >= level_c) & (hi_c >= COLOUR_TOP * top)
         self.colour += col
         if col.any():
             self.solid[1:-1, 1:-1] += (col[1:-1, 1:-1] & col[:-2, 1:-1] & col[2:, 1:-1] & col[1:-1, :-2]

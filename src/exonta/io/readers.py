@@ -198,13 +198,13 @@ def _to_gray(frames: np.ndarray, order: str) -> np.ndarray:
     return gray.astype(dt.newbyteorder("="))
 
 
-def _channel_spread(frame: np.ndarray, order: str) -> np.ndarray | None:
-    """Per pixel, the largest minus the smallest colour channel of one ``(h, w, c)`` frame (alpha left
-    out); ``None`` for gray + alpha."""
+def _rgb_frame(frame: np.ndarray, order: str) -> np.ndarray | None:
+    """One ``(h, w, c)`` colour frame as a new ``(h, w, 3)`` R, G, B array (native byte order, alpha left
+    out); ``None`` for grey + alpha."""
     if order == "la":
         return None
-    rgb = frame[..., :3]
-    return (rgb.max(axis=-1) - rgb.min(axis=-1)).astype(rgb.dtype.newbyteorder("="))
+    rgb = frame[..., 2::-1] if order.startswith("bgr") else frame[..., :3]
+    return np.array(rgb, dtype=rgb.dtype.newbyteorder("="))
 
 
 def _order_for_samples(n: int, bgr: bool, where: str) -> str | None:
@@ -287,8 +287,8 @@ class Video:
         self.metadata = {}
         self._lock = threading.RLock()
         self._float_max: float | None = None
-        self._keep_chroma = False  # read_with_chroma: keep the channel spread of the frames converted to gray
-        self._chroma: np.ndarray | None = None
+        self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
+        self._colour: np.ndarray | None = None
 
     # -- backend hooks ---------------------------------------------------------------------
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
@@ -407,26 +407,25 @@ class Video:
         i = self._check_index(index)
         return self._convert(self._safe_read(i, i + 1), i)[0]
 
-    def read_with_chroma(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """One frame as :meth:`read` gives it, and the spread between its colour channels (per pixel, the
-        largest minus the smallest of R, G, B, in the file's units; a ``(h, w)`` array of the source dtype)
-        or ``None`` when the source has one channel. A grey scene stored as colour has a spread of a few
-        levels (compression); coloured text drawn into the frames by the capture software has a large one
+    def read_with_colour(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One frame as :meth:`read` gives it, and the same frame in colour before its conversion to grey:
+        ``(h, w, 3)`` R, G, B in the file's units and dtype (alpha left out; not inverted), or ``None`` when
+        the source has one channel. Burned-in text drawn in a colour is found by it
         (:mod:`exonta.detect.overlay`)."""
         with self._lock:
-            self._keep_chroma, self._chroma = True, None
+            self._keep_colour, self._colour = True, None
             try:
                 frame = self.read(index)
             finally:
-                self._keep_chroma = False
-            chroma, self._chroma = self._chroma, None
-        return frame, chroma
+                self._keep_colour = False
+            colour, self._colour = self._colour, None
+        return frame, colour
 
     def _gray(self, frames: np.ndarray, order: str) -> np.ndarray:
-        """:func:`_to_gray` of ``(k, h, w, c)`` colour frames, keeping the last frame's channel spread for
-        :meth:`read_with_chroma` when it asks."""
-        if getattr(self, "_keep_chroma", False):
-            self._chroma = _channel_spread(frames[-1], order)
+        """:func:`_to_gray` of ``(k, h, w, c)`` colour frames, keeping the last frame's colours for
+        :meth:`read_with_colour` when it asks."""
+        if getattr(self, "_keep_colour", False):
+            self._colour = _rgb_frame(frames[-1], order)
         return _to_gray(frames, order)
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
@@ -1123,7 +1122,7 @@ def _decode_image(path: Path) -> tuple[np.ndarray, str | None]:
 
 def _gray_frame(path: Path, video: Video | None = None) -> np.ndarray:
     """The image file as a gray ``(h, w)`` frame (colour converted by ``video._gray`` when given, so that
-    :meth:`Video.read_with_chroma` sees the colours)."""
+    :meth:`Video.read_with_colour` sees the colours)."""
     try:
         arr, order = _decode_image(path)
     except ExontaInputError:
