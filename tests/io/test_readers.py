@@ -743,3 +743,14 @@ def test_read_with_colour_is_none_for_grey_sources(tmp_path):
         assert colour is None
     frame, colour = frames_from_array(a).read_with_colour(0)
     assert colour is None and np.array_equal(frame, a[0])
+
+
+def test_read_with_colour_of_an_inverted_float_video_is_the_frame_asked_for():
+    """The first read of an inverted float video also reads the whole video (its value range): the colour
+    returned is still that of the frame asked for."""
+    rng = np.random.default_rng(8)
+    rgb = rng.random((5, 6, 7, 3)).astype(np.float32)
+    v = ArrayVideo(rgb, invert=True)
+    frame, colour = v.read_with_colour(1)
+    np.testing.assert_array_equal(colour, rgb[1])
+    np.testing.assert_array_equal(frame, v.read(1))

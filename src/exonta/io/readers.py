@@ -423,8 +423,9 @@ class Video:
 
     def _gray(self, frames: np.ndarray, order: str) -> np.ndarray:
         """:func:`_to_gray` of ``(k, h, w, c)`` colour frames, keeping the last frame's colours for
-        :meth:`read_with_colour` when it asks."""
-        if getattr(self, "_keep_colour", False):
+        :meth:`read_with_colour` when it asks (the first conversion only: that is the frame asked for; the
+        value range of an inverted float video, read afterwards, converts other frames)."""
+        if getattr(self, "_keep_colour", False) and self._colour is None:
             self._colour = _rgb_frame(frames[-1], order)
         return _to_gray(frames, order)
 
