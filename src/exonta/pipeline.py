@@ -500,7 +500,7 @@ def with_excluded_regions(detect: Any, boxes: Any) -> Any:
     its ``exclude_regions`` (those already there are kept, none twice) and ``exclude_overlays`` false (the
     overlays are resolved)."""
     regions = list(detect.exclude_regions)
-    regions += [tuple(int(v) for v in b) for b in boxes if tuple(int(v) for v in b) not in regions]
+    regions += [b for b in (tuple(int(v) for v in box) for box in boxes) if b not in regions]
     return detect.model_copy(update={"exclude_regions": regions, "exclude_overlays": False})
 
 
@@ -525,15 +525,14 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
         "too_large": found.too_large, "n_pixels": found.n_pixels, "n_frames": counts.n_frames,
         "method": (f"pixels at the camera's white or black level (or, in colour sources, in a saturated colour: a "
                    f"channel >= {O.COLOUR_TOP:g} of the white level, channels spread by >= {O.CHROMA_LEVEL:g} "
-                   f"of the range) in >= "
-                   f"{O.MIN_FRAME_FRACTION:g} of the sampled frames, grouped, boxes widened by {pad} px "
-                   f"(exonta.detect.overlay)")}}
+                   f"of the range) in >= {O.MIN_FRAME_FRACTION:g} of the sampled frames, grouped, boxes widened "
+                   f"by {pad} px (exonta.detect.overlay)")}}
     warns = []
     if found.boxes:
         where = "; ".join(f"x {x0}-{x1}, y {y0}-{y1}" for x0, y0, x1, y1 in found.boxes[:4])
         more = f" and {len(found.boxes) - 4} more" if len(found.boxes) > 4 else ""
-        warns.append(f"burned-in overlay (text or graphics at the camera's white/black level or in colour, e.g. a time stamp or "
-                     f"scale bar) found and excluded from the analysis: {where}{more} px "
+        warns.append(f"burned-in overlay (text or graphics at the camera's white/black level or in colour, e.g. a "
+                     f"time stamp or scale bar) found and excluded from the analysis: {where}{more} px "
                      f"({100 * found.area_fraction:.1f} % of the field, left out of the concentration's area too); "
                      "set [detect] exclude_overlays = false to keep it")
     elif found.too_large:

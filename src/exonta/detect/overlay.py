@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["CHROMA_LEVEL", "COLOUR_TOP", "MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions", "drop_in_regions",
-           "excluded_pixels", "fill_regions", "find_overlay_regions", "noise_sigma_outside", "regions_mask"]
+__all__ = ["CHROMA_LEVEL", "COLOUR_TOP", "MAX_AREA_FRACTION", "MIN_FRAME_FRACTION", "OverlayCounts", "OverlayRegions",
+           "drop_in_regions", "excluded_pixels", "fill_regions", "find_overlay_regions", "noise_sigma_outside", "regions_mask"]
 
 #: Smallest share of the sampled frames in which a pixel is at an extreme level for it to be an overlay pixel.
 MIN_FRAME_FRACTION = 0.25
@@ -72,8 +72,9 @@ MAX_SOLID_FRACTION = 0.47
 #: share of the frame's height or width.
 EDGE_BAND = 0.25
 #: Smallest spread between the colour channels (share of the range) for a pixel of a colour source, with a
-#: bright channel (:data:`COLOUR_TOP`), to count as drawn in colour. Saturated overlay colours spread by the whole range on
-#: their strokes (yellow, green, cyan, red, magenta: 1.0); a grey scene stored as RGB by a few levels.
+#: bright channel (:data:`COLOUR_TOP`), to count as drawn in colour. Saturated overlay colours spread by the
+#: whole range on their strokes (yellow, green, cyan, red, magenta: 1.0); a grey scene stored as RGB by a few
+#: levels.
 CHROMA_LEVEL = 0.25
 #: Smallest level of the brightest channel of such a pixel (share of the white level): overlay colours are
 #: drawn at full intensity; JPEG/MJPEG (q85, chroma subsampled) leaves thin green or cyan strokes at 80–95 %.
@@ -144,24 +145,20 @@ class OverlayCounts:
         level = float(np.median(f[::7, ::7])) if f.size else 0.0
         self.high += hi
         self.low += lo
-        for ext in (hi, lo):  # extreme pixels whose 4 neighbours are extreme too: inside a blob, not a stroke
+        marked = [hi, lo]
+        if rgb is not None:
+            c = np.asarray(rgb)  # in the same units as the frame: its range is the frame's
+            brightest = c.max(axis=-1)
+            col = (brightest - c.min(axis=-1) >= CHROMA_LEVEL * top) & (brightest >= COLOUR_TOP * top)
+            self.colour += col
+            self.n_colour_frames += 1
+            marked.append(col)
+        for ext in marked:  # marked pixels whose 4 neighbours are marked too: inside a blob, not a stroke
             if ext.any():
                 self.solid[1:-1, 1:-1] += (ext[1:-1, 1:-1] & ext[:-2, 1:-1] & ext[2:, 1:-1] & ext[1:-1, :-2]
                                            & ext[1:-1, 2:])
         self.field_levels.append(level)
         self.n_frames += 1
-        if rgb is None:
-            return
-        c = np.asarray(rgb)  # in the same units as the frame: its range is the frame's
-        hi_c = c.max(axis=-1)
-        spread = hi_c - c.min(axis=-1)
-        level_c = CHROMA_LEVEL * top
-        col = (spread >= level_c) & (hi_c >= COLOUR_TOP * top)
-        self.colour += col
-        if col.any():
-            self.solid[1:-1, 1:-1] += (col[1:-1, 1:-1] & col[:-2, 1:-1] & col[2:, 1:-1] & col[1:-1, :-2]
-                                       & col[1:-1, 2:])
-        self.n_colour_frames += 1
 
 
 @dataclass(frozen=True)

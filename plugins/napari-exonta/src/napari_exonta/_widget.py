@@ -86,6 +86,16 @@ class _Signals(QObject):
     progress = Signal(int, str)
 
 
+def _as_video(video: Any) -> Any:
+    """``video`` (:meth:`ExontaWidget.current_video`) as an :class:`exonta.io.Video`: an in-memory layer's
+    array wrapped (:func:`exonta.io.frames_from_array`), a Video as it is."""
+    if isinstance(video, np.ndarray):
+        from exonta.io import frames_from_array
+
+        return frames_from_array(video)
+    return video
+
+
 class ExontaWidget(QWidget):
     """Dock widget for Nanoparticle Tracking Analysis of the selected video layer.
 
@@ -486,13 +496,7 @@ class ExontaWidget(QWidget):
         from exonta import pipeline
 
         if self._ov_key != id(video) or self._ov_counts is None:
-            if isinstance(video, np.ndarray):
-                from exonta.io import frames_from_array
-
-                source = frames_from_array(video)
-            else:
-                source = video
-            self._ov_counts = pipeline.overlay_counts(source)
+            self._ov_counts = pipeline.overlay_counts(_as_video(video))
             self._ov_key = id(video)
         found, _ = pipeline.overlay_regions(self._ov_counts, params.psf_sigma_px)
         return pipeline.with_excluded_regions(params, found.boxes)
@@ -571,10 +575,7 @@ class ExontaWidget(QWidget):
         video = self.current_video()
         if video is None:
             raise ExontaInputError("open a video first (drag a TIFF/AVI or a folder of images onto napari)")
-        if isinstance(video, np.ndarray):
-            from exonta.io import frames_from_array
-
-            video = frames_from_array(video)
+        video = _as_video(video)
         acq = self.acquisition_values(changed_only=True)
         return prepare(video, acquisition=acq or None, overrides={"detect": self.detect_overrides()})
 
