@@ -189,6 +189,12 @@ class DetectParams(_Model):
                     "exonta.detect.overlay) when the "
                     "analysis starts and add their boxes to exclude_regions; the saved configuration holds the "
                     "regions used")
+    drop_repeated_frames: bool = Field(
+        default=True,
+        description="leave out frames that repeat the frame before (capture software that duplicates pictures to keep "
+                    "its frame rate, a slow camera in a faster file, frame-rate conversion; exonta.detect.repeats) "
+                    "and analyse the distinct pictures at their own rate, fps x (distinct/all frames); the result "
+                    "records how many and the rate used. fps stays the file's frame rate")
     merge_within_sigma: float = Field(
         default=2.0, ge=0, le=10,
         description="fitted spots of one frame closer than this many spot widths (the smaller size_px) are one spot "

@@ -82,6 +82,14 @@ class Result:
     timings_s: dict[str, float] = field(default_factory=dict)
     auto_parameters: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    #: The acquisition of the analysed frames: ``config.acquisition`` (the file's), with ``fps`` the rate of the
+    #: distinct pictures when repeated frames were left out (``input["repeated_frames"]``; the ``frame`` column of
+    #: the tables then numbers the distinct frames, ``video_frame`` the file's).
+    analysis_acquisition: Any = None
+
+    def __post_init__(self) -> None:
+        if self.analysis_acquisition is None:
+            self.analysis_acquisition = self.config.acquisition
 
     @property
     def name(self) -> str:
@@ -101,7 +109,7 @@ class Result:
         """The ``summary.json`` content (schema ``exonta.summary/1``)."""
         acq = self.config.acquisition
         valid = self.particles["valid"] if "valid" in self.particles else pd.Series([], dtype=bool)
-        n_frames = int(self.input.get("n_frames", 0))
+        n_frames = int((self.input.get("repeated_frames") or {}).get("n_frames_analysed", self.input.get("n_frames", 0)))
         conc = self.concentration
         stats = dict(getattr(self.distribution, "stats", {}) or {})
         size = {k: stats.get(k) for k in ("mean", "mode", "sd", "d10", "d50", "d90")}
@@ -541,6 +549,63 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
     return out, warns
 
 
+def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: Any,
+                            sources: dict[str, str] | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
+                                                                           list[str]]:
+    """Leave out the frames that repeat the frame before (:mod:`exonta.detect.repeats`).
+
+    Parameters
+    ----------
+    features : DataFrame
+        Detections of every frame (``frame`` = the file's index).
+    changes : FrameChanges or ndarray
+        Each frame's change from the one before (``locate_frames(..., frame_changes=)``).
+    acquisition : Acquisition
+        The file's acquisition.
+    sources : dict, optional
+        Where each acquisition value came from: an exposure that was assumed equal to the frame interval
+        (``"default"``) becomes the distinct pictures' interval.
+
+    Returns
+    -------
+    features : DataFrame
+        Without the repeated frames' detections, ``frame`` numbering the distinct frames and ``video_frame``
+        the file's; unchanged without repeats.
+    acquisition : Acquisition
+        With ``fps`` the distinct pictures' rate (unchanged without repeats).
+    record : dict or None
+        ``input["repeated_frames"]`` of the result (None without repeats).
+    warnings : list of str
+    """
+    from .detect.repeats import drop_repeated, find_repeated_frames
+
+    values = np.asarray(getattr(changes, "values", changes), float)
+    rep = find_repeated_frames(values)
+    if rep.n_repeated == 0:
+        return features, acquisition, None, []
+    n_used = rep.n_frames - rep.n_repeated
+    fps = float(acquisition.fps) * rep.rate_factor
+    update: dict[str, Any] = {"fps": fps}
+    if (sources or {}).get("exposure_s") == "default":
+        update["exposure_s"] = 1.0 / fps
+    acq = acquisition.model_copy(update=update)
+    record = {"n_repeated": rep.n_repeated, "n_frames_analysed": n_used, "fps_file": float(acquisition.fps),
+              "fps_analysed": fps, "regular": rep.regular, "max_offset_frames": round(rep.max_offset_frames, 3),
+              "reference_change": round(rep.reference_change, 4),
+              "method": "a frame that does not change from the frame before (mean absolute difference over every "
+                        "4th row), or changes by at most 0.1 of the 90th percentile of all changes when the changes "
+                        "fall in two clear groups (a lossy codec), repeats it; the distinct frames are analysed at "
+                        "the rate of a straight line through their indices (exonta.detect.repeats)"}
+    text = (f"{rep.n_repeated} of {rep.n_frames} frames ({100.0 * rep.n_repeated / rep.n_frames:.0f} %) repeat the "
+            f"frame before: the camera delivered fewer pictures than the file's {acquisition.fps:g} frames/s "
+            "(pictures written twice, a converted frame rate or dropped frames). They are left out and the "
+            f"{n_used} distinct frames analysed at {fps:.4g} frames/s")
+    if not rep.regular:
+        text += (f"; the distinct pictures are not evenly spaced in the file (up to {rep.max_offset_frames:.0f} frames "
+                 "off: frames dropped in bursts), so their timing, and the sizes, are less certain")
+    return drop_repeated(features, rep), acq, record, [text + " ([detect] drop_repeated_frames = false keeps them)"]
+
+
 def resolve_auto_size_range(particles: pd.DataFrame, cfg: AnalysisConfig) -> AnalysisConfig:
     """Extend the size grid upwards for micron-sized particles (``sizing.auto_size_range``).
 
@@ -701,6 +766,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     )
     from .analysis.visibility import detection_limit_summary, detection_limit_warnings
     from .detect import locate_frames
+    from .detect.repeats import FrameChanges
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
 
@@ -738,10 +804,17 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     timings["open"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"))
+    changes = FrameChanges() if config.detect.drop_repeated_frames else None
+    features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes)
+    if changes is not None and changes.values.size == n_frames:
+        features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources)
+        if record is not None:
+            input_info["repeated_frames"] = record
+            n_frames = int(record["n_frames_analysed"])
+            warnings += w_rep
     timings["detect"] = time.perf_counter() - t
     # the input checksum (seconds for a long video) runs beside the single-threaded stages that follow
-    checksum = _Checksum(vid, n_frames, h, w)
+    checksum = _Checksum(vid, int(input_info["n_frames"]), h, w)
 
     t = time.perf_counter()
     prog(0, 1, "link")
@@ -844,4 +917,5 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     return Result(input=input_info, config=config, features=features, tracks=tracks, particles=particles,
                   distribution=dist, concentration=conc, drift=drift, warnings=warnings,
                   acquisition_sources=sources, timings_s=timings,
-                  auto_parameters={k: v for k, v in config._auto.items() if k != "requested_parameters_hash"})
+                  auto_parameters={k: v for k, v in config._auto.items() if k != "requested_parameters_hash"},
+                  analysis_acquisition=acq)

@@ -134,6 +134,9 @@ def test_sample_search_range_follows_the_sample():
     assert sample_search_range_um(tracks[tracks.particle < 10], ACQ, params) is None  # too few tracks
     fast = random_walks(rng, 100, 30, 10 * step_px)  # faster than the smallest particle of interest
     assert sample_search_range_um(fast, ACQ, params) == pytest.approx(physics)
+    still = tracks.copy()  # every step zero (each picture written twice: the median step is 0)
+    still[["x", "y"]] = still.groupby("particle")[["x", "y"]].transform("first")
+    assert sample_search_range_um(still, ACQ, params) is None  # no radius of 0: keep the physics radius
 
 
 def test_brightness_log_sd_measures_the_frame_to_frame_spread_robustly():

@@ -17,6 +17,7 @@ from napari_exonta._results import (
     summary_texts,
     track_diameters,
     tracks_layer_data,
+    video_frames,
 )
 
 
@@ -56,6 +57,22 @@ def test_layer_data_only_sized_tracks(fake_result_factory):
     assert np.isnan(pfeat.loc[pfeat.particle == 2, "diameter_nm"]).all()
     empty, ef = tracks_layer_data(res.tracks.iloc[:0], res.particles)
     assert empty.shape == (0, 4) and len(ef) == 0
+
+
+def test_layers_are_drawn_on_the_video_frames_when_repeated_frames_were_left_out(fake_result_factory):
+    """With repeated frames left out (every picture written twice) ``frame`` numbers the distinct frames and
+    ``video_frame`` the file's: the layers use the file's, so the points sit on the spots of the video."""
+    res = fake_result_factory(None, n_frames=20)
+    t = res.tracks.copy()
+    t.insert(t.columns.get_loc("frame") + 1, "video_frame", 2 * t["frame"])
+    np.testing.assert_array_equal(video_frames(t), 2 * res.tracks["frame"].to_numpy())
+    np.testing.assert_array_equal(video_frames(res.tracks), res.tracks["frame"].to_numpy())
+    data, _ = tracks_layer_data(t, res.particles)
+    plain, _ = tracks_layer_data(res.tracks, res.particles)
+    np.testing.assert_array_equal(data[:, 1], 2 * plain[:, 1])
+    np.testing.assert_array_equal(data[:, [0, 2, 3]], plain[:, [0, 2, 3]])
+    pts, _, _ = detections_layer_data(t, res.particles)
+    np.testing.assert_array_equal(pts[:, 0], 2 * t["frame"].to_numpy())
 
 
 def test_summary_texts_and_particle_title(fake_result_factory):

@@ -172,6 +172,18 @@ def test_analysis_with_mocked_pipeline(make_napari_viewer, sim_video, qtbot, tmp
     row0 = t[(t.particle == 0) & (t.frame == 7)].iloc[0]
     w._on_viewer_click(viewer, SimpleNamespace(type="mouse_press", position=(7.0, row0.y, row0.x)))
     assert w.particle_spin.value() == 0
+    # repeated frames left out (every picture written twice): a click is in the video's frames, the MSD's lags
+    # in the distinct frames' rate (exonta.detect.repeats)
+    fps = w.result.config.acquisition.fps
+    t2 = t.copy()
+    t2.insert(t2.columns.get_loc("frame") + 1, "video_frame", 2 * t2["frame"])
+    w.result.tracks = t2
+    w.result.analysis_acquisition = w.result.config.acquisition.model_copy(update={"fps": fps / 2})
+    assert w.select_particle_near(24, row.y + 1.0, row.x - 1.0) == 1
+    assert w.select_particle_near(13, row.y + 1.0, row.x - 1.0) is None  # an odd frame: no analysed frame
+    w.show_particle(1)
+    lags = w.particle_plot.ax.lines[0].get_xdata()
+    np.testing.assert_allclose(lags[:2], [2.0 / fps, 4.0 / fps])
     assert w.size_plot.ax.get_xscale() == "log"
 
     out = w.export(tmp_path / "export")

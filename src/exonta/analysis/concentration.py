@@ -1541,10 +1541,10 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     if not 1.0 < refractive_index < 4.0:
         raise ExontaInputError("the standard's refractive index must be between 1 and 4 (polystyrene: 1.59)")
     cfg = result.config
-    acq = cfg.acquisition
+    acq = getattr(result, "analysis_acquisition", None) or cfg.acquisition  # the analysed frames' rate
     params = cfg.concentration
     detect = cfg.detect
-    n_frames = int(result.input["n_frames"])
+    n_frames = int((result.input.get("repeated_frames") or {}).get("n_frames_analysed", result.input["n_frames"]))
     frame_shape = (int(result.input["height"]), int(result.input["width"]))
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:

@@ -294,7 +294,7 @@ def _table(per_chunk: list[np.ndarray], frame_idx: list[np.ndarray], with_frame:
     return pd.DataFrame(cols)
 
 
-def _prefetched(chunks: Any):
+def _prefetched(chunks: Any, changes: Any = None):
     """Yield ``(first, kernel-ready frames, their largest absolute value)`` from a chunk iterator,
     reading (and scanning) the next chunk in a background thread while the caller processes the
     current one.
@@ -302,7 +302,8 @@ def _prefetched(chunks: Any):
     Reading and converting a chunk (file I/O, decoding) then overlaps the detection kernels, whose
     threads release the GIL. At most one chunk is read ahead; the iterator is only ever advanced by
     one thread at a time and is closed (after any read in flight has finished) when the consumer
-    stops early, e.g. on cancellation or an error.
+    stops early, e.g. on cancellation or an error. ``changes`` (a
+    :class:`~exonta.detect.repeats.FrameChanges`) gets every chunk as it is read.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -312,6 +313,8 @@ def _prefetched(chunks: Any):
         except StopIteration:
             return None
         frames = _kernel_frames(chunk)
+        if changes is not None:
+            changes.add(first, frames)
         return first, frames, _frames_max(frames) if frames.size else 0.0
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="exonta-read") as pool:
@@ -418,7 +421,7 @@ def locate(frame: Any, params: DetectParams | None = None, *, background: Any = 
 
 def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
                   progress: Callable[[int, int, str], Any] | None = None, background: Any = None,
-                  **kwargs: Any) -> pd.DataFrame:
+                  frame_changes: Any = None, **kwargs: Any) -> pd.DataFrame:
     """Detect and localise the spots of every frame of a stack or video.
 
     Frames are streamed in chunks of ``chunk_frames`` (never the whole video
@@ -443,6 +446,9 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         ``background_frames`` frames sampled within ±``background_frames`` of
         each chunk (follows slow illumination changes), ``"none"``. With fewer
         than 10 frames no temporal background is used.
+    frame_changes : FrameChanges, optional
+        Filled with each frame's change from the frame before, as the frames
+        are read (:mod:`exonta.detect.repeats`: repeated frames).
     **kwargs
         Overrides of :class:`~exonta.config.DetectParams` fields.
 
@@ -487,7 +493,7 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     frame_idx: list[np.ndarray] = []
     done = 0
     fill_sigma = None
-    for first, frames, frames_max in _prefetched(src.iter_chunks(p.chunk_frames)):
+    for first, frames, frames_max in _prefetched(src.iter_chunks(p.chunk_frames), frame_changes):
         if frames.shape[1:] != (h, w):
             raise ExontaInputError(f"frame shape changed inside the video: {frames.shape[1:]} vs {(h, w)}")
         k = frames.shape[0]

@@ -196,7 +196,7 @@ def sample_search_range_um(tracks: pd.DataFrame, acquisition, params: LinkParams
     -------
     float or None
         The radius, µm; None when fewer than ``LinkParams.sample_min_tracks`` tracks qualify
-        (keep the physics radius).
+        or their diffusion quantile is 0 (keep the physics radius).
     """
     from .link import search_range_um
 
@@ -206,6 +206,8 @@ def sample_search_range_um(tracks: pd.DataFrame, acquisition, params: LinkParams
     if d.size < params.sample_min_tracks:
         return None
     d_hi = float(np.quantile(d, params.sample_diffusion_quantile))
+    if not d_hi > 0:  # the tracks do not move (every picture repeated, stuck particles): no radius to learn
+        return None
     rho = math.sqrt(4.0 * max(d_hi, 0.0) * acquisition.frame_interval_s
                     * math.log(1.0 / params.search_miss_probability))
     return float(min(rho, search_range_um(acquisition, params)))

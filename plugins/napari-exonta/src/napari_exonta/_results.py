@@ -26,6 +26,7 @@ __all__ = [
     "particle_msd",
     "particle_info",
     "particle_title",
+    "video_frames",
 ]
 
 DIAMETER_COLORMAP = "turbo"
@@ -78,6 +79,13 @@ def diameter_colors(diameters: Any, lo: float, hi: float, colormap: str = DIAMET
     return out
 
 
+def video_frames(table: pd.DataFrame) -> np.ndarray:
+    """The video frame of each row: ``video_frame`` when the analysis left out repeated frames (its ``frame``
+    then numbers the distinct frames, :mod:`exonta.detect.repeats`), else ``frame``."""
+    col = "video_frame" if "video_frame" in table else "frame"
+    return table[col].to_numpy()
+
+
 def tracks_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """napari Tracks data ``[particle, frame, y, x]`` of the sized tracks, and per-vertex features.
 
@@ -95,7 +103,7 @@ def tracks_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame) -> tuple[np
         return np.empty((0, 4)), pd.DataFrame({"particle": pd.Series([], dtype=np.int64),
                                                "diameter_nm": pd.Series([], dtype=float)})
     t = tracks[tracks["particle"].isin(diam.index)].sort_values(["particle", "frame"], kind="stable")
-    data = np.column_stack([t["particle"].to_numpy(dtype=float), t["frame"].to_numpy(dtype=float),
+    data = np.column_stack([t["particle"].to_numpy(dtype=float), video_frames(t).astype(float),
                             t["y"].to_numpy(dtype=float), t["x"].to_numpy(dtype=float)])
     feats = pd.DataFrame({"particle": t["particle"].to_numpy(dtype=np.int64),
                           "diameter_nm": diam.reindex(t["particle"].to_numpy()).to_numpy(dtype=float)})
@@ -132,7 +140,7 @@ def detections_layer_data(tracks: pd.DataFrame, particles: pd.DataFrame,
                 np.empty((0, 4), dtype=np.float32))
     pid = tracks["particle"].to_numpy(dtype=np.int64)
     d = diam.reindex(pid).to_numpy(dtype=float)
-    data = np.column_stack([tracks["frame"].to_numpy(dtype=float), tracks["y"].to_numpy(dtype=float),
+    data = np.column_stack([video_frames(tracks).astype(float), tracks["y"].to_numpy(dtype=float),
                             tracks["x"].to_numpy(dtype=float)])
     feats = pd.DataFrame({"particle": pid, "diameter_nm": d})
     return data, feats, diameter_colors(d, lo, hi)

@@ -46,6 +46,7 @@ from ._results import (
     summary_texts,
     track_diameters,
     tracks_layer_data,
+    video_frames,
 )
 
 if TYPE_CHECKING:
@@ -727,7 +728,7 @@ class ExontaWidget(QWidget):
             return None
         particle = int(particle)
         info = particle_info(self.result.particles, particle)
-        acq = self.result.config.acquisition
+        acq = self.result.analysis_acquisition  # the rate of the analysed frames (repeated frames left out)
         msd = (particle_msd(self.result.tracks, particle, acq.pixel_size_um, acq.fps)
                if info is not None else None)
         self.particle_plot.plot(msd, info, acq)
@@ -747,7 +748,7 @@ class ExontaWidget(QWidget):
         if self.result is None or not len(self.result.tracks):
             return None
         t = self.result.tracks
-        on = t[t["frame"] == int(frame)]
+        on = t[video_frames(t) == int(frame)]
         if not len(on):
             return None
         d2 = (on["y"].to_numpy(dtype=float) - y) ** 2 + (on["x"].to_numpy(dtype=float) - x) ** 2

@@ -1,0 +1,132 @@
+"""exonta.detect.repeats: frames that repeat the frame before are found, and the distinct ones renumbered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from exonta.detect import locate_frames
+from exonta.detect.repeats import (
+    AMBIGUOUS_SHARE,
+    IRREGULAR_FRAMES,
+    REPEAT_FRACTION,
+    FrameChanges,
+    drop_repeated,
+    find_repeated_frames,
+    frame_changes,
+)
+from reference import repeats_ref
+
+
+def _noisy(n, shape=(40, 56), dtype=np.uint8, seed=0, level=60.0, sigma=4.0):
+    rng = np.random.default_rng(seed)
+    f = level + sigma * rng.standard_normal((n, *shape))
+    if np.dtype(dtype).kind == "f":
+        return f.astype(dtype)
+    return np.clip(np.rint(f), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_frame_changes_match_the_reference(dtype):
+    frames = _noisy(7, shape=(13, 17), dtype=dtype)
+    prev = _noisy(1, shape=(13, 17), dtype=dtype, seed=1)[0]
+    for previous in (None, prev):
+        for step in (1, 4):
+            got = frame_changes(frames, previous, row_step=step)
+            want = repeats_ref.frame_changes(frames.tolist(), None if previous is None else previous.tolist(), step)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, equal_nan=True)
+    assert np.isnan(frame_changes(frames)[0]) and np.isfinite(frame_changes(frames)[1:]).all()
+
+
+def test_frame_changes_accumulate_chunk_by_chunk_as_over_the_whole_video():
+    frames = _noisy(23)
+    acc = FrameChanges()
+    for first in range(0, 23, 5):
+        acc.add(first, frames[first:first + 5])
+    np.testing.assert_allclose(acc.values, frame_changes(frames), equal_nan=True)
+    with pytest.raises(ValueError, match="expected 23"):
+        acc.add(30, frames[:2])
+
+
+def _with_repeats(frames, pattern):
+    """Frames written in the order ``pattern`` (indices into ``frames``)."""
+    return frames[np.asarray(pattern)]
+
+
+def test_every_picture_written_twice_halves_the_rate():
+    base = _noisy(40)
+    video = np.repeat(base, 2, axis=0)
+    rep = find_repeated_frames(frame_changes(video))
+    assert rep.n_repeated == 40 and rep.repeated[1::2].all() and not rep.repeated[0::2].any()
+    assert rep.rate_factor == pytest.approx(0.5) and rep.regular and rep.max_offset_frames == pytest.approx(0.0)
+    np.testing.assert_array_equal(rep.analysed_frames, np.arange(0, 80, 2))
+
+
+def test_a_rate_conversion_is_regular_and_gives_the_camera_rate():
+    base = _noisy(100)
+    pattern = [j for i in range(100) for j in ((i, i) if i % 5 == 4 else (i,))]  # 25 -> 30 frames/s
+    rep = find_repeated_frames(frame_changes(_with_repeats(base, pattern)))
+    assert rep.n_repeated == 20 and rep.n_frames == 120
+    assert rep.rate_factor == pytest.approx(100 / 120, rel=0.01) and rep.regular
+    assert rep.max_offset_frames <= IRREGULAR_FRAMES
+
+
+def test_dropped_frames_in_a_burst_are_irregular():
+    base = _noisy(100)
+    pattern = list(range(40)) + [39] * 6 + list(range(46, 100))  # six pictures lost, the last one held
+    rep = find_repeated_frames(frame_changes(_with_repeats(base, pattern)))
+    assert rep.n_repeated == 6 and rep.repeated[40:46].all()
+    assert not rep.regular and rep.max_offset_frames > IRREGULAR_FRAMES
+
+
+def test_no_repeats_in_a_noisy_video_and_none_in_a_still_one():
+    assert find_repeated_frames(frame_changes(_noisy(50))).n_repeated == 0
+    still = np.repeat(_noisy(1), 10, axis=0)
+    rep = find_repeated_frames(frame_changes(still))
+    assert rep.n_repeated == 0 and rep.rate_factor == 1.0
+    assert find_repeated_frames(np.array([np.nan])).n_repeated == 0
+
+
+def test_a_codecs_near_repeats_are_taken_when_the_changes_form_two_groups():
+    base = _noisy(60).astype(np.float32)
+    video = np.repeat(base, 2, axis=0)
+    rng = np.random.default_rng(3)
+    video[1::2] += rng.normal(0, 0.05 * 4.0, video[1::2].shape).astype(np.float32)  # rounding of the codec
+    c = frame_changes(video)
+    assert np.nanmax(c[1::2]) > 0  # not bit for bit
+    rep = find_repeated_frames(c)
+    assert rep.n_repeated == 60 and rep.repeated[1::2].all()
+
+
+def test_a_continuous_spread_of_changes_takes_only_exact_repeats():
+    """A noise-free dark field with a few moving particles: the change follows the motion and varies
+    continuously from frame to frame; only frames that did not change at all are repeats."""
+    rng = np.random.default_rng(5)
+    c = np.concatenate([[np.nan], rng.uniform(0.02, 1.0, 199)])
+    assert (c[1:] <= REPEAT_FRACTION * np.quantile(c[1:], 0.9)).any()  # some would pass the level alone
+    assert ((c > REPEAT_FRACTION * 0.9) & (c < 0.4 * 0.9)).mean() > AMBIGUOUS_SHARE
+    assert find_repeated_frames(c).n_repeated == 0
+    c[[10, 50]] = 0.0
+    rep = find_repeated_frames(c)
+    assert rep.n_repeated == 2 and rep.repeated[[10, 50]].all()
+
+
+def test_drop_repeated_renumbers_the_distinct_frames_and_keeps_the_video_frame():
+    rep = find_repeated_frames(frame_changes(np.repeat(_noisy(4), 2, axis=0)))  # frames 1, 3, 5, 7 repeat
+    feats = pd.DataFrame({"frame": [0, 1, 2, 3, 6, 7, 7], "x": np.arange(7.0), "y": 0.0})
+    out = drop_repeated(feats, rep)
+    assert out.columns.tolist() == ["frame", "video_frame", "x", "y"]
+    assert out["frame"].tolist() == [0, 1, 3] and out["video_frame"].tolist() == [0, 2, 6]
+    assert out["x"].tolist() == [0.0, 2.0, 4.0]
+    assert feats["frame"].tolist() == [0, 1, 2, 3, 6, 7, 7]  # input unchanged
+    none = find_repeated_frames(frame_changes(_noisy(8)))
+    assert drop_repeated(feats, none) is feats
+
+
+def test_locate_frames_fills_the_frame_changes_as_it_reads():
+    frames = np.repeat(_noisy(30, shape=(48, 64)), 2, axis=0)
+    acc = FrameChanges()
+    locate_frames(frames, chunk_frames=7, frame_changes=acc)
+    np.testing.assert_allclose(acc.values, frame_changes(frames), equal_nan=True)
+    assert find_repeated_frames(acc.values).n_repeated == 30
