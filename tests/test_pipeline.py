@@ -199,3 +199,27 @@ def test_repeated_frames_are_left_out_and_the_distinct_ones_analysed_at_their_ow
     kept = run(np.repeat(frames, 2, axis=0), 60.0, drop_repeated_frames=False)
     assert "repeated_frames" not in kept.input
     assert kept.summary()["size_nm"]["d50"] > 1.15 * plain.summary()["size_nm"]["d50"]  # zero steps: +31 %
+
+
+def test_repeated_pictures_with_a_fresh_time_stamp_are_found_outside_the_stamp():
+    """Every picture of the bundled 100 nm video written twice, with a time stamp drawn anew on every written
+    frame: the overlay step finds the stamp, and the repeats are found outside it."""
+    import cv2
+    import tifffile
+
+    from exonta.io.readers import ArrayVideo
+
+    frames = np.repeat(tifffile.imread(SAMPLE / "beads100.tif"), 2, axis=0)
+    for i in range(len(frames)):
+        cv2.putText(frames[i], f"00:{i / 60:06.3f} #{i:04d}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1,
+                    cv2.LINE_AA)
+    vid, cfg, warns, src = pipeline.prepare(ArrayVideo(frames), acquisition={
+        "pixel_size_um": 0.166, "fps": 60.0, "exposure_s": 0.016, "temperature_c": 22.0})
+    assert len(cfg.detect.exclude_regions) == 1
+    from exonta.detect.repeats import find_repeated_frames, frame_changes
+
+    assert find_repeated_frames(frame_changes(frames)).n_repeated == 0  # the stamp hides them over the whole frame
+    res = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+    rec = res.input["repeated_frames"]
+    assert rec["n_repeated"] == len(frames) // 2 and rec["fps_analysed"] == pytest.approx(30.0)
+    assert 95.0 < res.summary()["size_nm"]["d50"] < 110.0

@@ -804,7 +804,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     timings["open"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    changes = FrameChanges() if config.detect.drop_repeated_frames else None
+    changes = FrameChanges(config.detect.exclude_regions) if config.detect.drop_repeated_frames else None
     features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes)
     if changes is not None and changes.values.size == n_frames:
         features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 
 
-def frame_changes(frames, previous=None, row_step=4):
-    """Mean |frame − frame before| over rows 0, row_step, …; NaN for the first frame without ``previous``."""
+def frame_changes(frames, previous=None, row_step=4, exclude_regions=()):
+    """Mean |frame − frame before| over rows 0, row_step, … outside the rectangles ``exclude_regions``
+    ((x0, y0, x1, y1), half-open); NaN for the first frame without ``previous``."""
+
+    def excluded(x, y):
+        return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in exclude_regions)
+
     out = []
     for i in range(len(frames)):
         before = frames[i - 1] if i > 0 else previous
@@ -15,7 +20,9 @@ def frame_changes(frames, previous=None, row_step=4):
             continue
         total, count = 0.0, 0
         for y in range(0, len(frames[i]), row_step):
-            for a, b in zip(frames[i][y], before[y]):
+            for x, (a, b) in enumerate(zip(frames[i][y], before[y])):
+                if excluded(x, y):
+                    continue
                 total += abs(float(a) - float(b))
                 count += 1
         out.append(total / count)

@@ -12,7 +12,8 @@ radius, :func:`exonta.track.quality.sample_search_range_um`, measured from the m
 
 Detection (:class:`FrameChanges`, :func:`find_repeated_frames`): the mean absolute difference of each
 frame from the one before, over every :data:`ROW_STEP`-th row (computed while the frames are read for
-detection). Two distinct frames differ by the camera noise and the particles' motion; a repeat differs by
+detection, outside the burned-in overlays: capture software may draw its time stamp afresh on a repeated
+picture). Two distinct frames differ by the camera noise and the particles' motion; a repeat differs by
 nothing (lossless files, MJPEG) or by a lossy codec's rounding (MPEG-4: 0.07–0.10 grey levels on the
 bundled 100 nm sample against 1.3–1.7 between its distinct frames). A frame that did not change at all is
 a repeat. A frame that changed by at most :data:`REPEAT_FRACTION` of the distinct frames' level
@@ -60,10 +61,9 @@ IRREGULAR_FRAMES = 1.5
 
 @njit(cache=True, nogil=True)
 def _row_changes_int(prev, frames, row_step, out):
-    """``out[i]`` = mean ``|frames[i] − frames[i−1]|`` over rows ``0, row_step, …`` of integer frames
+    """``out[i]`` = sum of ``|frames[i] − frames[i−1]|`` over rows ``0, row_step, …`` of integer frames
     (``frames[−1]`` = ``prev``; NaN for ``i = 0`` when ``prev`` has no rows). Exact integer sums."""
     k, h, w = frames.shape
-    scale = 1.0 / (((h + row_step - 1) // row_step) * w)
     for i in range(k):
         if i == 0 and prev.shape[0] == 0:
             out[0] = np.nan
@@ -77,14 +77,13 @@ def _row_changes_int(prev, frames, row_step, out):
                 d = np.int32(a[x]) - np.int32(b[x])
                 acc += d if d >= 0 else -d
             s += acc
-        out[i] = s * scale
+        out[i] = s
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _row_changes_float(prev, frames, row_step, out):
     """:func:`_row_changes_int` for float frames (sums in float64 per row)."""
     k, h, w = frames.shape
-    scale = 1.0 / (((h + row_step - 1) // row_step) * w)
     for i in range(k):
         if i == 0 and prev.shape[0] == 0:
             out[0] = np.nan
@@ -97,10 +96,11 @@ def _row_changes_float(prev, frames, row_step, out):
             for x in range(w):
                 acc += abs(np.float64(a[x]) - np.float64(b[x]))
             s += acc
-        out[i] = s * scale
+        out[i] = s
 
 
-def frame_changes(frames: np.ndarray, previous: np.ndarray | None = None, row_step: int = ROW_STEP) -> np.ndarray:
+def frame_changes(frames: np.ndarray, previous: np.ndarray | None = None, row_step: int = ROW_STEP,
+                  exclude_regions=()) -> np.ndarray:
     """Mean absolute change of each frame from the one before, over every ``row_step``-th row.
 
     Parameters
@@ -110,25 +110,44 @@ def frame_changes(frames: np.ndarray, previous: np.ndarray | None = None, row_st
     previous : ndarray (h, w), optional
         The frame before ``frames[0]``; without it the first change is NaN.
     row_step : int
+    exclude_regions : sequence of (x0, y0, x1, y1)
+        Rectangles (px, half-open) left out: a burned-in clock that capture software draws afresh on a
+        repeated picture.
 
     Returns
     -------
     ndarray of float64, shape (k,)
     """
+    from .overlay import regions_mask
+
     a = np.ascontiguousarray(frames)
     prev = np.zeros((0, 0), a.dtype) if previous is None else np.ascontiguousarray(previous, dtype=a.dtype)
     out = np.empty(a.shape[0], np.float64)
-    if a.shape[0]:
-        kernel = _row_changes_int if a.dtype.kind in "ui" else _row_changes_float
-        kernel(prev, a, int(row_step), out)
-    return out
+    if not a.shape[0]:
+        return out
+    kernel = _row_changes_int if a.dtype.kind in "ui" else _row_changes_float
+    kernel(prev, a, int(row_step), out)
+    h, w = a.shape[1:]
+    rows = np.arange(0, h, int(row_step))
+    n_pix = rows.size * w
+    if len(exclude_regions):
+        mask = regions_mask((h, w), exclude_regions)[rows]
+        if mask.any():  # subtract the rectangles' share of the sums (exact for integer frames)
+            inside = a[:, rows][:, mask].astype(np.float64)
+            before = np.concatenate([prev[rows][mask][None].astype(np.float64) if prev.shape[0] else inside[:1],
+                                     inside[:-1]])
+            out -= np.abs(inside - before).sum(axis=1)
+            n_pix -= int(mask.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return out / n_pix if n_pix > 0 else np.full(a.shape[0], np.nan)
 
 
 class FrameChanges:
     """Accumulates :func:`frame_changes` chunk by chunk, in frame order (``exonta.detect.locate_frames``
-    fills it while it reads the frames)."""
+    fills it while it reads the frames), leaving out ``exclude_regions`` (burned-in overlays)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude_regions=()) -> None:
+        self.exclude_regions = list(exclude_regions)
         self._parts: list[np.ndarray] = []
         self._last: np.ndarray | None = None
         self._next = 0
@@ -139,7 +158,7 @@ class FrameChanges:
             raise ValueError(f"frame changes: chunk starts at frame {first}, expected {self._next}")
         if frames.shape[0] == 0:
             return
-        self._parts.append(frame_changes(frames, self._last))
+        self._parts.append(frame_changes(frames, self._last, exclude_regions=self.exclude_regions))
         self._last = np.array(frames[-1])
         self._next = first + frames.shape[0]
 
