@@ -223,3 +223,16 @@ def test_repeated_pictures_with_a_fresh_time_stamp_are_found_outside_the_stamp()
     rec = res.input["repeated_frames"]
     assert rec["n_repeated"] == len(frames) // 2 and rec["fps_analysed"] == pytest.approx(30.0)
     assert 95.0 < res.summary()["size_nm"]["d50"] < 110.0
+
+
+def test_the_readers_notes_reach_the_warnings(tmp_path):
+    """A stack saved with its planes labelled as Z slices is analysed as a video, and the result says so."""
+    import tifffile
+
+    p = tmp_path / "zstack.tif"
+    tifffile.imwrite(p, tifffile.imread(SAMPLE / "beads100.tif")[:40], imagej=True, metadata={"axes": "ZYX"})
+    vid, cfg, warns, src = pipeline.prepare(p, acquisition={"pixel_size_um": 0.166, "fps": 30.0, "exposure_s": 0.02,
+                                                            "temperature_c": 22.0})
+    res = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+    assert [w for w in res.warnings if "labelled as Z slices" in w and "zstack.tif" in w]
+    assert res.input["n_frames"] == 40

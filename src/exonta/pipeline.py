@@ -775,7 +775,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t0 = time.perf_counter()
     prog(0, 1, "open")
     vid = _as_video(video)
-    warnings = list(warnings or [])
+    warnings = list(warnings or []) + list(getattr(vid, "notes", None) or [])
     sources = dict(acquisition_sources or {})
     if config.acquisition is None:
         acq, w, sources = resolve_acquisition(None, None, None, dict(getattr(vid, "metadata", {}) or {}),

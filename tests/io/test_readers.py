@@ -284,6 +284,27 @@ def test_imagej_hyperstack_single_channel_ok(tmp_path):
         np.testing.assert_array_equal(v[:], a[:, 0])
 
 
+def test_tiff_notes_say_what_the_reader_chose(tmp_path):
+    """Several image series: the first is read and a note says so; planes labelled Z or C are read as time
+    with a note; a plain T×Y×X stack gets none."""
+    a = _frames(n=5, dtype=np.uint8)
+    plain = tmp_path / "t.tif"
+    _tw(plain, a)
+    with open_video(plain) as v:
+        assert v.notes == []
+    two = tmp_path / "two.tif"
+    with tifffile.TiffWriter(two) as tw:
+        tw.write(a)
+        tw.write(a[:2, :10, :10])
+    with open_video(two) as v:
+        assert v.shape == (5, 24, 32) and len(v.notes) == 1 and "2 image series" in v.notes[0]
+    for axes, word in (("ZYX", "Z slices"), ("CYX", "channels")):
+        p = tmp_path / f"{axes}.tif"
+        _tw(p, a, imagej=True, metadata={"axes": axes})
+        with open_video(p) as v:
+            assert v.shape == (5, 24, 32) and len(v.notes) == 1 and word in v.notes[0]
+
+
 # ---------------------------------------------------------------------------- movies
 def test_avi_lossless_roundtrip_and_fps(tmp_path):
     a = _frames(n=12, h=40, w=48, dtype=np.uint8)

@@ -267,6 +267,9 @@ class Video:
         ``exposure_s``); only values actually present are included.
     invert : bool
         Whether values are inverted (``max - value``) for bright-field videos.
+    notes : list of str
+        What the reader chose that the user should know (a TIFF with several image series, frames
+        labelled as Z slices or channels read as time); the analysis adds them to its warnings.
     """
 
     path: Path | None
@@ -285,6 +288,7 @@ class Video:
         self.invert = bool(invert)
         self.fps = None
         self.metadata = {}
+        self.notes: list[str] = []
         self._lock = threading.RLock()
         self._float_max: float | None = None
         self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
@@ -642,6 +646,14 @@ class TiffVideo(Video):
                 f"time series of single-channel frames, so export one channel/plane as a T×Y×X stack")
         n = lead[0][1] if lead else 1
         _check_dims(h, w, where)
+        self.notes = []
+        if len(series_list) > 1:
+            self.notes.append(f"{where} holds {len(series_list)} image series; only the first ({n} frames of "
+                              f"{w}×{h} px) is analysed")
+        label = {"Z": "Z slices", "C": "channels"}.get(lead[0][0]) if lead and n > 1 else None
+        if label:
+            self.notes.append(f"the {n} planes of {where} are labelled as {label}, not time points; they are "
+                              "analysed as the frames of a video")
         self._order = _order_for_samples(samples, bgr=False, where=where)
         self._samples, self._sample_pos = samples, sample_pos
         self.n_frames, self.height, self.width = n, h, w
