@@ -59,30 +59,25 @@ REFERENCE_QUANTILE = 0.9
 IRREGULAR_FRAMES = 1.5
 
 
-@njit(cache=True, nogil=True)
-def _row_changes_int(prev, frames, row_step, out):
-    """``out[i]`` = sum of ``|frames[i] − frames[i−1]|`` over rows ``0, row_step, …`` of integer frames
-    (``frames[−1]`` = ``prev``; NaN for ``i = 0`` when ``prev`` has no rows). Exact integer sums."""
-    k, h, w = frames.shape
-    for i in range(k):
-        if i == 0 and prev.shape[0] == 0:
-            out[0] = np.nan
-            continue
-        s = 0
-        for y in range(0, h, row_step):
-            a = frames[i, y]
-            b = frames[i - 1, y] if i > 0 else prev[y]
-            acc = 0
-            for x in range(w):
-                d = np.int32(a[x]) - np.int32(b[x])
-                acc += d if d >= 0 else -d
-            s += acc
-        out[i] = s
-
-
 @njit(cache=True, nogil=True, fastmath=True)
-def _row_changes_float(prev, frames, row_step, out):
-    """:func:`_row_changes_int` for float frames (sums in float64 per row)."""
+def _row_abs_diff(a, b, integer):
+    """``Σ_x |a[x] − b[x]|`` of two rows: exact in int32 for integer rows, float64 otherwise."""
+    if integer:
+        acc = 0
+        for x in range(a.shape[0]):
+            d = np.int32(a[x]) - np.int32(b[x])
+            acc += d if d >= 0 else -d
+        return np.float64(acc)
+    facc = 0.0
+    for x in range(a.shape[0]):
+        facc += abs(np.float64(a[x]) - np.float64(b[x]))
+    return facc
+
+
+@njit(cache=True, nogil=True)
+def _row_changes(prev, frames, row_step, integer, out):
+    """``out[i]`` = sum of ``|frames[i] − frames[i−1]|`` over rows ``0, row_step, …`` (``frames[−1]`` =
+    ``prev``; NaN for ``i = 0`` when ``prev`` has no rows)."""
     k, h, w = frames.shape
     for i in range(k):
         if i == 0 and prev.shape[0] == 0:
@@ -90,12 +85,7 @@ def _row_changes_float(prev, frames, row_step, out):
             continue
         s = 0.0
         for y in range(0, h, row_step):
-            a = frames[i, y]
-            b = frames[i - 1, y] if i > 0 else prev[y]
-            acc = 0.0
-            for x in range(w):
-                acc += abs(np.float64(a[x]) - np.float64(b[x]))
-            s += acc
+            s += _row_abs_diff(frames[i, y], frames[i - 1, y] if i > 0 else prev[y], integer)
         out[i] = s
 
 
@@ -125,8 +115,7 @@ def frame_changes(frames: np.ndarray, previous: np.ndarray | None = None, row_st
     out = np.empty(a.shape[0], np.float64)
     if not a.shape[0]:
         return out
-    kernel = _row_changes_int if a.dtype.kind in "ui" else _row_changes_float
-    kernel(prev, a, int(row_step), out)
+    _row_changes(prev, a, int(row_step), a.dtype.kind in "ui", out)
     h, w = a.shape[1:]
     rows = np.arange(0, h, int(row_step))
     n_pix = rows.size * w
