@@ -109,7 +109,9 @@ class Result:
         """The ``summary.json`` content (schema ``exonta.summary/1``)."""
         acq = self.config.acquisition
         valid = self.particles["valid"] if "valid" in self.particles else pd.Series([], dtype=bool)
-        n_frames = int((self.input.get("repeated_frames") or {}).get("n_frames_analysed", self.input.get("n_frames", 0)))
+        from .detect.repeats import analysed_frame_count
+
+        n_frames = analysed_frame_count({"n_frames": 0, **self.input})
         conc = self.concentration
         stats = dict(getattr(self.distribution, "stats", {}) or {})
         size = {k: stats.get(k) for k in ("mean", "mode", "sd", "d10", "d50", "d90")}

@@ -1533,6 +1533,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     Calibration
     """
     from .. import __version__
+    from ..detect.repeats import analysed_frame_count
 
     if not (concentration_per_ml > 0 and math.isfinite(concentration_per_ml)):
         raise ExontaInputError("the standard's concentration must be a positive number of particles/mL")
@@ -1544,7 +1545,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     acq = getattr(result, "analysis_acquisition", None) or cfg.acquisition  # the analysed frames' rate
     params = cfg.concentration
     detect = cfg.detect
-    n_frames = int((result.input.get("repeated_frames") or {}).get("n_frames_analysed", result.input["n_frames"]))
+    n_frames = analysed_frame_count(result.input)
     frame_shape = (int(result.input["height"]), int(result.input["width"]))
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:

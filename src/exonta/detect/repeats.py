@@ -41,7 +41,7 @@ import pandas as pd
 from numba import njit
 
 __all__ = ["IRREGULAR_FRAMES", "REFERENCE_QUANTILE", "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
-           "drop_repeated", "find_repeated_frames", "frame_changes"]
+           "analysed_frame_count", "drop_repeated", "find_repeated_frames", "frame_changes"]
 
 #: Every ROW_STEP-th row enters a frame's change (a spot of sigma ≥ 1 px has ≥ 1/3 of its peak on one).
 ROW_STEP = 4
@@ -164,25 +164,31 @@ class RepeatedFrames:
     Attributes
     ----------
     repeated : ndarray of bool (n_frames,)
-    n_frames : int
-    n_repeated : int
     rate_factor : float
         Sampling rate of the distinct pictures over the file's frame rate (1 without repeats).
     max_offset_frames : float
         Largest offset of a distinct picture from uniform sampling, frames.
-    regular : bool
-        ``max_offset_frames`` ≤ :data:`IRREGULAR_FRAMES`.
     reference_change : float
         The distinct frames' change level (grey levels) the repeats were judged against.
     """
 
     repeated: np.ndarray
-    n_frames: int
-    n_repeated: int
-    rate_factor: float
-    max_offset_frames: float
-    regular: bool
-    reference_change: float
+    rate_factor: float = 1.0
+    max_offset_frames: float = 0.0
+    reference_change: float = float("nan")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.repeated.size)
+
+    @property
+    def n_repeated(self) -> int:
+        return int(self.repeated.sum())
+
+    @property
+    def regular(self) -> bool:
+        """``max_offset_frames`` ≤ :data:`IRREGULAR_FRAMES`."""
+        return self.max_offset_frames <= IRREGULAR_FRAMES
 
     @property
     def analysed_frames(self) -> np.ndarray:
@@ -203,29 +209,30 @@ def find_repeated_frames(changes: np.ndarray) -> RepeatedFrames:
     RepeatedFrames
     """
     c = np.asarray(changes, float)
-    n = int(c.size)
-    none = RepeatedFrames(np.zeros(n, bool), n, 0, 1.0, 0.0, True, float("nan"))
     finite = c[np.isfinite(c)]
     if finite.size < 2:
-        return none
+        return RepeatedFrames(np.zeros(c.size, bool))
     ref = float(np.quantile(finite, REFERENCE_QUANTILE))
     if not ref > 0:  # every frame the same picture: nothing to tell apart
-        return RepeatedFrames(none.repeated, n, 0, 1.0, 0.0, True, ref)
+        return RepeatedFrames(np.zeros(c.size, bool), reference_change=ref)
     rep = c == 0.0  # the same picture, bit for bit (lossless files, MJPEG)
     near = np.isfinite(c) & (c > 0.0) & (c <= REPEAT_FRACTION * ref)  # a lossy codec's rounding of a repeat
     between = np.isfinite(c) & (c > REPEAT_FRACTION * ref) & (c < DISTINCT_FRACTION * ref)
     if near.any() and between.sum() <= AMBIGUOUS_SHARE * finite.size:
         rep |= near
-    k = int(rep.sum())
-    if k == 0:
-        return RepeatedFrames(rep, n, 0, 1.0, 0.0, True, ref)
     idx = np.flatnonzero(~rep).astype(float)
-    if idx.size < 2:
-        return RepeatedFrames(rep, n, k, 1.0 / n, 0.0, True, ref)
+    if not rep.any() or idx.size < 2:
+        return RepeatedFrames(rep, 1.0 if not rep.any() else 1.0 / c.size, reference_change=ref)
     j = np.arange(idx.size, dtype=float)
     slope, intercept = np.polyfit(j, idx, 1)
     offset = float(np.max(np.abs(idx - (intercept + slope * j))))
-    return RepeatedFrames(rep, n, k, float(1.0 / slope), offset, offset <= IRREGULAR_FRAMES, ref)
+    return RepeatedFrames(rep, float(1.0 / slope), offset, ref)
+
+
+def analysed_frame_count(input_info: dict) -> int:
+    """Frames an analysis used: the file's ``n_frames`` less the repeated frames left out
+    (``input["repeated_frames"]`` of a result)."""
+    return int((input_info.get("repeated_frames") or {}).get("n_frames_analysed", input_info["n_frames"]))
 
 
 def drop_repeated(features: pd.DataFrame, repeats: RepeatedFrames) -> pd.DataFrame:
