@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from exonta import pipeline
@@ -201,6 +202,57 @@ def test_repeated_frames_are_left_out_and_the_distinct_ones_analysed_at_their_ow
     assert kept.summary()["size_nm"]["d50"] > 1.15 * plain.summary()["size_nm"]["d50"]  # zero steps: +31 %
 
 
+def test_h264_with_every_picture_twice_is_analysed_at_the_camera_rate(tmp_path):
+    """The bundled 100 nm video as x264 CRF 23: once as recorded (30 frames/s) and once with every picture written
+    twice (a 60 frames/s file). The doubled file's repeats are the encoder's refinements, not exact copies; they
+    are found, and the doubled file sizes like the plain one, whether the user gives the camera's 30 frames/s
+    (with its 20 ms exposure, longer than the file's frame interval) or the file's 60. The codec is noted. Before
+    the gap rule the doubled file read D50 260 nm."""
+    import tifffile
+
+    from ffmpeg_writer import write_h264
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")
+    plain = write_h264(tmp_path / "plain.mp4", frames, fps=30.0, crf=23)
+    doubled = write_h264(tmp_path / "doubled.mp4", np.repeat(frames, 2, axis=0), fps=60.0, crf=23)
+
+    def run(path, **acq):
+        vid, cfg, warns, src = pipeline.prepare(path, acquisition={"pixel_size_um": 0.166, "temperature_c": 22.0,
+                                                                   **acq})
+        return pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+
+    ref = run(plain, fps=30.0, exposure_s=0.02)
+    assert ref.input["codec"] == "h264" and "repeated_frames" not in ref.input
+    assert [w for w in ref.warnings if "compressed with H.264" in w]
+    d50 = ref.summary()["size_nm"]["d50"]
+    assert 95.0 < d50 < 115.0
+    for acq, camera in (({"fps": 30.0, "exposure_s": 0.02}, True), ({"fps": 60.0, "exposure_s": 0.016}, False)):
+        res = run(doubled, **acq)
+        rec = res.input["repeated_frames"]
+        assert rec["n_repeated"] == len(frames) and rec["camera_rate_given"] is camera
+        assert rec["fps_file"] == pytest.approx(60.0) and rec["fps_analysed"] == pytest.approx(30.0, rel=1e-3)
+        assert res.config.acquisition.fps == acq["fps"]  # the saved configuration keeps what was given
+        assert res.summary()["size_nm"]["d50"] == pytest.approx(d50, rel=0.03)
+
+
+def test_a_given_rate_is_the_cameras_only_when_it_matches_the_distinct_pictures():
+    """resolve_repeated_frames: a rate given by the user that differs from the container's and matches its
+    distinct pictures is the camera's; one equal to the container's, or read from the file, is the file's."""
+    from exonta.config import Acquisition
+
+    n = 40
+    changes = np.r_[np.nan, np.tile([0.0, 1.0], n)[:2 * n - 1]]  # frames 1, 3, ... repeat
+    feats = pd.DataFrame({"frame": np.arange(2 * n), "x": 5.0, "y": 5.0})
+    cases = [(30.0, "cli", 60.0, 30.0, True), (60.0, "cli", 60.0, 30.0, False), (60.0, "file", 60.0, 30.0, False),
+             (30.0, "cli", None, 15.0, False), (25.0, "config", 60.0, 12.5, False)]
+    for given, source, container, analysed, camera in cases:
+        acq = Acquisition(pixel_size_um=0.1, fps=given, exposure_s=0.01)
+        _, out, rec, warns = pipeline.resolve_repeated_frames(feats, changes, acq, {"fps": source}, container)
+        assert out.fps == pytest.approx(analysed) and rec["camera_rate_given"] is camera, (given, source, container)
+        assert rec["fps_file"] == pytest.approx(container if camera else given)
+        assert ("camera's" in warns[0]) is camera
+
+
 def test_repeated_pictures_with_a_fresh_time_stamp_are_found_outside_the_stamp():
     """Every picture of the bundled 100 nm video written twice, with a time stamp drawn anew on every written
     frame: the overlay step finds the stamp, and the repeats are found outside it."""
@@ -218,7 +270,9 @@ def test_repeated_pictures_with_a_fresh_time_stamp_are_found_outside_the_stamp()
     assert len(cfg.detect.exclude_regions) == 1
     from exonta.detect.repeats import find_repeated_frames, frame_changes
 
-    assert find_repeated_frames(frame_changes(frames)).n_repeated == 0  # the stamp hides them over the whole frame
+    whole = frame_changes(frames)
+    assert np.all(whole[1::2] > 0)  # over the whole frame the stamp changes every repeat (a near repeat at best)
+    assert find_repeated_frames(whole).n_repeated in (0, len(frames) // 2)
     res = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
     rec = res.input["repeated_frames"]
     assert rec["n_repeated"] == len(frames) // 2 and rec["fps_analysed"] == pytest.approx(30.0)

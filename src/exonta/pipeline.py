@@ -551,9 +551,15 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
     return out, warns
 
 
+#: Relative agreement of a given frame rate with the distinct pictures' rate in the file for it to be taken as
+#: the camera's (:func:`resolve_repeated_frames`).
+CAMERA_RATE_MATCH = 0.02
+
+
 def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: Any,
-                            sources: dict[str, str] | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
-                                                                           list[str]]:
+                            sources: dict[str, str] | None = None,
+                            container_fps: float | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
+                                                                         list[str]]:
     """Leave out the frames that repeat the frame before (:mod:`exonta.detect.repeats`).
 
     Parameters
@@ -567,6 +573,12 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
     sources : dict, optional
         Where each acquisition value came from: an exposure that was assumed equal to the frame interval
         (``"default"``) becomes the distinct pictures' interval.
+    container_fps : float, optional
+        The frame rate the file itself states. A rate given by the user (``sources["fps"]`` not
+        ``"file"``) is the file's, unless it differs from the container's and matches the distinct
+        pictures' rate in the container (within :data:`CAMERA_RATE_MATCH`): then the user gave the
+        camera's rate (a 30 frames/s camera in a 60 frames/s file), and the distinct pictures are
+        analysed at it.
 
     Returns
     -------
@@ -579,29 +591,39 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
         ``input["repeated_frames"]`` of the result (None without repeats).
     warnings : list of str
     """
-    from .detect.repeats import drop_repeated, find_repeated_frames
+    from .detect.repeats import confirm_near_repeats, drop_repeated, find_repeated_frames
 
     values = np.asarray(getattr(changes, "values", changes), float)
-    rep = find_repeated_frames(values)
+    rep = confirm_near_repeats(find_repeated_frames(values), values, features)
     if rep.n_repeated == 0:
         return features, acquisition, None, []
     n_used = rep.n_frames - rep.n_repeated
-    fps = float(acquisition.fps) * rep.rate_factor
+    given = float(acquisition.fps)
+    fps_file, fps = given, given * rep.rate_factor
+    camera_rate_given = False
+    if (container_fps is not None and container_fps > 0 and (sources or {}).get("fps", "file") != "file"
+            and abs(given / container_fps - 1.0) > CAMERA_RATE_MATCH
+            and abs(given / (container_fps * rep.rate_factor) - 1.0) <= CAMERA_RATE_MATCH):
+        fps_file, fps, camera_rate_given = float(container_fps), given, True
     update: dict[str, Any] = {"fps": fps}
     if (sources or {}).get("exposure_s") == "default":
         update["exposure_s"] = 1.0 / fps
     acq = acquisition.model_copy(update=update)
-    record = {"n_repeated": rep.n_repeated, "n_frames_analysed": n_used, "fps_file": float(acquisition.fps),
+    record = {"n_repeated": rep.n_repeated, "n_frames_analysed": n_used, "fps_file": fps_file,
               "fps_analysed": fps, "regular": rep.regular, "max_offset_frames": round(rep.max_offset_frames, 3),
-              "reference_change": round(rep.reference_change, 4),
+              "reference_change": round(rep.reference_change, 4), "camera_rate_given": camera_rate_given,
               "method": "a frame that does not change from the frame before (mean absolute difference over every "
-                        "4th row), or changes by at most 0.1 of the 90th percentile of all changes when the changes "
-                        "fall in two clear groups (a lossy codec), repeats it; the distinct frames are analysed at "
-                        "the rate of a straight line through their indices (exonta.detect.repeats)"}
+                        "4th row), or changes clearly less than the distinct frames (below a gap in the changes "
+                        "under 0.45 of their 90th percentile: a lossy codec's version of a repeat, taken when its "
+                        "spots did not move), repeats it; the distinct frames are analysed at the rate of a straight "
+                        "line through their indices, or at the given frame rate when that is the camera's "
+                        "(exonta.detect.repeats)"}
     text = (f"{rep.n_repeated} of {rep.n_frames} frames ({100.0 * rep.n_repeated / rep.n_frames:.0f} %) repeat the "
-            f"frame before: the camera delivered fewer pictures than the file's {acquisition.fps:g} frames/s "
+            f"frame before: the camera delivered fewer pictures than the file's {fps_file:g} frames/s "
             "(pictures written twice, a converted frame rate or dropped frames). They are left out and the "
             f"{n_used} distinct frames analysed at {fps:.4g} frames/s")
+    if camera_rate_given:
+        text += " (the frame rate given, which is the camera's)"
     if not rep.regular:
         text += (f"; the distinct pictures are not evenly spaced in the file (up to {rep.max_offset_frames:.0f} frames "
                  "off: frames dropped in bursts), so their timing, and the sizes, are less certain")
@@ -799,6 +821,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     path = getattr(vid, "path", None)
     input_info = {"path": str(path) if path else None, "sha256": None, "n_frames": n_frames, "width": w,
                   "height": h, "dtype": str(np.dtype(vid.dtype)), "format": getattr(vid, "format", "array")}
+    if getattr(vid, "codec", ""):
+        input_info["codec"] = vid.codec  # a movie's four-character code (provenance: lossy or not)
     if n_frames < config.sizing.min_track_length:
         warnings.append(f"the video has only {n_frames} frames, fewer than the minimum track length "
                         f"({config.sizing.min_track_length}); no track can be sized")
@@ -809,7 +833,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     changes = FrameChanges(config.detect.exclude_regions) if config.detect.drop_repeated_frames else None
     features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes)
     if changes is not None and changes.values.size == n_frames:
-        features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources)
+        container_fps = (getattr(vid, "metadata", None) or {}).get("fps")
+        features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources, container_fps)
         if record is not None:
             input_info["repeated_frames"] = record
             n_frames = int(record["n_frames_analysed"])

@@ -9,12 +9,16 @@ import pytest
 from exonta.detect import locate_frames
 from exonta.detect.repeats import (
     AMBIGUOUS_SHARE,
+    GAP_FACTOR,
     IRREGULAR_FRAMES,
+    MAX_REPEAT_FRACTION,
     REPEAT_FRACTION,
     FrameChanges,
+    confirm_near_repeats,
     drop_repeated,
     find_repeated_frames,
     frame_changes,
+    spot_shifts_px,
 )
 from reference import repeats_ref
 
@@ -99,6 +103,81 @@ def test_a_codecs_near_repeats_are_taken_when_the_changes_form_two_groups():
     assert np.nanmax(c[1::2]) > 0  # not bit for bit
     rep = find_repeated_frames(c)
     assert rep.n_repeated == 60 and rep.repeated[1::2].all()
+
+
+def test_repeats_that_changed_by_up_to_a_third_of_the_level_are_taken_below_a_gap():
+    """H.264 codes a refinement of a repeated picture: its repeats change by up to ~0.37 of the distinct frames'
+    level. Below a clear gap they are repeats; frames inside the gap band beyond its allowance break it."""
+    rng = np.random.default_rng(8)
+    distinct = rng.uniform(0.62, 1.4, 200)
+    repeats = np.r_[rng.uniform(0.0, 0.30, 199), 0.37]
+    c = np.full(401, np.nan)
+    c[1::2], c[2::2] = distinct, repeats
+    level = np.quantile(c[1:], 0.9)
+    assert repeats.max() > REPEAT_FRACTION * level and repeats.max() * GAP_FACTOR < distinct.min()
+    rep = find_repeated_frames(c)
+    assert rep.n_repeated == 200 and rep.repeated[2::2].all() and rep.rate_factor == pytest.approx(0.5, rel=1e-3)
+    # the low group spread up to the distinct frames: no gap, only the bit-for-bit repeat is taken
+    filled = c.copy()
+    filled[2::2] = np.linspace(0.05, MAX_REPEAT_FRACTION * GAP_FACTOR * 1.2, 200) * level
+    filled[4] = 0.0
+    assert find_repeated_frames(filled).n_repeated == 1
+
+
+def _moving_spots(n, shape=(64, 96), n_spots=25, step_px=1.5, seed=0, sigma=3.0):
+    """8-bit frames of Gaussian spots doing a random walk over a noisy background."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    pos = rng.uniform([6, 6], [w - 6, h - 6], (n_spots, 2))
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty((n, h, w), np.uint8)
+    for i in range(n):
+        img = 30.0 + sigma * rng.standard_normal(shape)
+        for x, y in pos:
+            img += 120.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.6 ** 2))
+        out[i] = np.clip(np.rint(img), 0, 255)
+        pos = np.clip(pos + rng.normal(0, step_px, pos.shape), 6, [w - 6, h - 6])
+    return out
+
+
+def test_h264_repeats_are_found_and_confirmed_by_still_spots(tmp_path):
+    """Every picture written twice and encoded with x264 (CRF 18 and 28, B-frames): the repeats are the
+    encoder's refinements of a picture it already sent, not bit-for-bit copies; they are found, and their
+    spots did not move."""
+    from exonta.io import open_video
+    from ffmpeg_writer import write_h264
+
+    base = _moving_spots(40, seed=4)
+    for crf in (18, 28):
+        path = write_h264(tmp_path / f"x2_{crf}.mp4", np.repeat(base, 2, axis=0), fps=60.0, crf=crf,
+                          extra=("-bf", "3"))
+        with open_video(path) as v:
+            c = frame_changes(v[0:len(v)])
+            feats = locate_frames(v, psf_sigma_px=1.6)
+        rep = confirm_near_repeats(find_repeated_frames(c), c, feats)
+        assert rep.n_repeated == 40 and rep.repeated[1::2].all() and rep.regular, (crf, np.round(c, 2))
+        assert (c[1::2] > 0).any()  # not all bit for bit: the gap rule did part of the work
+        shifts = spot_shifts_px(feats, np.arange(1, 80))
+        assert np.nanmedian(shifts[0::2]) < 0.3 * np.nanmedian(shifts[1::2])
+
+
+def test_changed_frames_whose_spots_moved_are_not_repeats(tmp_path):
+    """A noise-only field through x264 at CRF 28: the coder changes some distinct frames much less than the others
+    (one by 0.34 of the level, the next-smallest by 0.55), a gap the change alone would take for repeats. Only the
+    bit-for-bit repeats are kept when the spots cannot confirm the rest; and on a video with spots, distinct
+    frames flagged by the change alone are given back because their spots moved."""
+    base = _moving_spots(30, seed=6)
+    feats = locate_frames(base, psf_sigma_px=1.6)
+    c = frame_changes(base)
+    c[[5, 17]] = 0.2 * np.nanquantile(c, 0.9)  # two distinct frames a codec happened to change little
+    c[[9]] = 0.0  # and a bit-for-bit repeat (its spots are there, moved: the change decides alone)
+    rep = find_repeated_frames(c)
+    assert rep.repeated[[5, 9, 17]].all()
+    kept = confirm_near_repeats(rep, c, feats)
+    assert kept.n_repeated == 1 and kept.repeated[9]
+    # no spots to measure: the changed "repeats" are not confirmed either
+    empty = feats.iloc[:0]
+    assert confirm_near_repeats(rep, c, empty).n_repeated == 1
 
 
 def test_a_continuous_spread_of_changes_takes_only_exact_repeats():

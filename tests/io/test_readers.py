@@ -775,3 +775,25 @@ def test_read_with_colour_of_an_inverted_float_video_is_the_frame_asked_for():
     frame, colour = v.read_with_colour(1)
     np.testing.assert_array_equal(colour, rgb[1])
     np.testing.assert_array_equal(frame, v.read(1))
+
+
+def test_an_h264_movie_reads_exactly_by_index_and_notes_its_codec(tmp_path):
+    """H.264 (x264 with B-frames and one keyframe per 12 frames): random access returns the frame that reading
+    forwards returns, the codec is named, and a note says that an inter-frame codec biases small motions.
+    An MJPEG or FFV1 AVI codes every frame by itself and gets no such note."""
+    from ffmpeg_writer import write_h264
+
+    frames = _smooth_frames(n=30, h=48, w=64)
+    path = write_h264(tmp_path / "clip.mp4", frames, fps=25.0, crf=20, extra=("-bf", "3", "-g", "12"))
+    with open_video(path) as v:
+        assert isinstance(v, OpenCVVideo) and v.codec == "h264" and len(v) == 30 and v.fps == pytest.approx(25.0)
+        assert [n for n in v.notes if "H.264" in n and "predicts each frame" in n]
+        forward = v[0:30]
+        assert np.abs(forward.astype(int) - frames).mean() < 3.0  # lossy, but the same pictures
+    with open_video(path) as v:
+        for i in (17, 3, 29, 12, 11, 0, 25):
+            assert np.array_equal(v[i], forward[i]), i
+    for fourcc in ("MJPG", "FFV1"):
+        avi = _write_avi(tmp_path / f"clip_{fourcc}.avi", frames, fourcc=fourcc)
+        with open_video(avi) as v:
+            assert v.codec.lower() == fourcc.lower() and v.notes == []

@@ -14,15 +14,22 @@ Detection (:class:`FrameChanges`, :func:`find_repeated_frames`): the mean absolu
 frame from the one before, over every :data:`ROW_STEP`-th row (computed while the frames are read for
 detection, outside the burned-in overlays: capture software may draw its time stamp afresh on a repeated
 picture). Two distinct frames differ by the camera noise and the particles' motion; a repeat differs by
-nothing (lossless files, MJPEG) or by a lossy codec's rounding (MPEG-4: 0.07–0.10 grey levels on the
-bundled 100 nm sample against 1.3–1.7 between its distinct frames). A frame that did not change at all is
-a repeat. A frame that changed by at most :data:`REPEAT_FRACTION` of the distinct frames' level
-(:data:`REFERENCE_QUANTILE` of all changes, so that up to 90 % of the frames may be repeats) is one too,
-provided the changes fall in two clear groups (at most :data:`AMBIGUOUS_SHARE` of the frames between
-that and :data:`DISTINCT_FRACTION` of the level): in a noise-free dark field with a few particles the
-change follows their motion and varies continuously, and no frame is then taken for a codec's repeat.
-On the 20 generated real-like recordings (bright-field and fluorescence, JPEG folders and MJPEG AVIs), the
-three bundled samples and the 1500-frame benchmark video, no frame changed by less than 0.56 of the level.
+nothing (lossless files, MJPEG) or by what a lossy codec does to a repeated picture: MPEG-4 rounds it
+(0.07–0.10 grey levels on the bundled 100 nm sample against 1.3–1.7 between its distinct frames), H.264
+(x264) codes a refinement of the copy it already sent, so its repeats change by up to 0.37 of the distinct
+frames' level (CRF 18–28, every picture written twice, or every fifth repeated) while its distinct frames
+change by at least 0.61 of it. A frame that did not change at all is a repeat. The others are split in two
+groups at a threshold ``t`` when the changes leave a gap there: the largest ``t`` between
+:data:`REPEAT_FRACTION` and :data:`MAX_REPEAT_FRACTION` of the level (:data:`REFERENCE_QUANTILE` of all
+changes, so that up to 90 % of the frames may be repeats) with at most :data:`AMBIGUOUS_SHARE` of the frames
+in ``[t, GAP_FACTOR·t)`` and at least one frame below it; the frames below ``t`` are repeats if their spots did
+not move (:func:`confirm_near_repeats`: a distinct frame that a codec happened to change little, e.g. a coarsely
+coded noise-only field, shows its spots moved; on such a field, x264 at CRF 28, one distinct frame changed by
+0.34 of the level and the next-smallest by 0.55). In a noise-free
+dark field with a few particles the change follows their motion and varies continuously, there is no such
+gap, and only frames that did not change at all are taken. On the 20 generated real-like recordings
+(bright-field and fluorescence, JPEG folders and MJPEG AVIs), the three bundled samples (also as H.264 at
+CRF 18–28) and the 1500-frame benchmark video, no frame changed by less than 0.56 of the level.
 
 Timing: the distinct pictures are taken as sampled at a uniform rate, ``fps × (slope)⁻¹`` with the slope
 of a straight line through their frame indices — exact for a rate conversion or a constant
@@ -40,19 +47,26 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["IRREGULAR_FRAMES", "REFERENCE_QUANTILE", "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
-           "analysed_frame_count", "drop_repeated", "find_repeated_frames", "frame_changes"]
+__all__ = ["AMBIGUOUS_SHARE", "GAP_FACTOR", "IRREGULAR_FRAMES", "MAX_REPEAT_FRACTION", "REFERENCE_QUANTILE",
+           "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
+           "analysed_frame_count", "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
+           "spot_shifts_px"]
 
 #: Every ROW_STEP-th row enters a frame's change (a spot of sigma ≥ 1 px has ≥ 1/3 of its peak on one).
 ROW_STEP = 4
-#: A frame that changed, but by at most this share of the distinct frames' change, is a repeat (a lossy codec's
-#: rounding) — when the changes fall in two clear groups: at most :data:`AMBIGUOUS_SHARE` of the frames between
-#: this and :data:`DISTINCT_FRACTION`.
+#: Smallest threshold (share of the distinct frames' level) below which changed frames may be taken as repeats.
 REPEAT_FRACTION = 0.1
-#: Changes of at least this share of the distinct frames' level are distinct frames.
-DISTINCT_FRACTION = 0.4
-#: Largest share of frames with a change between the two groups for the codec's repeats to be taken.
+#: Largest such threshold: distinct frames of real videos changed by ≥ 0.56 of the level, H.264 repeats by ≤ 0.37.
+MAX_REPEAT_FRACTION = 0.45
+#: Width (ratio) of the band above the threshold that must be (nearly) empty: two clear groups.
+GAP_FACTOR = 1.35
+#: Largest share of the frames allowed in that band.
 AMBIGUOUS_SHARE = 0.01
+#: A changed frame below the gap is a repeat only if its spots moved at most this share of the distinct frames'
+#: (median distance to the nearest spot of the frame before; :func:`confirm_near_repeats`).
+STILL_FRACTION = 0.3
+#: Fewest detections in a frame (and in the frame before) for that distance.
+MIN_SPOTS = 3
 #: Quantile of all changes taken as the distinct frames' level.
 REFERENCE_QUANTILE = 0.9
 #: Largest offset (frames) of a distinct picture from uniform sampling before the sampling is called irregular.
@@ -196,6 +210,19 @@ class RepeatedFrames:
         return np.flatnonzero(~self.repeated)
 
 
+def _repeat_threshold(ratios: np.ndarray, n_frames: int) -> float | None:
+    """Largest gap threshold for the changed frames' ``ratios`` (change over the level), or None."""
+    s = np.sort(ratios)
+    allowed = AMBIGUOUS_SHARE * n_frames
+    for t in np.geomspace(MAX_REPEAT_FRACTION, REPEAT_FRACTION, 64):
+        below = np.searchsorted(s, t, side="left")
+        if below == 0:
+            return None  # no changed frame below any smaller threshold either
+        if np.searchsorted(s, GAP_FACTOR * t, side="left") - below <= allowed:
+            return float(t)
+    return None
+
+
 def find_repeated_frames(changes: np.ndarray) -> RepeatedFrames:
     """Find the frames that repeat the frame before (see the module docstring).
 
@@ -216,17 +243,71 @@ def find_repeated_frames(changes: np.ndarray) -> RepeatedFrames:
     if not ref > 0:  # every frame the same picture: nothing to tell apart
         return RepeatedFrames(np.zeros(c.size, bool), reference_change=ref)
     rep = c == 0.0  # the same picture, bit for bit (lossless files, MJPEG)
-    near = np.isfinite(c) & (c > 0.0) & (c <= REPEAT_FRACTION * ref)  # a lossy codec's rounding of a repeat
-    between = np.isfinite(c) & (c > REPEAT_FRACTION * ref) & (c < DISTINCT_FRACTION * ref)
-    if near.any() and between.sum() <= AMBIGUOUS_SHARE * finite.size:
-        rep |= near
+    t = _repeat_threshold(finite[finite > 0.0] / ref, finite.size)
+    if t is not None:  # a lossy codec's version of a repeat
+        rep |= np.isfinite(c) & (c > 0.0) & (c < t * ref)
+    return _timed(rep, ref)
+
+
+def _timed(rep: np.ndarray, ref: float) -> RepeatedFrames:
+    """The repeated frames ``rep`` with the distinct pictures' rate and regularity."""
+    c_size = rep.size
     idx = np.flatnonzero(~rep).astype(float)
     if not rep.any() or idx.size < 2:
-        return RepeatedFrames(rep, 1.0 if not rep.any() else 1.0 / c.size, reference_change=ref)
+        return RepeatedFrames(rep, 1.0 if not rep.any() else 1.0 / c_size, reference_change=ref)
     j = np.arange(idx.size, dtype=float)
     slope, intercept = np.polyfit(j, idx, 1)
     offset = float(np.max(np.abs(idx - (intercept + slope * j))))
     return RepeatedFrames(rep, float(1.0 / slope), offset, ref)
+
+
+def spot_shifts_px(features: pd.DataFrame, frames: np.ndarray) -> np.ndarray:
+    """Median distance (px) from the detections of each of ``frames`` to the nearest detection of the frame
+    before; NaN where either frame has fewer than :data:`MIN_SPOTS` detections."""
+    from scipy.spatial import cKDTree
+
+    f = features["frame"].to_numpy(np.int64)
+    order = np.argsort(f, kind="stable")
+    f_sorted = f[order]
+    xy = np.column_stack([features["x"].to_numpy(float), features["y"].to_numpy(float)])[order]
+
+    def spots(k):
+        lo, hi = np.searchsorted(f_sorted, [k, k + 1])
+        return xy[lo:hi]
+
+    out = np.full(len(frames), np.nan)
+    for j, k in enumerate(np.asarray(frames, np.int64)):
+        a, b = spots(k), spots(k - 1)
+        if len(a) >= MIN_SPOTS and len(b) >= MIN_SPOTS:
+            out[j] = float(np.median(cKDTree(b).query(a)[0]))
+    return out
+
+
+def _finite_median(values: np.ndarray) -> float:
+    v = values[np.isfinite(values)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def confirm_near_repeats(repeats: RepeatedFrames, changes: np.ndarray, features: pd.DataFrame) -> RepeatedFrames:
+    """Keep the changed frames taken as repeats only if their spots did not move.
+
+    A lossy codec's repeat changes a little, but its particles stay where they were; a distinct frame that a
+    codec happened to change little (coarsely coded, a noise-only field) shows them moved. The median
+    :func:`spot_shifts_px` of the changed repeats must be at most :data:`STILL_FRACTION` of the distinct
+    frames' (up to 200 of them, evenly spaced); otherwise, or when either cannot be measured (fewer than
+    :data:`MIN_SPOTS` detections), only the frames that did not change at all stay repeats.
+    """
+    c = np.asarray(changes, float)
+    near = repeats.repeated & (c > 0.0)
+    if not near.any():
+        return repeats
+    distinct = np.flatnonzero(~repeats.repeated[1:]) + 1
+    distinct = distinct[np.unique(np.linspace(0, distinct.size - 1, min(200, distinct.size)).astype(int))]
+    still = _finite_median(spot_shifts_px(features, np.flatnonzero(near)))
+    moving = _finite_median(spot_shifts_px(features, distinct))
+    if np.isfinite(still) and np.isfinite(moving) and still <= STILL_FRACTION * moving:
+        return repeats
+    return _timed(repeats.repeated & ~near, repeats.reference_change)
 
 
 def analysed_frame_count(input_info: dict) -> int:

@@ -1,0 +1,25 @@
+"""Write test videos with FFmpeg's encoders (imageio-ffmpeg's static binary, a test dependency).
+
+OpenCV's wheels decode H.264 but cannot encode it, and H.264 is what phones, many microscope cameras and
+screen recorders write.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def write_h264(path, frames: np.ndarray, fps: float = 30.0, crf: int = 23, extra: tuple[str, ...] = ()) -> Path:
+    """Encode 8-bit grey ``frames`` (n, h, w; even h and w) as H.264 (libx264, yuv420p) at quality ``crf``."""
+    import imageio_ffmpeg
+
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    n, h, w = frames.shape
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+           "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-crf", str(int(crf)), *extra, str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
+    return Path(path)
