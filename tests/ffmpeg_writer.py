@@ -13,13 +13,26 @@ import numpy as np
 
 
 def write_h264(path, frames: np.ndarray, fps: float = 30.0, crf: int = 23, extra: tuple[str, ...] = ()) -> Path:
-    """Encode 8-bit grey ``frames`` (n, h, w; even h and w) as H.264 (libx264, yuv420p) at quality ``crf``."""
+    """Encode 8-bit grey ``(n, h, w)`` or RGB ``(n, h, w, 3)`` frames (even h and w) as H.264 (libx264,
+    yuv420p) at quality ``crf``; the container follows the suffix of ``path`` (.mp4, .avi, .mkv)."""
     import imageio_ffmpeg
 
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    n, h, w = frames.shape
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+    n, h, w = frames.shape[:3]
+    pix = "rgb24" if frames.ndim == 4 else "gray"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", pix,
            "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
            "-crf", str(int(crf)), *extra, str(path)]
     subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
+    return Path(path)
+
+
+def transcode_h264(src, path, crf: int = 23) -> Path:
+    """Re-encode the movie ``src`` as H.264 (libx264, yuv420p) at quality ``crf`` (a recording converted to
+    share it)."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-crf", str(int(crf)), str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
     return Path(path)

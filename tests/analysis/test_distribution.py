@@ -23,6 +23,7 @@ from exonta.analysis.distribution import (
     dst_log_likelihood_sigma_derivatives,
     fit_mixture_weights,
     gamma_log_likelihood,
+    implausible_peaks,
     load_kernels,
     plot_size_distribution,
     size_distribution,
@@ -442,6 +443,41 @@ def test_brightness_warnings_bounds():
     assert brightness_warnings(close) == []
     close[0]["median_mass"] = 700000.0  # the smaller peak brighter than the larger one
     assert len(brightness_warnings(close)) == 1
+
+
+def test_a_lone_small_peak_is_judged_against_the_tracks_well_above_it():
+    """A single peak of tens of nm (junk links of an H.264 bright-field video) with a quarter of the tracks at
+    ≥ 4× its size, too scattered to form a peak: those tracks are its reference. A physical or a thin
+    population above is not flagged, and neither is a peak with nothing above it."""
+    above = {"diameter_nm": 250.0, "number_fraction": 0.27, "median_mass": 280.0, "n_tracks": 41.0}
+    pk = [{"diameter_nm": 31.0, "number_fraction": 1.0, "median_mass": 107.0, "n_tracks": 155.0,
+           "population_above": dict(above)}]
+    (flag, ref, seen, bound), = implausible_peaks(pk)
+    assert flag is pk[0] and ref is pk[0]["population_above"] and seen == pytest.approx(280.0 / 107.0)
+    assert bound == pytest.approx((250.0 / 31.0) ** 2)
+    pk[0]["population_above"]["median_mass"] = 107.0 * 65.0  # as much brighter as d² allows (÷ slack): physical
+    assert implausible_peaks(pk) == []
+    pk[0]["population_above"] = dict(above, number_fraction=0.05)  # too thin a population to judge by
+    assert implausible_peaks(pk) == []
+    pk[0].pop("population_above")
+    assert implausible_peaks(pk) == []
+    # a larger peak, when there is one, stays the reference
+    two = [dict(pk[0], population_above=dict(above)), _pk(1000.0, 0.5, 107.0 * 2000.0)]
+    assert implausible_peaks(two) == []
+
+
+def test_peaks_carry_the_population_well_above_them():
+    rng = np.random.default_rng(32)
+    d = np.where(rng.random(500) < 0.7, 60.0, 400.0)
+    tracks, parts = _data(d, 32)
+    truth = pd.Series(d, index=parts["particle"].to_numpy())
+    parts["mean_mass"] = 50.0 * truth.loc[parts["particle"]].to_numpy()
+    dist = size_distribution(parts, ACQ, SizingParams(bootstrap=0), tracks=tracks)
+    small = min(dist.stats["peaks"], key=lambda q: q["diameter_nm"])
+    up = small["population_above"]
+    assert up["number_fraction"] == pytest.approx(np.mean(d == 400.0), abs=0.05)
+    assert up["diameter_nm"] == pytest.approx(400.0, rel=0.1) and up["median_mass"] == pytest.approx(20000.0, rel=0.1)
+    assert up["n_tracks"] == pytest.approx(np.sum(d == 400.0), rel=0.1)
 
 
 def _pk(d, frac, mass, n=100.0):

@@ -152,7 +152,10 @@ class SizeDistribution:
         "bootstrap_support"}``: local maxima of the per-nm density with
         prominence ≥ ``peak_prominence`` × max, the number fraction in their
         valley-to-valley basin, and the share of bootstrap replicates with a
-        peak in that basin), ``raw`` (same statistics of the raw per-track
+        peak in that basin; also ``n_tracks``, the posterior track count, ``median_mass``, the
+        brightness of its tracks, and ``population_above``: diameter (median), number fraction,
+        posterior track count and brightness of the tracks at ≥ :data:`POPULATION_ABOVE_RATIO` × its
+        diameter, peak or not), ``raw`` (same statistics of the raw per-track
         diameters; its peaks from the histogram smoothed by a 1.5-bin Gaussian),
         ``volume_weighted``, ``n_tracks_used``, ``n_tracks_faster_than_grid`` (tracks not sized because
         their likelihood peaks at the smallest grid size), ``method``, ``note``.
@@ -897,6 +900,11 @@ def weighted_quantiles(values, quantiles, weights=None):
 BRIGHTNESS_MIN_EXPONENT = 2.0
 #: Factor of tolerance on that bound (defocus, motion blur and clipping change a track's mean mass).
 BRIGHTNESS_SLACK = 4.0
+#: A peak with no larger peak is judged against the tracks at sizes ≥ this factor × its diameter
+#: (``population_above`` of the peak) when they hold at least :data:`POPULATION_ABOVE_MIN_FRACTION` of the number:
+#: real larger particles need not form a peak of their own (junk links make them look smaller and spread them).
+POPULATION_ABOVE_RATIO = 4.0
+POPULATION_ABOVE_MIN_FRACTION = 0.1
 
 
 def _judged_peaks(peaks, min_fraction, min_tracks):
@@ -909,7 +917,8 @@ def _judged_peaks(peaks, min_fraction, min_tracks):
 def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     """Size peaks whose tracks are too bright for their size.
 
-    A peak at ``d_s`` below a more populous peak at ``d_l`` must be at least
+    A peak at ``d_s`` below a more populous peak at ``d_l`` (or, without a larger peak, below the tracks
+    at ≥ :data:`POPULATION_ABOVE_RATIO` × ``d_s``, its ``population_above``) must be at least
     ``(d_l/d_s)^2 / BRIGHTNESS_SLACK`` times dimmer (``median_mass`` of the tracks in each peak's
     basin, posterior-weighted; see :func:`size_distribution`): no particle's light grows more slowly
     than ``∝ d²`` (:data:`BRIGHTNESS_MIN_EXPONENT`), and small particles seen next to micron beads are
@@ -930,13 +939,16 @@ def implausible_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     list of tuple
         ``(peak, reference_peak, observed_mass_ratio, least_physical_mass_ratio)``, smallest first.
     """
-    return _not_dim_enough(peaks, min_fraction, min_tracks, BRIGHTNESS_MIN_EXPONENT, BRIGHTNESS_SLACK)
+    return _not_dim_enough(peaks, min_fraction, min_tracks, BRIGHTNESS_MIN_EXPONENT, BRIGHTNESS_SLACK,
+                           population_above=True)
 
 
 def _not_dim_enough(peaks, min_fraction, min_tracks, exponent, slack, max_reference_nm=math.inf,
-                    more_populous=False, skip=()):
+                    more_populous=False, skip=(), population_above=False):
     """Peaks less than ``(d_ref/d)^exponent / slack`` times dimmer than their reference: the most populous
-    larger peak (at most ``max_reference_nm``; more populous than the peak itself if asked). Returns
+    larger peak (at most ``max_reference_nm``; more populous than the peak itself if asked), or, when asked
+    and there is none, the peak's ``population_above`` when it holds at least
+    :data:`POPULATION_ABOVE_MIN_FRACTION` of the number and ``min_tracks`` tracks. Returns
     ``(peak, reference, observed_mass_ratio, (d_ref/d)^exponent)``, smallest first; peaks in ``skip``
     (their ``id``) are not judged."""
     ok = _judged_peaks(peaks, min_fraction, min_tracks)
@@ -946,6 +958,8 @@ def _not_dim_enough(peaks, min_fraction, min_tracks, exponent, slack, max_refere
             continue
         larger = [p for p in ok if small["diameter_nm"] < p["diameter_nm"] <= max_reference_nm
                   and (not more_populous or p["number_fraction"] > small["number_fraction"])]
+        if not larger and population_above:
+            larger = _judged_peaks([small.get("population_above") or {}], POPULATION_ABOVE_MIN_FRACTION, min_tracks)
         if not larger:
             continue
         ref = max(larger, key=lambda p: p["number_fraction"])
@@ -1365,6 +1379,15 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
         pk["n_tracks"] = float(share.sum())
         pk["median_mass"] = (float(weighted_quantiles(brightness, [0.5], share)[0]) if use_brightness
                              else float("nan"))
+        # the tracks well above the peak, whether or not they form a peak (implausible_peaks)
+        above = centres >= POPULATION_ABOVE_RATIO * pk["diameter_nm"]
+        share_above = post[:, above].sum(axis=1, dtype=np.float64)
+        if above.any() and w[above].sum() > 0 and share_above.sum() > 0:
+            pk["population_above"] = {
+                "diameter_nm": _quantile_from_weights(w[above], edges[np.r_[np.flatnonzero(above), above.size]], 0.5),
+                "number_fraction": float(w[above].sum()), "n_tracks": float(share_above.sum()),
+                "median_mass": (float(weighted_quantiles(brightness, [0.5], share_above)[0]) if use_brightness
+                                else float("nan"))}
         lo_nm, hi_nm = edges[lo], edges[hi]
         pk["bootstrap_support"] = (float(np.mean([any(lo_nm <= d < hi_nm for d in bp) for bp in boot_peaks]))
                                    if boot_peaks else float("nan"))
