@@ -12,19 +12,23 @@ from pathlib import Path
 import numpy as np
 
 
-def write_h264(path, frames: np.ndarray, fps: float = 30.0, crf: int = 23, extra: tuple[str, ...] = ()) -> Path:
-    """Encode 8-bit grey ``(n, h, w)`` or RGB ``(n, h, w, 3)`` frames (even h and w) as H.264 (libx264,
-    yuv420p) at quality ``crf``; the container follows the suffix of ``path`` (.mp4, .avi, .mkv)."""
+def encode(path, frames: np.ndarray, codec_args: tuple[str, ...], fps: float = 30.0) -> Path:
+    """Encode 8-bit grey ``(n, h, w)`` or RGB ``(n, h, w, 3)`` frames (even h and w) with FFmpeg's
+    ``codec_args`` (e.g. ``("-c:v", "libvpx-vp9")``); the container follows the suffix of ``path``."""
     import imageio_ffmpeg
 
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     n, h, w = frames.shape[:3]
     pix = "rgb24" if frames.ndim == 4 else "gray"
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", pix,
-           "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-           "-crf", str(int(crf)), *extra, str(path)]
+           "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *codec_args, str(path)]
     subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
     return Path(path)
+
+
+def write_h264(path, frames: np.ndarray, fps: float = 30.0, crf: int = 23, extra: tuple[str, ...] = ()) -> Path:
+    """Encode frames as H.264 (libx264, yuv420p) at quality ``crf`` (see :func:`encode`)."""
+    return encode(path, frames, ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(int(crf)), *extra), fps)
 
 
 def transcode_h264(src, path, crf: int = 23) -> Path:

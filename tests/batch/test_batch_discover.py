@@ -255,3 +255,14 @@ def test_manifest_same_file_twice_via_symlink(tree: Path) -> None:
     (tree / "samples.csv").write_text("video,sample\nlotA/s1/rep1.tif,S\nlotA/s1/link.tif,T\n", encoding="utf-8")
     with pytest.raises(ExontaInputError, match="same video"):
         discover(tree)
+
+
+def test_every_movie_format_the_reader_opens_is_found(tmp_path: Path) -> None:
+    """Batch finds the same movie formats that exonta.io.open_video decodes (one list, not two)."""
+    from exonta.io.readers import MOVIE_EXTENSIONS
+
+    root = tmp_path / "acq"
+    for i, ext in enumerate(MOVIE_EXTENSIONS):
+        _touch(root / "lot" / f"s{i}" / f"clip{ext.upper() if i % 2 else ext}")
+    found = {p.suffix.lower() for p in find_videos(root)}
+    assert found == set(MOVIE_EXTENSIONS) and {".mkv", ".webm", ".mpg"} <= found

@@ -797,3 +797,40 @@ def test_an_h264_movie_reads_exactly_by_index_and_notes_its_codec(tmp_path):
         avi = _write_avi(tmp_path / f"clip_{fourcc}.avi", frames, fourcc=fourcc)
         with open_video(avi) as v:
             assert v.codec.lower() == fourcc.lower() and v.notes == []
+
+
+@pytest.mark.parametrize("suffix, codec_args, family", [
+    (".webm", ("-c:v", "libvpx-vp9", "-crf", "30", "-b:v", "0", "-pix_fmt", "yuv420p"), "VP9"),
+    (".wmv", ("-c:v", "wmv2", "-q:v", "3"), "Windows Media Video"),
+    (".mpg", ("-c:v", "mpeg2video", "-q:v", "3"), "MPEG-1/2"),
+    (".mkv", ("-c:v", "ffv1"), None),
+])
+def test_other_movie_containers_are_read_and_their_codec_noted(tmp_path, suffix, codec_args, family):
+    """WebM (VP9), Windows Media, MPEG-2 program streams and Matroska open like the other movies; inter-frame
+    codecs get the note, a lossless one (FFV1) does not."""
+    from ffmpeg_writer import encode
+
+    frames = _smooth_frames(n=12, h=48, w=64)
+    path = encode(tmp_path / f"clip{suffix}", frames, codec_args, fps=25.0)
+    with open_video(path) as v:
+        assert isinstance(v, OpenCVVideo) and len(v) == 12 and v.fps == pytest.approx(25.0)
+        got = v[0:12]
+        assert np.abs(got.astype(int) - frames).mean() < 3.0
+        notes = [n for n in v.notes if "predicts each frame" in n]
+        assert (notes[0].split("compressed with ")[1].startswith(family) if family else notes == []), v.notes
+
+
+def test_a_movie_whose_codec_cannot_be_decoded_names_the_codec(tmp_path):
+    """AV1 has no decoder in OpenCV's wheels (their FFmpeg lacks one): the error names the codec and what to do,
+    instead of calling the file empty. Should a build decode it, it is read and noted as an inter-frame codec."""
+    from ffmpeg_writer import encode
+
+    frames = _smooth_frames(n=6, h=48, w=64)
+    path = encode(tmp_path / "clip.mkv", frames, ("-c:v", "libaom-av1", "-crf", "35", "-cpu-used", "8"), fps=25.0)
+    try:
+        v = open_video(path)
+    except ExontaInputError as err:
+        assert "AV01" in str(err).upper() and "cannot be decoded" in str(err) and "re-export" in str(err)
+    else:
+        with v:
+            assert [n for n in v.notes if "AV1" in n]

@@ -185,3 +185,20 @@ def test_reader_measures_the_polarity(brightfield_tif, sim_video, tmp_path):
     meta = kwargs["metadata"]["exonta"]
     assert meta["acquisition_complete"] is True and meta["detect"]["invert"] is False
     assert meta["invert_measured"] is None
+
+
+def test_manifest_patterns_are_the_formats_exonta_reads():
+    """napari.yaml lists its filename patterns statically; they must be the suffixes exonta opens (TIFF and every
+    movie extension of exonta.io.readers), so a .mkv or .webm recording is offered to this reader too."""
+    from pathlib import Path
+
+    import yaml
+
+    import napari_exonta
+    from exonta.io.readers import MOVIE_EXTENSIONS
+    from napari_exonta._reader import VIDEO_SUFFIXES
+
+    manifest = yaml.safe_load((Path(napari_exonta.__file__).parent / "napari.yaml").read_text())
+    (reader,) = manifest["contributions"]["readers"]
+    assert sorted(p.removeprefix("*") for p in reader["filename_patterns"]) == sorted(VIDEO_SUFFIXES)
+    assert set(MOVIE_EXTENSIONS) <= set(VIDEO_SUFFIXES) and {".webm", ".mkv"} <= set(VIDEO_SUFFIXES)

@@ -24,10 +24,11 @@ sample ``sampleA``).
 
 What counts as a video:
 
-* files ending in ``.tif``, ``.tiff``, ``.avi``, ``.mp4``, ``.mov`` (any case);
+* files ending in ``.tif``, ``.tiff`` or a movie extension (``.avi``, ``.mp4``, ``.mov``, ``.mkv``, ``.m4v``,
+  ``.webm``, ``.wmv``, ``.mpg``, ``.mpeg``; any case);
 * an *image folder*: a folder without (non-hidden) sub-folders that holds at
   least two image files (``.tif``/``.tiff``/``.png``/``.jpg``/``.jpeg``/``.bmp``)
-  and no movie file (``.avi``/``.mp4``/``.mov``), and whose TIFF files — if any
+  and no movie file, and whose TIFF files — if any
   — are single-frame (checked on a few of them). A folder of multi-page TIFF
   videos (replicates of one sample) is therefore *not* an image folder; a
   folder of one-page TIFF frames is. Other files in an image folder (sidecars,
@@ -53,7 +54,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ExontaInputError
-from ..io.readers import natural_sort_key, sha256_of_files
+from ..io.readers import MOVIE_EXTENSIONS, natural_sort_key, sha256_of_files
 from ..io.results import result_name, safe_name
 
 __all__ = [
@@ -70,8 +71,8 @@ __all__ = [
     "video_fingerprint",
 ]
 
-VIDEO_SUFFIXES = frozenset({".tif", ".tiff", ".avi", ".mp4", ".mov"})
-MOVIE_SUFFIXES = frozenset({".avi", ".mp4", ".mov"})
+MOVIE_SUFFIXES = frozenset(MOVIE_EXTENSIONS)  # what exonta.io.open_video decodes
+VIDEO_SUFFIXES = frozenset({".tif", ".tiff"}) | MOVIE_SUFFIXES
 IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
 MANIFEST_NAME = "samples.csv"
 MANIFEST_NUMERIC = ("dilution", "pixel_size_um", "fps", "exposure_s", "temperature_c", "viscosity_mpas")

@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
-MOVIE_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v")
+MOVIE_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 _FOLDER_EXTENSIONS = IMAGE_EXTENSIONS + (".tif", ".tiff")
 
@@ -1020,9 +1020,11 @@ class OpenCVVideo(Video):
         cap = self._ensure_open()
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise ExontaInputError(
-                f"{self._where} contains no decodable frame (0 frames, or a corrupt file); check the "
-                f"recording or re-export it")
+            codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
+            why = (f"its codec ({codec}) cannot be decoded here, or the file is corrupt; re-export it as "
+                   "uncompressed, MJPEG or FFV1 AVI or as a TIFF stack" if codec else
+                   "0 frames, or a corrupt file; check the recording or re-export it")
+            raise ExontaInputError(f"{self._where} contains no decodable frame ({why})")
         self._pos = 1
         h, w = frame.shape[:2]
         _check_dims(h, w, self._where)

@@ -1,15 +1,17 @@
-"""napari reader: NTA videos (TIFF/OME-TIFF, AVI/MP4/MOV, image folders) as lazy image layers."""
+"""napari reader: NTA videos (TIFF/OME-TIFF, the movies exonta decodes, image folders) as lazy image layers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from exonta.io.readers import MOVIE_EXTENSIONS
+
 from ._lazy import LazyVideoArray, display_contrast_limits
 
 __all__ = ["napari_get_reader", "read_videos", "video_layer_data", "acquisition_metadata", "VIDEO_SUFFIXES"]
 
-VIDEO_SUFFIXES = (".tif", ".tiff", ".avi", ".mp4", ".mov")
+VIDEO_SUFFIXES = (".tif", ".tiff") + MOVIE_EXTENSIONS  # napari.yaml's filename_patterns list the same
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
