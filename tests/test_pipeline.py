@@ -290,3 +290,12 @@ def test_the_readers_notes_reach_the_warnings(tmp_path):
     res = pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
     assert [w for w in res.warnings if "labelled as Z slices" in w and "zstack.tif" in w]
     assert res.input["n_frames"] == 40
+
+
+def test_a_given_frame_rate_that_contradicts_the_movie_is_warned_about():
+    assert pipeline.frame_rate_warnings(30.0, "cli", 60.0) and "60 frames/s" in pipeline.frame_rate_warnings(
+        30.0, "cli", 60.0)[0]
+    assert pipeline.frame_rate_warnings(30.0, "config", 30.2) == []  # within 2 %
+    assert pipeline.frame_rate_warnings(30.0, "file", 60.0) == []  # read from the movie itself
+    assert pipeline.frame_rate_warnings(30.0, "cli", None) == []  # a TIFF stack states none
+    assert pipeline.frame_rate_warnings(30.0, "cli", 60.0, {"camera_rate_given": True}) == []  # explained

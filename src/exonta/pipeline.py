@@ -556,6 +556,19 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
 CAMERA_RATE_MATCH = 0.02
 
 
+def frame_rate_warnings(given_fps: float, source: str | None, container_fps: float | None,
+                        repeats_record: dict[str, Any] | None = None) -> list[str]:
+    """A warning when a frame rate given by the user differs from the movie's own by more than
+    :data:`CAMERA_RATE_MATCH` and is not explained as the camera's rate of a file with repeated frames
+    (:func:`resolve_repeated_frames`): sizes scale with the rate, so one of the two is wrong."""
+    if (container_fps is None or not container_fps > 0 or source in (None, "file", "default")
+            or abs(given_fps / container_fps - 1.0) <= CAMERA_RATE_MATCH
+            or (repeats_record or {}).get("camera_rate_given")):
+        return []
+    return [f"the frame rate given ({given_fps:g} frames/s) differs from the one the movie states ({container_fps:g} "
+            "frames/s) and is used; diffusion, and so the sizes, scale with it: check which one the camera ran at"]
+
+
 def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: Any,
                             sources: dict[str, str] | None = None,
                             container_fps: float | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
@@ -832,13 +845,15 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t = time.perf_counter()
     changes = FrameChanges(config.detect.exclude_regions) if config.detect.drop_repeated_frames else None
     features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes)
+    container_fps = (getattr(vid, "metadata", None) or {}).get("fps")
+    record = None
     if changes is not None and changes.values.size == n_frames:
-        container_fps = (getattr(vid, "metadata", None) or {}).get("fps")
         features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources, container_fps)
         if record is not None:
             input_info["repeated_frames"] = record
             n_frames = int(record["n_frames_analysed"])
             warnings += w_rep
+    warnings += frame_rate_warnings(float(config.acquisition.fps), sources.get("fps"), container_fps, record)
     timings["detect"] = time.perf_counter() - t
     # the input checksum (seconds for a long video) runs beside the single-threaded stages that follow
     checksum = _Checksum(vid, int(input_info["n_frames"]), h, w)
