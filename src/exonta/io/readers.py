@@ -947,6 +947,11 @@ _INTER_FRAME_CODECS = {
 }
 
 
+def inter_frame_codec(fourcc: str | None) -> str | None:
+    """The family name of an inter-frame codec (``"H.264"``, ...) for a four-character code, else None."""
+    return _INTER_FRAME_CODECS.get((fourcc or "").lower())
+
+
 def _fourcc(value: Any) -> str:
     """The four-character code of an OpenCV ``CAP_PROP_FOURCC`` value ("" when unknown)."""
     v = finite_or_none(value)
@@ -1036,7 +1041,7 @@ class OpenCVVideo(Video):
         fps = finite_or_none(cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps if fps is not None and 0 < fps <= 1e5 else None
         self.codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
-        family = _INTER_FRAME_CODECS.get(self.codec.lower())
+        family = inter_frame_codec(self.codec)
         if family is not None:
             self.notes.append(
                 f"{self._where} is compressed with {family}, a codec that predicts each frame from other frames: "
