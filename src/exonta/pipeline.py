@@ -699,18 +699,19 @@ AUTO_THRESHOLDS_SNR = (5.0, 7.0)
 
 def _implausible(result: Result) -> list[dict[str, Any]]:
     """The size peaks that make the automatic threshold try a higher one: too bright for their size
-    (:func:`~exonta.analysis.distribution.implausible_peaks`, ``d²``) and, in a movie of an inter-frame
-    codec, also for Rayleigh scattering (:func:`~exonta.analysis.distribution.linking_artefact_peaks`,
-    ``d⁶``): compression artefacts are a likely source of dim junk there. On the 1500-frame 1024² NTA
-    benchmark video as x264 CRF 18, a 27 nm peak of 41 % of the tracks, 26x dimmer than the 101 nm beads
-    (d² allows it, d⁶ asks 2921x), took the D50 to 66 nm; at 5 σ it reads 101 nm (TIFF: 98.7 nm at 3.5 σ)."""
-    from .analysis.distribution import implausible_peaks, linking_artefact_peaks
-    from .io.readers import inter_frame_codec
+    (:func:`~exonta.analysis.distribution.implausible_peaks`, ``d²``) and, in lossily compressed frames
+    (``input["lossy_compression"]``: H.264 and other inter-frame codecs, Motion JPEG, JPEG images), also
+    for Rayleigh scattering (:func:`~exonta.analysis.distribution.compression_artefact_peaks`, ``d⁶``):
+    compression artefacts are a likely source of dim junk there. The 1500-frame 1024² NTA benchmark video
+    (101 nm at 5 σ from the TIFF, 98.7 nm at 3.5 σ): as x264 CRF 18 a 27 nm peak of 41 % of the tracks,
+    26x dimmer than the 101 nm beads (d² allows it, d⁶ asks 2921x), took the D50 to 66 nm; as Motion JPEG
+    a 26 nm junk peak was the only one (D50 26 nm)."""
+    from .analysis.distribution import compression_artefact_peaks, implausible_peaks
 
     peaks = result.distribution.stats.get("peaks") or []
     out = [p for p, *_ in implausible_peaks(peaks)]
-    if inter_frame_codec(result.input.get("codec")):
-        out += [p for p, *_ in linking_artefact_peaks(peaks)]
+    if result.input.get("lossy_compression"):
+        out += [p for p, *_ in compression_artefact_peaks(peaks)]
     return out
 
 
@@ -760,8 +761,8 @@ def analyze(
     Automatic threshold (``DetectParams.auto_threshold``, only when no threshold was given): when
     the size distribution has a peak too bright for its size
     (:func:`exonta.analysis.distribution.implausible_peaks` — on compressed micron-bead videos,
-    chains of compression artefacts that size as tens of nm; in a movie of an inter-frame codec also
-    :func:`~exonta.analysis.distribution.linking_artefact_peaks`, see :func:`_implausible`), the video is
+    chains of compression artefacts that size as tens of nm; in lossily compressed frames also
+    :func:`~exonta.analysis.distribution.compression_artefact_peaks`, see :func:`_implausible`), the video is
     analysed again at
     :data:`AUTO_THRESHOLDS_SNR` in turn, stopping at the first without such a peak, and the
     analysis whose implausible peaks hold the smallest number fraction is returned (the lower
@@ -790,8 +791,8 @@ def analyze(
     record = {"requested": tried[0][0], "used": used,
               "tried": [{"threshold_snr": t, "implausible_peak_fraction": round(f, 4)} for t, f in tried],
               "method": "lowest implausible-peak number fraction (peaks too bright for their size, "
-                        "exonta.analysis.distribution.implausible_peaks; in a movie of an inter-frame codec also "
-                        "too bright for Rayleigh scattering, linking_artefact_peaks)"}
+                        "exonta.analysis.distribution.implausible_peaks; in lossily compressed frames also too "
+                        "bright for Rayleigh scattering, compression_artefact_peaks)"}
     best.config._auto = {**best.config._auto, "threshold_snr": record}
     best.auto_parameters = {k: v for k, v in best.config._auto.items() if k != "requested_parameters_hash"}
     if best is not first:
@@ -851,6 +852,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
                   "height": h, "dtype": str(np.dtype(vid.dtype)), "format": getattr(vid, "format", "array")}
     if getattr(vid, "codec", ""):
         input_info["codec"] = vid.codec  # a movie's four-character code (provenance: lossy or not)
+    if getattr(vid, "lossy", None):
+        input_info["lossy_compression"] = vid.lossy
     if n_frames < config.sizing.min_track_length:
         warnings.append(f"the video has only {n_frames} frames, fewer than the minimum track length "
                         f"({config.sizing.min_track_length}); no track can be sized")

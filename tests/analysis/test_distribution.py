@@ -447,7 +447,7 @@ def test_brightness_warnings_bounds():
 
 def test_a_lone_small_peak_is_judged_against_the_tracks_well_above_it():
     """A single peak of tens of nm (junk links of an H.264 bright-field video) with a quarter of the tracks at
-    ≥ 4× its size, too scattered to form a peak: those tracks are its reference. A physical or a thin
+    ≥ 3× its size, too scattered to form a peak: those tracks are its reference. A physical or a thin
     population above is not flagged, and neither is a peak with nothing above it."""
     above = {"diameter_nm": 250.0, "number_fraction": 0.27, "median_mass": 280.0, "n_tracks": 41.0}
     pk = [{"diameter_nm": 31.0, "number_fraction": 1.0, "median_mass": 107.0, "n_tracks": 155.0,
@@ -464,6 +464,23 @@ def test_a_lone_small_peak_is_judged_against_the_tracks_well_above_it():
     # a larger peak, when there is one, stays the reference
     two = [dict(pk[0], population_above=dict(above)), _pk(1000.0, 0.5, 107.0 * 2000.0)]
     assert implausible_peaks(two) == []
+
+
+def test_compression_artefact_peaks_need_rayleigh_dimness_against_any_larger_population():
+    from exonta.analysis.distribution import compression_artefact_peaks, linking_artefact_peaks
+
+    junk = {"diameter_nm": 26.0, "number_fraction": 0.7, "median_mass": 60.0, "n_tracks": 7000.0}
+    beads = {"diameter_nm": 101.0, "number_fraction": 0.3, "median_mass": 1300.0, "n_tracks": 3000.0}
+    assert linking_artefact_peaks([junk, beads]) == []  # the warning asks a more populous reference
+    (hit, ref, seen, bound), = compression_artefact_peaks([junk, beads])
+    assert hit is junk and ref is beads and bound == pytest.approx((101.0 / 26.0) ** 6)
+    real = dict(junk, median_mass=1300.0 / 3000.0)  # as much dimmer as Rayleigh says: real small particles
+    assert compression_artefact_peaks([real, beads]) == []
+    big = dict(beads, diameter_nm=400.0, median_mass=20000.0)  # beyond the Rayleigh regime: the d⁶ test is off
+    assert compression_artefact_peaks([dict(junk), big]) == []
+    lone = dict(junk, number_fraction=1.0, population_above={"diameter_nm": 105.0, "number_fraction": 0.22,
+                                                              "median_mass": 1300.0, "n_tracks": 3800.0})
+    assert [p for p, *_ in compression_artefact_peaks([lone])] == [lone]
 
 
 def test_peaks_carry_the_population_well_above_them():

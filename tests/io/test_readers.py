@@ -834,3 +834,25 @@ def test_a_movie_whose_codec_cannot_be_decoded_names_the_codec(tmp_path):
     else:
         with v:
             assert [n for n in v.notes if "AV1" in n]
+
+
+def test_lossy_compression_is_recorded_per_format(tmp_path):
+    """Video.lossy names the lossy compression of the stored frames: H.264, Motion JPEG, JPEG images; None for
+    TIFF, PNG folders and lossless movies."""
+    from ffmpeg_writer import write_h264
+
+    frames = _smooth_frames(n=4, h=48, w=64)
+    tif = tmp_path / "v.tif"
+    tifffile.imwrite(tif, frames)
+    jpgs, pngs = tmp_path / "jpg", tmp_path / "png"
+    jpgs.mkdir()
+    pngs.mkdir()
+    for i, f in enumerate(frames):
+        _write_jpg(jpgs / f"f{i}.jpg", f)
+        _write_png(pngs / f"f{i}.png", f)
+    cases = {write_h264(tmp_path / "v.mp4", frames): "H.264", _write_avi(tmp_path / "m.avi", frames, "MJPG"): "Motion JPEG",
+             _write_avi(tmp_path / "l.avi", frames, "FFV1"): None, jpgs: "JPEG", pngs: None, tif: None,
+             jpgs / "f0.jpg": "JPEG"}
+    for path, lossy in cases.items():
+        with open_video(path) as v:
+            assert v.lossy == lossy, (path, v.lossy)

@@ -255,7 +255,7 @@ def test_bf_half_micron_mjpeg_converted_to_h264_its_lone_junk_peak_raises_the_th
     """0.5 µm beads in bright-field, RGB, recorded as MJPEG and converted to H.264 (CRF 23) to share it: at 3.5 σ
     the two codecs' artefacts link into tracks that size as ~30 nm and make the only peak; the beads' tracks,
     spread by junk links, form none (D50 44 nm before session 16, with no warning about it). That peak is judged
-    against the tracks at ≥ 4× its size, which are far too bright for it, so the threshold is raised; the D50 is
+    against the tracks at ≥ 3× its size, which are far too bright for it, so the threshold is raised; the D50 is
     then within a few points of the MJPEG recording's (-8.7 %). The codec is named in a warning."""
     from exonta.analysis.distribution import BRIGHTNESS_MIN_EXPONENT, BRIGHTNESS_SLACK, _not_dim_enough
     from ffmpeg_writer import transcode_h264

@@ -900,10 +900,11 @@ def weighted_quantiles(values, quantiles, weights=None):
 BRIGHTNESS_MIN_EXPONENT = 2.0
 #: Factor of tolerance on that bound (defocus, motion blur and clipping change a track's mean mass).
 BRIGHTNESS_SLACK = 4.0
-#: A peak with no larger peak is judged against the tracks at sizes ≥ this factor × its diameter
+#: A peak with no larger peak is judged against the tracks at sizes ≥ this factor × its diameter (3: the
+#: Motion JPEG NTA benchmark's beads sat 3.1–5× above its 26 nm junk peak)
 #: (``population_above`` of the peak) when they hold at least :data:`POPULATION_ABOVE_MIN_FRACTION` of the number:
 #: real larger particles need not form a peak of their own (junk links make them look smaller and spread them).
-POPULATION_ABOVE_RATIO = 4.0
+POPULATION_ABOVE_RATIO = 3.0
 POPULATION_ABOVE_MIN_FRACTION = 0.1
 
 
@@ -1015,6 +1016,23 @@ def linking_artefact_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
     named = {id(small) for small, *_ in implausible_peaks(peaks, min_fraction, min_tracks)}
     return _not_dim_enough(peaks, min_fraction, min_tracks, 6.0, LINKING_ARTEFACT_SLACK, RAYLEIGH_MAX_NM,
                            more_populous=True, skip=named)
+
+
+def compression_artefact_peaks(peaks, min_fraction=0.02, min_tracks=5.0):
+    """Sub-wavelength size peaks too bright for Rayleigh scattering next to *any* larger population.
+
+    The ``d⁶`` test of :func:`linking_artefact_peaks` against the most populous larger peak of at most
+    :data:`RAYLEIGH_MAX_NM` — whether or not it is more populous than the peak judged — or, without one,
+    the peak's ``population_above``; peaks :func:`implausible_peaks` names are left out. Meant for
+    lossily compressed frames, where the artefacts of the codec (H.264, Motion JPEG) link into fast
+    "tracks" that can outnumber the particles: on the NTA benchmark video as Motion JPEG the only peak
+    was junk at 26 nm, 21x dimmer than the beads' tracks (22 % of the number, 80–130 nm), where particles
+    of that size scatter ~3300x less. The pipeline uses it to raise the detection threshold there
+    (:func:`exonta.pipeline.analyze`); parameters and return value as :func:`implausible_peaks`.
+    """
+    named = {id(small) for small, *_ in implausible_peaks(peaks, min_fraction, min_tracks)}
+    return _not_dim_enough(peaks, min_fraction, min_tracks, 6.0, LINKING_ARTEFACT_SLACK, RAYLEIGH_MAX_NM,
+                           skip=named, population_above=True)
 
 
 def linking_artefact_warnings(peaks, min_fraction=0.02, min_tracks=5.0):

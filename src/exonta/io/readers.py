@@ -270,6 +270,10 @@ class Video:
     notes : list of str
         What the reader chose that the user should know (a TIFF with several image series, frames
         labelled as Z slices or channels read as time); the analysis adds them to its warnings.
+    lossy : str or None
+        The lossy compression the frames were stored with (``"H.264"``, ``"Motion JPEG"``, ``"JPEG"``,
+        ...), None for uncompressed or lossless data. Compression artefacts are a likely source of
+        junk detections there (:func:`exonta.pipeline.analyze`, automatic threshold).
     """
 
     path: Path | None
@@ -289,6 +293,7 @@ class Video:
         self.fps = None
         self.metadata = {}
         self.notes: list[str] = []
+        self.lossy: str | None = None
         self._lock = threading.RLock()
         self._float_max: float | None = None
         self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
@@ -947,6 +952,10 @@ _INTER_FRAME_CODECS = {
 }
 
 
+#: Motion-JPEG four-character codes (each frame a JPEG image: lossy, but coded by itself).
+_MJPEG_CODECS = frozenset(("mjpg", "mjpa", "mjpb", "jpeg", "avdj", "dmb1", "avrn"))
+
+
 def inter_frame_codec(fourcc: str | None) -> str | None:
     """The family name of an inter-frame codec (``"H.264"``, ...) for a four-character code, else None."""
     return _INTER_FRAME_CODECS.get((fourcc or "").lower())
@@ -1042,6 +1051,7 @@ class OpenCVVideo(Video):
         self.fps = fps if fps is not None and 0 < fps <= 1e5 else None
         self.codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
         family = inter_frame_codec(self.codec)
+        self.lossy = family or ("Motion JPEG" if self.codec.lower() in _MJPEG_CODECS else None)
         if family is not None:
             self.notes.append(
                 f"{self._where} is compressed with {family}, a codec that predicts each frame from other frames: "
@@ -1210,6 +1220,7 @@ class ImageFileVideo(Video):
     def __init__(self, path: Path, invert: bool = False) -> None:
         super().__init__(path, invert)
         self.format = "image"
+        self.lossy = "JPEG" if self.path.suffix.lower() in (".jpg", ".jpeg") else None
         frame = _gray_frame(self.path)
         _check_dims(frame.shape[0], frame.shape[1], self._where)
         self.n_frames, self.height, self.width = 1, int(frame.shape[0]), int(frame.shape[1])
@@ -1241,6 +1252,7 @@ class ImageFolderVideo(Video):
                 f"folder {self._where} contains no image files ({', '.join(_FOLDER_EXTENSIONS)}); put one "
                 f"image per frame in it or give the path of a video file")
         self.files = sorted(entries, key=lambda p: natural_sort_key(p.name))
+        self.lossy = "JPEG" if any(p.suffix.lower() in (".jpg", ".jpeg") for p in self.files) else None
         first = _gray_frame(self.files[0])
         h, w = int(first.shape[0]), int(first.shape[1])
         _check_dims(h, w, f"'{self.files[0]}'")
