@@ -1056,7 +1056,7 @@ class OpenCVVideo(Video):
             self.notes.append(
                 f"{self._where} is compressed with {family}, a codec that predicts each frame from other frames: "
                 "it smooths dim spots and can hold small displacements still, which reads as slower motion, so "
-                "small particles can size several % too large (+3 to +6 % on 100 nm beads at H.264 quality "
+                "small particles can size several % too large (+2 to +8 % on 100 nm beads at H.264 quality "
                 "CRF 18-28); record uncompressed or lossless (TIFF, raw or FFV1 AVI) for release measurements")
         if self.fps is not None:
             self.metadata = {"fps": self.fps}
