@@ -556,14 +556,19 @@ def resolve_overlays(video: Any, cfg: AnalysisConfig,
 CAMERA_RATE_MATCH = 0.02
 
 
+def _given_rate_differs(given_fps: float, source: str | None, container_fps: float | None) -> bool:
+    """Whether a frame rate the user gave (``source`` not the file) differs from the one the movie states by
+    more than :data:`CAMERA_RATE_MATCH`."""
+    return (container_fps is not None and container_fps > 0 and source not in (None, "file", "default")
+            and abs(given_fps / container_fps - 1.0) > CAMERA_RATE_MATCH)
+
+
 def frame_rate_warnings(given_fps: float, source: str | None, container_fps: float | None,
                         repeats_record: dict[str, Any] | None = None) -> list[str]:
     """A warning when a frame rate given by the user differs from the movie's own by more than
     :data:`CAMERA_RATE_MATCH` and is not explained as the camera's rate of a file with repeated frames
     (:func:`resolve_repeated_frames`): sizes scale with the rate, so one of the two is wrong."""
-    if (container_fps is None or not container_fps > 0 or source in (None, "file", "default")
-            or abs(given_fps / container_fps - 1.0) <= CAMERA_RATE_MATCH
-            or (repeats_record or {}).get("camera_rate_given")):
+    if not _given_rate_differs(given_fps, source, container_fps) or (repeats_record or {}).get("camera_rate_given"):
         return []
     return [f"the frame rate given ({given_fps:g} frames/s) differs from the one the movie states ({container_fps:g} "
             "frames/s) and is used; diffusion, and so the sizes, scale with it: check which one the camera ran at"]
@@ -614,8 +619,7 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
     given = float(acquisition.fps)
     fps_file, fps = given, given * rep.rate_factor
     camera_rate_given = False
-    if (container_fps is not None and container_fps > 0 and (sources or {}).get("fps", "file") != "file"
-            and abs(given / container_fps - 1.0) > CAMERA_RATE_MATCH
+    if (_given_rate_differs(given, (sources or {}).get("fps"), container_fps)
             and abs(given / (container_fps * rep.rate_factor) - 1.0) <= CAMERA_RATE_MATCH):
         fps_file, fps, camera_rate_given = float(container_fps), given, True
     update: dict[str, Any] = {"fps": fps}

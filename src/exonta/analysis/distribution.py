@@ -900,10 +900,10 @@ def weighted_quantiles(values, quantiles, weights=None):
 BRIGHTNESS_MIN_EXPONENT = 2.0
 #: Factor of tolerance on that bound (defocus, motion blur and clipping change a track's mean mass).
 BRIGHTNESS_SLACK = 4.0
-#: A peak with no larger peak is judged against the tracks at sizes ≥ this factor × its diameter (3: the
-#: Motion JPEG NTA benchmark's beads sat 3.1–5× above its 26 nm junk peak)
-#: (``population_above`` of the peak) when they hold at least :data:`POPULATION_ABOVE_MIN_FRACTION` of the number:
-#: real larger particles need not form a peak of their own (junk links make them look smaller and spread them).
+#: A peak with no larger peak is judged against the tracks at sizes ≥ this factor × its diameter (its
+#: ``population_above``) when they hold at least :data:`POPULATION_ABOVE_MIN_FRACTION` of the number: real larger
+#: particles need not form a peak of their own (junk links make them look smaller and spread them). 3: the Motion
+#: JPEG NTA benchmark's beads sat 3.1–5× above its 26 nm junk peak.
 POPULATION_ABOVE_RATIO = 3.0
 POPULATION_ABOVE_MIN_FRACTION = 0.1
 
@@ -1398,12 +1398,12 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
         pk["median_mass"] = (float(weighted_quantiles(brightness, [0.5], share)[0]) if use_brightness
                              else float("nan"))
         # the tracks well above the peak, whether or not they form a peak (implausible_peaks)
-        above = centres >= POPULATION_ABOVE_RATIO * pk["diameter_nm"]
-        share_above = post[:, above].sum(axis=1, dtype=np.float64)
-        if above.any() and w[above].sum() > 0 and share_above.sum() > 0:
+        first_above = int(np.searchsorted(centres, POPULATION_ABOVE_RATIO * pk["diameter_nm"]))  # to the grid's end
+        share_above = post[:, first_above:].sum(axis=1, dtype=np.float64)
+        if w[first_above:].sum() > 0 and share_above.sum() > 0:
             pk["population_above"] = {
-                "diameter_nm": _quantile_from_weights(w[above], edges[np.r_[np.flatnonzero(above), above.size]], 0.5),
-                "number_fraction": float(w[above].sum()), "n_tracks": float(share_above.sum()),
+                "diameter_nm": _quantile_from_weights(w[first_above:], edges[first_above:], 0.5),
+                "number_fraction": float(w[first_above:].sum()), "n_tracks": float(share_above.sum()),
                 "median_mass": (float(weighted_quantiles(brightness, [0.5], share_above)[0]) if use_brightness
                                 else float("nan"))}
         lo_nm, hi_nm = edges[lo], edges[hi]

@@ -251,10 +251,9 @@ def find_repeated_frames(changes: np.ndarray) -> RepeatedFrames:
 
 def _timed(rep: np.ndarray, ref: float) -> RepeatedFrames:
     """The repeated frames ``rep`` with the distinct pictures' rate and regularity."""
-    c_size = rep.size
     idx = np.flatnonzero(~rep).astype(float)
     if not rep.any() or idx.size < 2:
-        return RepeatedFrames(rep, 1.0 if not rep.any() else 1.0 / c_size, reference_change=ref)
+        return RepeatedFrames(rep, 1.0 if not rep.any() else 1.0 / rep.size, reference_change=ref)
     j = np.arange(idx.size, dtype=float)
     slope, intercept = np.polyfit(j, idx, 1)
     offset = float(np.max(np.abs(idx - (intercept + slope * j))))

@@ -952,13 +952,10 @@ _INTER_FRAME_CODECS = {
 }
 
 
+#: Suffixes of JPEG image files (lossy).
+_JPEG_EXTENSIONS = (".jpg", ".jpeg")
 #: Motion-JPEG four-character codes (each frame a JPEG image: lossy, but coded by itself).
 _MJPEG_CODECS = frozenset(("mjpg", "mjpa", "mjpb", "jpeg", "avdj", "dmb1", "avrn"))
-
-
-def inter_frame_codec(fourcc: str | None) -> str | None:
-    """The family name of an inter-frame codec (``"H.264"``, ...) for a four-character code, else None."""
-    return _INTER_FRAME_CODECS.get((fourcc or "").lower())
 
 
 def _fourcc(value: Any) -> str:
@@ -1033,10 +1030,10 @@ class OpenCVVideo(Video):
 
         cap = self._ensure_open()
         ok, frame = cap.read()
+        self.codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
         if not ok or frame is None:
-            codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
-            why = (f"its codec ({codec}) cannot be decoded here, or the file is corrupt; re-export it as "
-                   "uncompressed, MJPEG or FFV1 AVI or as a TIFF stack" if codec else
+            why = (f"its codec ({self.codec}) cannot be decoded here, or the file is corrupt; re-export it as "
+                   "uncompressed, MJPEG or FFV1 AVI or as a TIFF stack" if self.codec else
                    "0 frames, or a corrupt file; check the recording or re-export it")
             raise ExontaInputError(f"{self._where} contains no decodable frame ({why})")
         self._pos = 1
@@ -1049,8 +1046,7 @@ class OpenCVVideo(Video):
         self.dtype = _output_dtype(self.source_dtype, self._where)
         fps = finite_or_none(cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps if fps is not None and 0 < fps <= 1e5 else None
-        self.codec = _fourcc(cap.get(cv2.CAP_PROP_FOURCC))
-        family = inter_frame_codec(self.codec)
+        family = _INTER_FRAME_CODECS.get(self.codec.lower())
         self.lossy = family or ("Motion JPEG" if self.codec.lower() in _MJPEG_CODECS else None)
         if family is not None:
             self.notes.append(
@@ -1220,7 +1216,7 @@ class ImageFileVideo(Video):
     def __init__(self, path: Path, invert: bool = False) -> None:
         super().__init__(path, invert)
         self.format = "image"
-        self.lossy = "JPEG" if self.path.suffix.lower() in (".jpg", ".jpeg") else None
+        self.lossy = "JPEG" if self.path.suffix.lower() in _JPEG_EXTENSIONS else None
         frame = _gray_frame(self.path)
         _check_dims(frame.shape[0], frame.shape[1], self._where)
         self.n_frames, self.height, self.width = 1, int(frame.shape[0]), int(frame.shape[1])
@@ -1252,7 +1248,7 @@ class ImageFolderVideo(Video):
                 f"folder {self._where} contains no image files ({', '.join(_FOLDER_EXTENSIONS)}); put one "
                 f"image per frame in it or give the path of a video file")
         self.files = sorted(entries, key=lambda p: natural_sort_key(p.name))
-        self.lossy = "JPEG" if any(p.suffix.lower() in (".jpg", ".jpeg") for p in self.files) else None
+        self.lossy = "JPEG" if any(p.suffix.lower() in _JPEG_EXTENSIONS for p in self.files) else None
         first = _gray_frame(self.files[0])
         h, w = int(first.shape[0]), int(first.shape[1])
         _check_dims(h, w, f"'{self.files[0]}'")
