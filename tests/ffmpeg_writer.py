@@ -40,3 +40,13 @@ def transcode_h264(src, path, crf: int = 23) -> Path:
            "-pix_fmt", "yuv420p", "-crf", str(int(crf)), str(path)]
     subprocess.run(cmd, check=True, capture_output=True)
     return Path(path)
+
+
+def encode_dropping(path, frames: np.ndarray, drop, codec_args: tuple[str, ...] = ("-c:v", "ffv1"),
+                    fps: float = 30.0) -> Path:
+    """Encode ``frames`` at ``fps`` but leave out the frames whose indices are in ``drop``, keeping every other
+    frame's timestamp (a camera or capture program that dropped them: a variable-frame-rate movie with gaps in
+    its timestamps; use a container with per-frame times, .mkv or .mp4)."""
+    drop = sorted(int(i) for i in drop)
+    keep = "not(" + "+".join(f"eq(n\\,{i})" for i in drop) + ")" if drop else "1"
+    return encode(path, frames, ("-vf", f"select='{keep}'", "-fps_mode", "passthrough", *codec_args), fps)

@@ -327,3 +327,58 @@ def test_in_lossily_compressed_frames_a_rayleigh_artefact_peak_raises_the_thresh
     bright = dict(ghost, median_mass=1299.0 / 2.0)  # too bright even for d²: implausible in every file
     assert pipeline._implausible_fraction(SimpleNamespace(distribution=SimpleNamespace(stats={"peaks": [bright, beads]}),
                                                           input={})) == pytest.approx(0.41)
+
+
+def test_frames_dropped_by_the_capture_program_are_analysed_at_their_times(tmp_path, monkeypatch):
+    """The bundled 100 nm video written losslessly (FFV1, Matroska) with 25 % of its frames dropped at random and
+    the others keeping their timestamps (a capture program that could not keep up). Without the file's frame
+    rate or exposure given (the container states 30 frames/s): the frames go on the camera's 30 frames/s grid,
+    the missing ones are gaps, and the size and the concentration are those of the complete video. Read as
+    consecutive frames (timestamps ignored) the same file sizes ~20 % too small."""
+    import tifffile
+
+    from exonta.io import open_video
+    from exonta.io.readers import OpenCVVideo
+    from ffmpeg_writer import encode_dropping
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")
+    n = len(frames)
+    drop = np.flatnonzero(np.random.default_rng(1).random(n) < 0.25)
+    drop = drop[(drop > 0) & (drop < n - 1)]
+    kept = np.setdiff1d(np.arange(n), drop)
+    path = encode_dropping(tmp_path / "dropped.mkv", frames, drop, fps=30.0)
+    tif = tmp_path / "whole.tif"
+    tifffile.imwrite(tif, frames)
+
+    def run(p, **acq):
+        vid, cfg, warns, src = pipeline.prepare(p, acquisition={"pixel_size_um": 0.166, "temperature_c": 22.0, **acq})
+        return pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+
+    ref = run(tif, fps=30.0)  # a TIFF stack states no rate
+    res = run(path)
+    rec = res.input["dropped_frames"]
+    assert rec["n_missing"] == drop.size and rec["missing"] == drop.tolist() and rec["n_frames_grid"] == n
+    assert rec["fps_timestamps"] == pytest.approx(30.0, rel=2e-3) and res.analysis_acquisition.fps == rec["fps_analysed"]
+    assert res.input["n_frames"] == kept.size and res.summary()["counts"]["n_frames"] == kept.size
+    assert [w for w in res.warnings if f"{drop.size} frames are missing" in w]
+    t = res.tracks
+    assert set(t["frame"]) <= set(kept.tolist()) and (t["frame"].to_numpy() == kept[t["video_frame"]]).all()
+    d_ref, d = ref.summary()["size_nm"]["d50"], res.summary()["size_nm"]["d50"]
+    assert d == pytest.approx(d_ref, rel=0.05)
+    c_ref, c = (r.summary()["concentration_per_ml"]["value"] for r in (ref, res))
+    assert c == pytest.approx(c_ref, rel=0.03)
+    assert res.summary()["concentration_per_ml"]["n_frames"] == n  # the grid; counts over the recorded frames
+
+    monkeypatch.setattr(OpenCVVideo, "frame_times_s", lambda self: None)
+    naive = pipeline.analyze(open_video(path), res.config.model_copy(update={"acquisition": ref.config.acquisition}))
+    assert "dropped_frames" not in naive.input and naive.summary()["size_nm"]["d50"] < 0.9 * d_ref
+
+
+def test_dropped_frames_are_counted_by_a_calibration_from_the_result():
+    """frames_on_grid: the frame numbering and the recorded frames of a result with dropped frames."""
+    from exonta.detect.repeats import frames_on_grid
+
+    n, present = frames_on_grid({"n_frames": 7, "dropped_frames": {"n_frames_grid": 10, "missing": [2, 5, 6]}})
+    assert n == 10 and present.tolist() == [0, 1, 3, 4, 7, 8, 9]
+    assert frames_on_grid({"n_frames": 7}) == (7, None)
+    assert frames_on_grid({"n_frames": 9, "repeated_frames": {"n_frames_analysed": 4}}) == (4, None)

@@ -647,6 +647,76 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
     return drop_repeated(features, rep), acq, record, [text + " ([detect] drop_repeated_frames = false keeps them)"]
 
 
+def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, acquisition: Any,
+                           sources: dict[str, str] | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
+                                                                          list[str], Any]:
+    """Put a movie's frames on the camera's time grid when its timestamps show dropped frames
+    (:mod:`exonta.io.timing`).
+
+    Parameters
+    ----------
+    features : DataFrame
+        Detections (``frame`` = the file's index).
+    times_s : array or None
+        The file's per-frame timestamps (s), e.g. ``OpenCVVideo.frame_times_s()``.
+    acquisition : Acquisition
+    sources : dict, optional
+        Where each acquisition value came from. A frame rate read from the file (``"file"``; for a
+        movie with gaps that is the average rate) becomes the timestamps' rate; a rate the user gave is
+        kept (a slowed-down export: the camera's rate, the timestamps in the file's time). An exposure
+        assumed equal to the frame interval (``"default"``) follows the rate.
+
+    Returns
+    -------
+    features : DataFrame
+        With ``frame`` the grid index (dropped frames are gaps) and ``video_frame`` the file's index;
+        unchanged when no frame is missing.
+    acquisition : Acquisition
+    record : dict or None
+        ``input["dropped_frames"]`` of the result (None when the timing is regular or unknown).
+    warnings : list of str
+    timing : FrameTiming or None
+    """
+    from .io.timing import GRID_TOLERANCE, frame_timing
+
+    timing = frame_timing(times_s)
+    if timing is None or timing.regular:
+        return features, acquisition, None, [], timing
+    src = (sources or {}).get("fps")
+    if timing.grid is None:
+        return features, acquisition, None, [
+            f"the movie's timestamps are not evenly spaced (variable frame rate: 5 % of the frames are more than "
+            f"{timing.offset_p95:.2f} frame intervals off a steady {timing.fps:.4g} frames/s); its frames are "
+            f"analysed as evenly spaced at {float(acquisition.fps):.4g} frames/s, so the sizes are less certain: "
+            "record at a constant frame rate for release measurements"], timing
+    update: dict[str, Any] = {}
+    if src in (None, "file", "default"):
+        update["fps"] = timing.fps
+        if (sources or {}).get("exposure_s") == "default":
+            update["exposure_s"] = timing.interval_s
+    acq = acquisition.model_copy(update=update) if update else acquisition
+    frame = features["frame"].to_numpy(np.int64)
+    out = features.copy()
+    out.insert(out.columns.get_loc("frame") + 1, "video_frame", frame)
+    out["frame"] = timing.grid[frame]
+    n_file = timing.grid.size
+    record = {"n_missing": timing.n_missing, "n_frames_file": n_file, "n_frames_grid": timing.n_grid,
+              "max_gap": timing.max_gap, "fps_timestamps": round(timing.fps, 6), "fps_analysed": float(acq.fps),
+              "offset_p95": round(timing.offset_p95, 4), "missing": timing.missing().tolist(),
+              "method": "each frame placed round(dt / interval) grid places after the one before on the camera's "
+                        "time grid, the interval the slope of the timestamps against their places; dropped frames are gaps "
+                        f"that tracking bridges and the diffusion estimators skip (times within {GRID_TOLERANCE} "
+                        "of an interval of the grid, 95th percentile; exonta.io.timing)"}
+    text = (f"{timing.n_missing} frames are missing from the movie's {timing.n_grid} (gaps in its timestamps, up to "
+            f"{timing.max_gap} in a row: the camera or the capture program dropped them). The {n_file} frames are "
+            f"analysed at their times on the camera's {timing.fps:.4g} frames/s grid (steps across a gap are not "
+            "taken as one frame's); concentration counts the recorded frames")
+    if _given_rate_differs(float(acq.fps), src, timing.fps):
+        text += (f"; the frame rate given ({float(acq.fps):g} frames/s) is taken as the camera's, the timestamps as "
+                 "the file's (a slowed-down or sped-up export)")
+    return out, acq, record, [text], timing
+
+
 def resolve_auto_size_range(particles: pd.DataFrame, cfg: AnalysisConfig) -> AnalysisConfig:
     """Extend the size grid upwards for micron-sized particles (``sizing.auto_size_range``).
 
@@ -875,6 +945,16 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             input_info["repeated_frames"] = record
             n_frames = int(record["n_frames_analysed"])
             warnings += w_rep
+    frames_present = None
+    if record is None and hasattr(vid, "frame_times_s"):
+        features, acq, dropped, w_drop, timing = resolve_dropped_frames(features, vid.frame_times_s(), acq, sources)
+        warnings += w_drop
+        if timing is not None and timing.grid is not None:
+            container_fps = timing.fps  # the camera's rate, not a file's average over its gaps
+        if dropped is not None:
+            input_info["dropped_frames"] = dropped
+            n_frames = int(dropped["n_frames_grid"])
+            frames_present = timing.grid
     warnings += frame_rate_warnings(float(config.acquisition.fps), sources.get("fps"), container_fps, record)
     timings["detect"] = time.perf_counter() - t
     # the input checksum (seconds for a long video) runs beside the single-threaded stages that follow
@@ -965,7 +1045,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     conc = estimate_concentration(
         features=features, tracks=tracks, particles=particles, distribution=dist, acquisition=acq,
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
-        calibration=cal)
+        calibration=cal, frames_present=frames_present)
     warnings += list(getattr(conc, "warnings", []) or [])
     if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
         warnings += track_fraction_warnings(dist.stats.get("peaks") or [])

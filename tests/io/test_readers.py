@@ -804,10 +804,17 @@ def test_an_h264_movie_reads_exactly_by_index_and_notes_its_codec(tmp_path):
     (".wmv", ("-c:v", "wmv2", "-q:v", "3"), "Windows Media Video"),
     (".mpg", ("-c:v", "mpeg2video", "-q:v", "3"), "MPEG-1/2"),
     (".mkv", ("-c:v", "ffv1"), None),
+    (".gif", (), None),
+    (".3gp", ("-c:v", "mpeg4", "-q:v", "3"), "MPEG-4"),
+    (".flv", ("-c:v", "flv1", "-q:v", "3"), "Sorenson"),
+    (".ogv", ("-c:v", "libtheora", "-q:v", "8"), "Theora"),
+    (".mts", ("-c:v", "mpeg2video", "-q:v", "3"), "MPEG-1/2"),
+    (".asf", ("-c:v", "wmv2", "-q:v", "3"), "Windows Media Video"),
 ])
 def test_other_movie_containers_are_read_and_their_codec_noted(tmp_path, suffix, codec_args, family):
-    """WebM (VP9), Windows Media, MPEG-2 program streams and Matroska open like the other movies; inter-frame
-    codecs get the note, a lossless one (FFV1) does not."""
+    """WebM (VP9), Windows Media (WMV, ASF), MPEG-2 program and transport streams, Matroska, animated GIF, 3GP
+    (phones), Flash video and Ogg Theora open like the other movies; inter-frame codecs get the note, lossless
+    ones (FFV1, GIF's grey palette) do not."""
     from ffmpeg_writer import encode
 
     frames = _smooth_frames(n=12, h=48, w=64)
@@ -856,3 +863,49 @@ def test_lossy_compression_is_recorded_per_format(tmp_path):
     for path, lossy in cases.items():
         with open_video(path) as v:
             assert v.lossy == lossy, (path, v.lossy)
+
+
+@pytest.mark.parametrize("suffix, codec_args", [
+    (".mkv", ("-c:v", "ffv1")),
+    (".mp4", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "12", "-bf", "2", "-g", "10")),
+])
+def test_a_movie_with_dropped_frames_opens_with_its_timestamps(tmp_path, suffix, codec_args):
+    """Frames dropped by the capture program leave gaps in the timestamps of a Matroska or MP4 movie. Matroska
+    stores no frame count (it is the duration × the rate): the short count is not taken for a truncated file,
+    because the last frame is stamped at the end. Reading in order gives the kept frames, and their times
+    (also when asked for before any frame was read)."""
+    from ffmpeg_writer import encode_dropping
+
+    frames = _smooth_frames(n=40, h=48, w=64)
+    drop = [5, 6, 17, 30]
+    kept = np.setdiff1d(np.arange(40), drop)
+    path = encode_dropping(tmp_path / f"clip{suffix}", frames, drop, codec_args, fps=25.0)
+    with open_video(path) as v:
+        assert isinstance(v, OpenCVVideo) and len(v) == kept.size
+        np.testing.assert_allclose(v.frame_times_s(), kept / 25.0, atol=1.5e-3)  # before any read: decodes once
+    with open_video(path) as v:
+        got = v[0:len(v)]
+        np.testing.assert_allclose(v.frame_times_s(), kept / 25.0, atol=1.5e-3)  # kept while reading
+    assert np.abs(got.astype(int) - frames[kept]).mean() < 2.0
+
+
+def test_a_cut_off_matroska_movie_is_still_reported_as_truncated(tmp_path):
+    """Without a stored frame count, frames that stop well before the movie's duration mean a cut-off file."""
+    from ffmpeg_writer import encode_dropping
+
+    path = encode_dropping(tmp_path / "clip.mkv", _smooth_frames(n=60, h=48, w=64), [7], fps=25.0)
+    cut = tmp_path / "cut.mkv"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(ExontaInputError, match="truncated"):
+        open_video(cut)
+
+
+def test_files_without_per_frame_times_give_none(tmp_path):
+    frames = _smooth_frames(n=5, h=48, w=64)
+    tif = tmp_path / "v.tif"
+    tifffile.imwrite(tif, frames)
+    with open_video(tif) as v:
+        assert v.frame_times_s() is None
+    with open_video(_write_avi(tmp_path / "v.avi", frames, "FFV1", fps=20.0)) as v:
+        np.testing.assert_allclose(v.frame_times_s(), np.arange(5) / 20.0, atol=1e-6)  # AVI: index / rate

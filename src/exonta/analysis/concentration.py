@@ -1114,8 +1114,11 @@ class _Counted:
 
 
 def _count(features, tracks, params: ConcentrationParams, detect_params: DetectParams, frame_shape, n_frames,
-           edge, threshold: float | None, psf_ref: float) -> _Counted:
+           edge, threshold: float | None, psf_ref: float, frames_present: np.ndarray | None = None) -> _Counted:
     """Apply the counting rules (persistence, region, wing duplicates, absolute threshold).
+
+    ``frames_present`` (frame indices) limits the per-frame counts to the frames the movie holds when
+    its frames sit on the camera's time grid with gaps (dropped frames, ``input["dropped_frames"]``).
 
     ``psf_ref`` is the reference filter width of the filtered peak (the
     calibration's, so that a sample analysed with another detector width —
@@ -1128,6 +1131,8 @@ def _count(features, tracks, params: ConcentrationParams, detect_params: DetectP
         with np.errstate(invalid="ignore"):
             keep &= filtered_peak(table, psf_ref) >= threshold
     counts = count_per_frame(table[keep], n_frames, frame_shape, edge)
+    if frames_present is not None:
+        counts = counts[np.asarray(frames_present, np.int64)]
     per = None
     if "particle" in table and len(table):
         per = table.loc[keep, "particle"].value_counts()
@@ -1232,6 +1237,7 @@ def estimate_concentration(
     frame_shape: tuple[int, int],
     n_frames: int,
     calibration: Calibration | None,
+    frames_present: np.ndarray | None = None,
 ) -> ConcentrationResult:
     """Concentration of a video in particles/mL with a 95 % interval.
 
@@ -1250,8 +1256,12 @@ def estimate_concentration(
         Edge exclusion (the analysed region) and matched-filter width of the detector.
     frame_shape : (height, width)
     n_frames : int
+        Frames analysed (on the camera's time grid when frames were dropped).
     calibration : Calibration or None
         Without one the nominal depth is used (with a warning).
+    frames_present : array of int, optional
+        The frames of the grid the movie holds (``frame`` values), when ``n_frames`` counts dropped
+        frames too; the per-frame counts are those of these frames only.
 
     Returns
     -------
@@ -1279,7 +1289,8 @@ def estimate_concentration(
                         "depth is applied as is, without the size model; re-create it with `exonta calibrate`")
     else:
         threshold = _counting_threshold(params, noise)
-    cnt = _count(features, tracks, params, detect_params, frame_shape, n_frames, edge, threshold, psf_ref)
+    cnt = _count(features, tracks, params, detect_params, frame_shape, n_frames, edge, threshold, psf_ref,
+                 frames_present)
     counts, lengths = cnt.counts, cnt.lengths
     d_bins, w_occ = occupancy_weights(distribution, particles, cnt.per_particle)
     if d_bins.size != n_bins:
@@ -1414,7 +1425,7 @@ def estimate_concentration(
     lo, hi = _ci(value, rel_se)
     if mean_n == 0:
         # no detection: the 95 % upper bound of a Poisson count of 0 is 3.69 visits of ≥ 1 frame
-        lo, hi = 0.0, 3.689 / max(n_frames, 1) / (area_um2 * depth_um) * UM3_PER_ML * dilution
+        lo, hi = 0.0, 3.689 / max(counts.size, 1) / (area_um2 * depth_um) * UM3_PER_ML * dilution
     details.update({"method": method, "effective_depth_um": depth_um, "detection_volume_um3": area_um2 * depth_um,
                     "uncorrected_per_ml": uncorrected, "rel_se": rel_se})
     if method in ("calibrated+size-model", "calibrated+brightness-model") and np.all(np.isfinite(per_bin)) \
@@ -1533,7 +1544,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     Calibration
     """
     from .. import __version__
-    from ..detect.repeats import analysed_frame_count
+    from ..detect.repeats import frames_on_grid
 
     if not (concentration_per_ml > 0 and math.isfinite(concentration_per_ml)):
         raise ExontaInputError("the standard's concentration must be a positive number of particles/mL")
@@ -1545,7 +1556,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     acq = getattr(result, "analysis_acquisition", None) or cfg.acquisition  # the analysed frames' rate
     params = cfg.concentration
     detect = cfg.detect
-    n_frames = analysed_frame_count(result.input)
+    n_frames, present = frames_on_grid(result.input)
     frame_shape = (int(result.input["height"]), int(result.input["width"]))
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:
@@ -1556,7 +1567,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
         raise ExontaInputError("the noise of the calibration video could not be measured (too few detections with "
                                "an snr): set concentration.count_threshold (raw intensity units) in the config")
     cnt = _count(result.features, result.tracks, params, detect, frame_shape, n_frames, edge, threshold,
-                 detect.psf_sigma_px)
+                 detect.psf_sigma_px, present)
     counts = cnt.counts
     mean_n = float(counts.mean()) if counts.size else 0.0
     if mean_n <= 0:

@@ -49,7 +49,7 @@ from numba import njit
 
 __all__ = ["AMBIGUOUS_SHARE", "GAP_FACTOR", "IRREGULAR_FRAMES", "MAX_REPEAT_FRACTION", "REFERENCE_QUANTILE",
            "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
-           "analysed_frame_count", "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
+           "analysed_frame_count", "frames_on_grid", "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
            "spot_shifts_px"]
 
 #: Every ROW_STEP-th row enters a frame's change (a spot of sigma ≥ 1 px has ≥ 1/3 of its peak on one).
@@ -313,6 +313,19 @@ def analysed_frame_count(input_info: dict) -> int:
     """Frames an analysis used: the file's ``n_frames`` less the repeated frames left out
     (``input["repeated_frames"]`` of a result)."""
     return int((input_info.get("repeated_frames") or {}).get("n_frames_analysed", input_info["n_frames"]))
+
+
+def frames_on_grid(input_info: dict) -> tuple[int, np.ndarray | None]:
+    """``(n, present)``: the ``frame`` values of an analysis run over ``range(n)``; ``present`` lists those
+    the movie holds when its dropped frames left gaps in the camera's time grid (``input["dropped_frames"]``
+    of a result, :func:`exonta.pipeline.resolve_dropped_frames`), else None (every frame is there)."""
+    dropped = input_info.get("dropped_frames")
+    if not dropped:
+        return analysed_frame_count(input_info), None
+    n = int(dropped["n_frames_grid"])
+    present = np.ones(n, bool)
+    present[np.asarray(dropped.get("missing") or [], np.int64)] = False
+    return n, np.flatnonzero(present)
 
 
 def drop_repeated(features: pd.DataFrame, repeats: RepeatedFrames) -> pd.DataFrame:

@@ -65,7 +65,8 @@ __all__ = [
 ]
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
-MOVIE_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg")
+MOVIE_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".wmv", ".mpg", ".mpeg", ".gif", ".3gp", ".flv",
+                    ".ogv", ".mts", ".m2ts", ".asf")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 _FOLDER_EXTENSIONS = IMAGE_EXTENSIONS + (".tif", ".tiff")
 
@@ -298,6 +299,11 @@ class Video:
         self._float_max: float | None = None
         self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
         self._colour: np.ndarray | None = None
+
+    def frame_times_s(self) -> np.ndarray | None:
+        """Each frame's timestamp in seconds from the first, when the file stores one per frame (movies);
+        ``None`` otherwise (TIFF stacks, image folders and arrays have no per-frame times)."""
+        return None
 
     # -- backend hooks ---------------------------------------------------------------------
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
@@ -949,6 +955,9 @@ _INTER_FRAME_CODECS = {
     **dict.fromkeys(("vp90", "vp09", "vp9 "), "VP9"),
     **dict.fromkeys(("av01",), "AV1"),
     **dict.fromkeys(("wmv3", "wvc1", "wmv2", "wmv1"), "Windows Media Video"),
+    **dict.fromkeys(("h263", "s263", "u263"), "H.263"),
+    **dict.fromkeys(("flv1",), "Sorenson Spark (H.263, Flash video)"),
+    **dict.fromkeys(("theo",), "Theora"),
 }
 
 
@@ -987,6 +996,8 @@ class OpenCVVideo(Video):
         super().__init__(path, invert)
         self._cap = None
         self._pos = 0
+        self._pos_exact = True  # the next frame read is frame _pos for sure (not after an approximate seek)
+        self._times_ms: np.ndarray | None = None  # per-frame timestamps, filled as frames are read in order
         self.codec = ""
         self.format = self.path.suffix.lower().lstrip(".")
         try:
@@ -1023,7 +1034,40 @@ class OpenCVVideo(Video):
         if self._cap is None:
             self._cap = self._new_capture()
             self._pos = 0
+            self._pos_exact = True
         return self._cap
+
+    def _note_time(self, index: int) -> None:
+        """Keep the timestamp of frame ``index``, just grabbed, when the read position is known exactly."""
+        if self._pos_exact and self._times_ms is not None and 0 <= index < self._times_ms.size:
+            import cv2
+
+            self._times_ms[index] = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+
+    def frame_times_s(self) -> np.ndarray | None:
+        """Each frame's presentation timestamp (s, the first frame at 0), as the container stores it.
+
+        The times are kept as the frames are read in order (an analysis reads every frame); the frames not
+        read that way yet are decoded once here. ``None`` when the container gives no usable times (not
+        increasing). A camera or capture program that drops frames leaves gaps in these times
+        (:func:`exonta.io.timing.frame_timing`).
+        """
+        with self._lock:
+            t = self._times_ms
+            if t is None or not np.isfinite(t).all():
+                self._close()
+                cap = self._ensure_open()
+                for i in range(self.n_frames):
+                    if not cap.grab():
+                        self._close()
+                        self._truncated(i)
+                    self._pos = i + 1
+                    self._note_time(i)
+                t = self._times_ms
+            times = (t - t[0]) / 1000.0
+        if times.size > 1 and not (np.diff(times) > 0).all():
+            return None
+        return times
 
     def _setup(self) -> None:
         import cv2
@@ -1058,9 +1102,15 @@ class OpenCVVideo(Video):
             self.metadata = {"fps": self.fps}
         reported = finite_or_none(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         reported = int(round(reported)) if reported is not None and reported > 0 else 0
-        self.n_frames = self._verify_count(reported)
+        counted: list[float] = []
+        self.n_frames = self._verify_count(reported, counted)
+        self._times_ms = np.full(self.n_frames, np.nan)
+        if len(counted) == self.n_frames:
+            self._times_ms[:] = counted
 
-    def _verify_count(self, reported: int) -> int:
+    def _verify_count(self, reported: int, times_ms: list[float]) -> int:
+        """The number of decodable frames. When the header's count has to be checked by decoding, the
+        frames' timestamps are appended to ``times_ms`` on the way."""
         import cv2
 
         cap = self._cap
@@ -1081,16 +1131,31 @@ class OpenCVVideo(Video):
         cap = self._ensure_open()
         n = 0
         while cap.grab():
+            times_ms.append(cap.get(cv2.CAP_PROP_POS_MSEC))
             n += 1
         self._close()
         if n == 0:
             raise ExontaInputError(
                 f"{self._where} contains no decodable frame; check the recording or re-export it")
-        if reported and n < reported - max(2, int(0.01 * reported)):
+        if reported and n < reported - max(2, int(0.01 * reported)) and not self._complete(times_ms, reported):
             raise ExontaInputError(
                 f"{self._where} is truncated or corrupt: its header announces {reported} frames but only "
                 f"{n} can be decoded; copy or export the video again")
         return n
+
+    def _complete(self, times_ms: list[float], reported: int) -> bool:
+        """Whether decoded frames that fall short of the header's count still reach its end in time.
+
+        Without a stored count (Matroska, WebM) the count is the duration × the frame rate. A recording
+        whose camera or capture program dropped frames has fewer frames than that, but its last frame is
+        stamped at the end; a truncated file stops early.
+        """
+        fps = self.fps
+        t = np.asarray(times_ms, float)
+        if fps is None or t.size < 2 or not np.isfinite(t).all() or not (np.diff(t) > 0).all():
+            return False
+        end_ms = (reported - 1) / fps * 1000.0
+        return bool(t[-1] - t[0] >= end_ms - 2.0 * 1000.0 / fps)
 
     def _seek(self, index: int) -> None:
         import cv2
@@ -1102,6 +1167,7 @@ class OpenCVVideo(Video):
             while self._pos < index:
                 if not cap.grab():
                     self._truncated(self._pos)
+                self._note_time(self._pos)
                 self._pos += 1
             return
         if index == 0:
@@ -1110,6 +1176,9 @@ class OpenCVVideo(Video):
             return
         cap.set(cv2.CAP_PROP_POS_FRAMES, index)
         self._pos = index
+        # OpenCV seeks by time (index / frame rate): in a movie with gaps in its timestamps it lands near,
+        # not on, the frame; times read from here on are not trusted until the next read from the start
+        self._pos_exact = False
 
     def _truncated(self, index: int):
         raise ExontaInputError(
@@ -1125,6 +1194,7 @@ class OpenCVVideo(Video):
             if not ok or frame is None:
                 self._close()
                 self._truncated(start + j)
+            self._note_time(start + j)
             self._pos += 1
             if frame.shape[:2] != (self.height, self.width):
                 raise ExontaInputError(
