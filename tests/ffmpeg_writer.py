@@ -50,3 +50,15 @@ def encode_dropping(path, frames: np.ndarray, drop, codec_args: tuple[str, ...] 
     drop = sorted(int(i) for i in drop)
     keep = "not(" + "+".join(f"eq(n\\,{i})" for i in drop) + ")" if drop else "1"
     return encode(path, frames, ("-vf", f"select='{keep}'", "-fps_mode", "passthrough", *codec_args), fps)
+
+
+def encode16(path, frames: np.ndarray, codec_args: tuple[str, ...], fps: float = 25.0) -> Path:
+    """Encode 16-bit grey ``(n, h, w)`` frames with FFmpeg's ``codec_args`` (e.g. ``("-c:v", "ffv1")``)."""
+    import imageio_ffmpeg
+
+    frames = np.ascontiguousarray(frames, dtype="<u2")
+    n, h, w = frames.shape
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray16le",
+           "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *codec_args, str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True, capture_output=True)
+    return Path(path)

@@ -909,3 +909,23 @@ def test_files_without_per_frame_times_give_none(tmp_path):
         assert v.frame_times_s() is None
     with open_video(_write_avi(tmp_path / "v.avi", frames, "FFV1", fps=20.0)) as v:
         np.testing.assert_allclose(v.frame_times_s(), np.arange(5) / 20.0, atol=1e-6)  # AVI: index / rate
+
+
+def test_a_16_bit_grey_movie_keeps_its_16_bits(tmp_path):
+    """FFV1 in Matroska with 16-bit grey frames (a 12-bit camera's recording, values up to ~2000): read as
+    uint16, every value exact. OpenCV's usual 8-bit conversion kept only the top 8 bits (values 0-7). A movie
+    format that still comes out reduced (16-bit PNG frames in a QuickTime movie) gets a note saying so."""
+    from ffmpeg_writer import encode16
+
+    rng = np.random.default_rng(0)
+    frames = (rng.poisson(300, (6, 48, 64)) + np.arange(64)[None, None, :] * 25).astype(np.uint16)
+    with open_video(encode16(tmp_path / "g16.mkv", frames, ("-c:v", "ffv1"))) as v:
+        assert v.dtype == np.uint16 and v.source_dtype == np.uint16 and len(v) == 6
+        np.testing.assert_array_equal(v[0:6], frames)
+        np.testing.assert_array_equal(v[3], frames[3])
+        assert not [n for n in v.notes if "grey levels" in n]
+    with open_video(encode16(tmp_path / "g16.mov", frames, ("-c:v", "png", "-pix_fmt", "gray16be"))) as v:
+        if v.dtype == np.uint8:
+            assert [n for n in v.notes if "grey levels 0-" in n and "16-bit TIFF" in n]
+        else:  # an OpenCV that decodes it fully
+            np.testing.assert_array_equal(v[0:6], frames)

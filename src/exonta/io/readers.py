@@ -961,6 +961,9 @@ _INTER_FRAME_CODECS = {
 }
 
 
+#: An 8-bit movie whose first frame stays below this grey level gets a note (16-bit frames reduced to 8 bits?).
+_FEW_LEVELS = 16
+
 #: Suffixes of JPEG image files (lossy).
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 #: Motion-JPEG four-character codes (each frame a JPEG image: lossy, but coded by itself).
@@ -998,6 +1001,7 @@ class OpenCVVideo(Video):
         self._pos = 0
         self._pos_exact = True  # the next frame read is frame _pos for sure (not after an approximate seek)
         self._times_ms: np.ndarray | None = None  # per-frame timestamps, filled as frames are read in order
+        self._raw16 = False  # decoded without OpenCV's 8-bit BGR conversion (16-bit grey movies)
         self.codec = ""
         self.format = self.path.suffix.lower().lstrip(".")
         try:
@@ -1015,11 +1019,12 @@ class OpenCVVideo(Video):
 
         cap = None
         backends = [cv2.CAP_FFMPEG]
-        if self.path.suffix.lower() == ".avi":
+        if self.path.suffix.lower() == ".avi" and not self._raw16:
             backends.append(cv2.CAP_OPENCV_MJPEG)
         for api in backends:
             try:
-                cap = cv2.VideoCapture(str(self.path), api)
+                cap = (cv2.VideoCapture(str(self.path), api, [cv2.CAP_PROP_CONVERT_RGB, 0]) if self._raw16 else
+                       cv2.VideoCapture(str(self.path), api))
             except cv2.error:
                 cap = None
             if cap is not None and cap.isOpened():
@@ -1081,9 +1086,22 @@ class OpenCVVideo(Video):
                    "0 frames, or a corrupt file; check the recording or re-export it")
             raise ExontaInputError(f"{self._where} contains no decodable frame ({why})")
         self._pos = 1
+        if self._sixteen_bit_grey(frame.shape[:2]):
+            self._close()
+            self._raw16 = True
+            cap = self._ensure_open()
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                raise ExontaInputError(f"{self._where} contains no decodable frame (0 frames, or a corrupt file)")
+            self._pos = 1
         h, w = frame.shape[:2]
         _check_dims(h, w, self._where)
         self.height, self.width = int(h), int(w)
+        if frame.dtype == np.uint8 and 0 < int(frame.max()) < _FEW_LEVELS:
+            self.notes.append(
+                f"the first frame of {self._where} holds only grey levels 0-{int(frame.max())} of 255: if the camera "
+                "recorded more than 8 bits, the movie's frames lost their lower bits when decoded (OpenCV reads "
+                "16-bit PNG or big-endian frames in a movie as 8-bit); export the recording as a 16-bit TIFF stack")
         c = 1 if frame.ndim == 2 else frame.shape[2]
         self._order = _order_for_samples(c, bgr=True, where=self._where)
         self.source_dtype = np.dtype(frame.dtype)
@@ -1107,6 +1125,28 @@ class OpenCVVideo(Video):
         self._times_ms = np.full(self.n_frames, np.nan)
         if len(counted) == self.n_frames:
             self._times_ms[:] = counted
+
+    def _sixteen_bit_grey(self, shape: tuple[int, int]) -> bool:
+        """Whether the movie's frames are 16-bit grey (FFV1 or raw gray16le, as scientific recorders write).
+
+        OpenCV converts every decoded frame to 8-bit BGR, which keeps only the top 8 bits: a 12-bit camera's
+        frames would come out as a few grey levels. Decoded without that conversion, such a stream comes back
+        as 16-bit single-channel frames (FFmpeg's gray16le; other formats come back as 8-bit planes or
+        colour and are read through the conversion as before).
+        """
+        import cv2
+
+        if self._cap is None or self._cap.getBackendName() != "FFMPEG":
+            return False
+        try:
+            probe = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_CONVERT_RGB, 0])
+        except cv2.error:
+            return False
+        try:
+            ok, raw = probe.read() if probe.isOpened() else (False, None)
+        finally:
+            probe.release()
+        return bool(ok and raw is not None and raw.dtype == np.uint16 and raw.shape == tuple(shape))
 
     def _verify_count(self, reported: int, times_ms: list[float]) -> int:
         """The number of decodable frames. When the header's count has to be checked by decoding, the
