@@ -382,3 +382,28 @@ def test_dropped_frames_are_counted_by_a_calibration_from_the_result():
     assert n == 10 and present.tolist() == [0, 1, 3, 4, 7, 8, 9]
     assert frames_on_grid({"n_frames": 7}) == (7, None)
     assert frames_on_grid({"n_frames": 9, "repeated_frames": {"n_frames_analysed": 4}}) == (4, None)
+
+
+def test_timestamps_irregular_or_spanning_a_pause_keep_the_frames_consecutive():
+    """resolve_dropped_frames: regular times change nothing; times on no steady grid, or spanning far more frames
+    than the movie holds (a paused recording), are analysed as consecutive frames with a warning; a given frame
+    rate is kept (the grid in the file's time), one read from the file becomes the camera's."""
+    from exonta.config import Acquisition
+
+    feats = pd.DataFrame({"frame": np.arange(50), "x": 5.0, "y": 5.0})
+    acq = Acquisition(pixel_size_um=0.1, fps=28.0, exposure_s=0.01)
+    same, a, rec, warns, _ = pipeline.resolve_dropped_frames(feats, np.arange(50) / 30.0, acq, {"fps": "file"})
+    assert same is feats and a is acq and rec is None and warns == []
+    wander = np.cumsum(np.random.default_rng(0).uniform(0.02, 0.05, 50))
+    same, a, rec, warns, _ = pipeline.resolve_dropped_frames(feats, wander, acq, {"fps": "file"})
+    assert same is feats and rec is None and "not evenly spaced" in warns[0]
+    paused = np.r_[np.arange(25), 10**6 + np.arange(25)] / 30.0
+    same, a, rec, warns, _ = pipeline.resolve_dropped_frames(feats, paused, acq, {"fps": "file"})
+    assert same is feats and rec is None and "paused" in warns[0]
+    gaps = np.r_[np.arange(25), 27 + np.arange(25)] / 30.0
+    for source, fps in (("file", 30.0), ("cli", 28.0)):
+        out, a, rec, warns, _ = pipeline.resolve_dropped_frames(feats, gaps, acq, {"fps": source})
+        assert a.fps == pytest.approx(fps) and rec["n_missing"] == 2 and rec["missing"] == [25, 26]
+        assert out["frame"].tolist() == list(range(25)) + list(range(27, 52))
+        assert out["video_frame"].tolist() == list(range(50))
+        assert ("taken as the camera's" in warns[0]) is (source == "cli")

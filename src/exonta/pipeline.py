@@ -647,6 +647,10 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
     return drop_repeated(features, rep), acq, record, [text + " ([detect] drop_repeated_frames = false keeps them)"]
 
 
+#: Timestamps spanning more than this many times the movie's frames (+ 10 000) are not put on a grid.
+_MAX_GRID_FACTOR = 20
+
+
 def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, acquisition: Any,
                            sources: dict[str, str] | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
                                                                           list[str], Any]:
@@ -689,6 +693,11 @@ def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, a
             f"{timing.offset_p95:.2f} frame intervals off a steady {timing.fps:.4g} frames/s); its frames are "
             f"analysed as evenly spaced at {float(acquisition.fps):.4g} frames/s, so the sizes are less certain: "
             "record at a constant frame rate for release measurements"], timing
+    if timing.n_grid > _MAX_GRID_FACTOR * timing.grid.size + 10_000:
+        return features, acquisition, None, [
+            f"the movie's timestamps span {timing.n_grid} frames of {timing.fps:.4g} frames/s for its "
+            f"{timing.grid.size} frames (a paused recording, or broken timestamps); its frames are analysed as "
+            "consecutive: cut the recording at the pause or re-export it at a constant frame rate"], timing
     update: dict[str, Any] = {}
     if src in (None, "file", "default"):
         update["fps"] = timing.fps
