@@ -407,3 +407,24 @@ def test_timestamps_irregular_or_spanning_a_pause_keep_the_frames_consecutive():
         assert out["frame"].tolist() == list(range(25)) + list(range(27, 52))
         assert out["video_frame"].tolist() == list(range(50))
         assert ("taken as the camera's" in warns[0]) is (source == "cli")
+
+
+def test_lossy_frames_get_the_rounding_noise_floor(tmp_path):
+    """resolve_noise_floor (through prepare): 1/sqrt(12) for an H.264 movie, recorded among the automatic
+    parameters; 0 for a TIFF stack; a value given in the configuration is kept."""
+    import tifffile
+
+    from ffmpeg_writer import write_h264
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")[:20]
+    acq = {"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": 22.0}
+    movie = write_h264(tmp_path / "m.mp4", frames)
+    tif = tmp_path / "m.tif"
+    tifffile.imwrite(tif, frames)
+    _, cfg, _, _ = pipeline.prepare(movie, acquisition=acq)
+    assert cfg.detect.noise_floor == pytest.approx(1 / np.sqrt(12), rel=1e-5)
+    assert cfg._auto["noise_floor"]["compression"] == "H.264"
+    _, cfg, _, _ = pipeline.prepare(tif, acquisition=acq)
+    assert cfg.detect.noise_floor == 0.0 and "noise_floor" not in cfg._auto
+    _, cfg, _, _ = pipeline.prepare(movie, acquisition=acq, overrides={"detect": {"noise_floor": 0.0}})
+    assert cfg.detect.noise_floor == 0.0 and "noise_floor" not in cfg._auto

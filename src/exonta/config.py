@@ -145,6 +145,11 @@ class DetectParams(_Model):
                                  "rarely form tracks of min_track_length")
     threshold: float | None = Field(default=None, ge=0,
                                     description="manual threshold on the filtered image (overrides threshold_snr)")
+    noise_floor: float | None = Field(default=None, ge=0, le=1e6,
+                                      description="smallest pixel noise sigma (raw units) the threshold assumes. "
+                                      "Unset: 1/sqrt(12) (the rounding noise of integer pixel values) for lossily "
+                                      "compressed frames, whose codec can flatten a dark background to almost no "
+                                      "noise so that faint artefacts pass any threshold in sigmas; 0 otherwise")
     auto_threshold: bool = Field(default=True, description="when neither threshold_snr nor threshold is given and "
                                  "the size distribution has a peak too bright for its size (noise maxima or "
                                  "compression artefacts linked into tracks; exonta.analysis.distribution."

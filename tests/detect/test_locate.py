@@ -572,3 +572,44 @@ def test_clipped_200nm_beads_are_found_once_each_on_an_8bit_camera(binning):
     assert n >= 50 and recall > 0.9, (recall, n)
     assert unmatched <= noise + 3.0, (unmatched, noise)
     assert twice <= 0.05 * n, twice
+
+
+def test_the_filter_noise_gain_is_the_noise_of_filtered_white_noise():
+    """filter_noise_gain: sigma of the matched-filtered frame per unit pixel noise (the binned search's kernel
+    too), against the filtered noise itself (reference band-pass)."""
+    from exonta.detect.locate import filter_noise_gain, gaussian_kernel
+
+    z = np.random.default_rng(0).normal(size=(600, 600))
+    for sigma, box_half in ((1.5, 6), (0.8, 3), (3.0, 12)):
+        measured = ref.bandpass_ref(z, sigma, box_half)[40:-40, 40:-40].std()
+        assert filter_noise_gain(gaussian_kernel(sigma), box_half) == pytest.approx(measured, rel=0.03)
+
+
+@pytest.mark.parametrize("binning", [1, 2])
+def test_a_noise_floor_keeps_faint_blobs_on_a_flattened_background_out(binning):
+    """A background a codec flattened to exactly 0, with single pixels one grey level up (what compression leaves
+    of the noise) and real spots (peak 60): without a floor the noise measures 0 and every such pixel is a spot;
+    with the rounding-noise floor 1/sqrt(12) (a lone 1-level pixel filters to 1.3 floor sigmas) only the real
+    spots remain, and their snr is at most their filtered peak over the floor (equal in tiles of flat zeros)."""
+    from exonta.detect.locate import filter_noise_gain, gaussian_kernel
+
+    rng = np.random.default_rng(4)
+    shape = (160, 200)
+    xs, ys = _grid_positions(rng, shape, 72, margin=12)  # distinct cells of a 12-px grid
+    img = np.zeros(shape)
+    for x, y in zip(xs[:12], ys[:12]):  # 12 real spots
+        img += 60.0 * np.outer(ref.pixel_gauss_1d(shape[0], y, 1.5), ref.pixel_gauss_1d(shape[1], x, 1.5)) * 2 * np.pi * 2.25
+    frame = np.round(img).astype(np.uint8)
+    frame[np.rint(ys[12:]).astype(int), np.rint(xs[12:]).astype(int)] = 1  # 60 lone pixels
+    base = dict(background="none", search_binning=binning, psf_sigma_px=1.5)
+    loose = locate(frame, DetectParams(**base))
+    floored = locate(frame, DetectParams(**base, noise_floor=1 / np.sqrt(12)))
+    assert len(loose) >= 12 + 10  # lone pixels taken for spots (others fail the fit)
+    assert len(floored) == 12 and _match(floored, xs[:12], ys[:12])[:2] == (1.0, 1.0)
+    peak = ref.bandpass_ref(frame, 1.5, 6)
+    floor_f = filter_noise_gain(gaussian_kernel(1.5), 6) / np.sqrt(12)
+    rows, cols = np.rint(floored["y"]).astype(int), np.rint(floored["x"]).astype(int)
+    if binning == 1:  # the floor bounds the noise from below (tiles holding a spot measure more)
+        bound = peak[rows, cols] / floor_f
+        assert (floored["snr"].to_numpy() <= bound * (1 + 1e-4)).all()
+        assert np.isclose(floored["snr"].to_numpy(), bound, rtol=1e-4).sum() >= 2

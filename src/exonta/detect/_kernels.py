@@ -67,6 +67,10 @@ Settings = namedtuple(
         "sep_dy_b",       # int64 (m,)
         "sep_dx_b",       # int64 (m,)
         "sigma0_b",       # float: the binned spot's sigma, binned px
+        # smallest tile noise of the filtered frame (a floor on the grid; 0: none), full-res and binned:
+        # DetectParams.noise_floor through the filter (lossily compressed frames, see locate._settings)
+        "min_sigma_f",    # float
+        "min_sigma_f_b",  # float
         # (the noise tiles keep their side, noise_tile, in binned pixels: the same number of samples per tile)
     ],
 )
@@ -764,6 +768,17 @@ def _cap_noise(grid, ratio, raw, edge):
                 grid[i, j] = lim
                 n_cap += 1
     return n_cap
+
+
+@njit(cache=True, nogil=True)
+def _raise_to(grid, floor):
+    """``grid = max(grid, floor)`` in place (nothing when ``floor`` ≤ 0)."""
+    if floor > 0.0:
+        ny, nx = grid.shape
+        for i in range(ny):
+            for j in range(nx):
+                if grid[i, j] < floor:
+                    grid[i, j] = floor
 
 
 @njit(cache=True, nogil=True)
@@ -1918,6 +1933,7 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
         if own_grid:
             _noise_map(fb, s.edge_b, grid, 6)
             _cap_noise(grid, _NOISE_CAP, raw, s.edge)  # the same tiles, their levels from the raw frame
+            _raise_to(grid, s.min_sigma_f_b)
         n = _find_maxima(fb, grid, s.threshold_snr, 4.0 * floor, s.edge_b, s.sep_dy_b, s.sep_dx_b, rows, cols, vals)
         f = fb
     else:
@@ -1925,6 +1941,7 @@ def _process_frame(raw, bg, s, floor, grid, own_grid, work, filt, rows, cols, va
         if own_grid:
             _noise_map(filt, s.edge, grid, 6)
             _cap_noise(grid, _NOISE_CAP, raw, s.edge)
+            _raise_to(grid, s.min_sigma_f)
         if s.threshold >= 0.0:
             n = _find_maxima(filt, grid, 0.0, max(s.threshold, floor), s.edge, s.sep_dy, s.sep_dx, rows, cols, vals)
         else:

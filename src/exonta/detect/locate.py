@@ -146,6 +146,19 @@ def search_binning(p: DetectParams) -> int:
     return 1 if p.threshold is not None else int(p.search_binning)
 
 
+def filter_noise_gain(gauss: np.ndarray, box_half: int) -> float:
+    """Noise sigma of the matched-filtered frame (Gaussian − box mean, :func:`_kernels._filter_frame`) for
+    independent pixel noise of sigma 1: the root sum of squares of the 2-D kernel."""
+    g = np.asarray(gauss, float)
+    r = g.size // 2
+    half = max(r, int(box_half))
+    k = np.zeros((2 * half + 1, 2 * half + 1))
+    k[half - r:half + r + 1, half - r:half + r + 1] = np.outer(g, g)
+    nb = 2 * int(box_half) + 1
+    k[half - box_half:half + box_half + 1, half - box_half:half + box_half + 1] -= 1.0 / nb ** 2
+    return float(np.sqrt(np.sum(k * k)))
+
+
 def _settings(p: DetectParams) -> K.Settings:
     d = derived_sizes(p)
     dy, dx = _disc_offsets(d["min_separation_px"])
@@ -155,9 +168,12 @@ def _settings(p: DetectParams) -> K.Settings:
     # estimate is as precise (half-size tiles of a dense field were mostly spot, and their noise came out high)
     sigma_b = math.sqrt((p.psf_sigma_px ** 2 + 1.0 / 3.0) / 4.0)
     dy_b, dx_b = _disc_offsets(d["min_separation_px"] / 2.0)
+    gauss, gauss_b = gaussian_kernel(p.psf_sigma_px), gaussian_kernel(sigma_b)
+    box_half_b = max(int(round(d["box_half"] / 2.0)), 2)
+    floor = float(p.noise_floor or 0.0)  # per pixel; a 2×2 sum has twice its sigma
     return K.Settings(
         sign=-1.0 if p.invert else 1.0,
-        gauss=gaussian_kernel(p.psf_sigma_px),
+        gauss=gauss,
         box_half=int(d["box_half"]),
         threshold=float(p.threshold) if p.threshold is not None else -1.0,
         threshold_snr=float(p.threshold_snr),
@@ -171,12 +187,14 @@ def _settings(p: DetectParams) -> K.Settings:
         saturation=math.inf,
         merge_sigma=float(p.merge_within_sigma),
         search_bin=search_binning(p),
-        gauss_b=gaussian_kernel(sigma_b),
-        box_half_b=max(int(round(d["box_half"] / 2.0)), 2),
+        gauss_b=gauss_b,
+        box_half_b=box_half_b,
         edge_b=int(math.ceil(d["edge_px"] / 2.0)),
         sep_dy_b=dy_b,
         sep_dx_b=dx_b,
         sigma0_b=float(sigma_b),
+        min_sigma_f=floor * filter_noise_gain(gauss, int(d["box_half"])) if floor > 0 else 0.0,
+        min_sigma_f_b=2.0 * floor * filter_noise_gain(gauss_b, box_half_b) if floor > 0 else 0.0,
     )
 
 
