@@ -1272,7 +1272,7 @@ def estimate_concentration(
     n_bins = len(getattr(distribution, "table", [])) if distribution is not None else 0
     dilution = float(acquisition.dilution)
     details: dict[str, Any] = {"analysed_area_um2": area_um2, "edge_px": edge, "dilution": dilution,
-                               "n_frames": int(n_frames)}
+                               "n_frames": int(n_frames if frames_present is None else len(frames_present))}
     if area_um2 <= 0 or n_frames <= 0:
         warnings.append("the detector's edge exclusion and the excluded regions leave no analysed area: no concentration")
         details["method"] = "none"
