@@ -740,8 +740,9 @@ def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, a
     record = {"n_missing": timing.n_missing, "n_frames_file": n_file, "n_frames_grid": timing.n_grid,
               "max_gap": timing.max_gap, "fps_timestamps": round(timing.fps, 6), "fps_analysed": float(acq.fps),
               "offset_p95": round(timing.offset_p95, 4), "missing": timing.missing().tolist(),
-              "method": "each frame placed round(dt / interval) grid places after the one before on the camera's "
-                        "time grid, the interval the slope of the timestamps against their places; dropped frames are gaps "
+              "method": "each frame placed round(dt / interval) grid places after the one before on the "
+                        "camera's time grid, the interval the slope of the timestamps against their places; "
+                        "dropped frames are gaps "
                         f"that tracking bridges and the diffusion estimators skip (times within {GRID_TOLERANCE} "
                         "of an interval of the grid, 95th percentile; exonta.io.timing)"}
     text = (f"{timing.n_missing} frames are missing from the movie's {timing.n_grid} (gaps in its timestamps, up to "

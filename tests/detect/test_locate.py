@@ -598,7 +598,8 @@ def test_a_noise_floor_keeps_faint_blobs_on_a_flattened_background_out(binning):
     xs, ys = _grid_positions(rng, shape, 72, margin=12)  # distinct cells of a 12-px grid
     img = np.zeros(shape)
     for x, y in zip(xs[:12], ys[:12]):  # 12 real spots
-        img += 60.0 * np.outer(ref.pixel_gauss_1d(shape[0], y, 1.5), ref.pixel_gauss_1d(shape[1], x, 1.5)) * 2 * np.pi * 2.25
+        spot = np.outer(ref.pixel_gauss_1d(shape[0], y, 1.5), ref.pixel_gauss_1d(shape[1], x, 1.5))
+        img += 60.0 * spot * 2 * np.pi * 2.25  # peak 60
     frame = np.round(img).astype(np.uint8)
     frame[np.rint(ys[12:]).astype(int), np.rint(xs[12:]).astype(int)] = 1  # 60 lone pixels
     base = dict(background="none", search_binning=binning, psf_sigma_px=1.5)

@@ -49,7 +49,8 @@ from numba import njit
 
 __all__ = ["AMBIGUOUS_SHARE", "GAP_FACTOR", "IRREGULAR_FRAMES", "MAX_REPEAT_FRACTION", "REFERENCE_QUANTILE",
            "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
-           "analysed_frame_count", "frames_on_grid", "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
+           "analysed_frame_count", "frames_on_grid",
+           "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
            "spot_shifts_px"]
 
 #: Every ROW_STEP-th row enters a frame's change (a spot of sigma ≥ 1 px has ≥ 1/3 of its peak on one).
