@@ -929,3 +929,18 @@ def test_a_16_bit_grey_movie_keeps_its_16_bits(tmp_path):
             assert [n for n in v.notes if "grey levels 0-" in n and "16-bit TIFF" in n]
         else:  # an OpenCV that decodes it fully
             np.testing.assert_array_equal(v[0:6], frames)
+
+
+def test_an_ome_tiff_gives_its_planes_times(tmp_path):
+    """OME Plane DeltaT (ms here) becomes frame_times_s (s, from the first frame) when every time point has one."""
+    frames = _smooth_frames(n=5, h=48, w=64).astype(np.uint16)
+    t_ms = [100.0, 140.0, 180.0, 260.0, 300.0]
+    full = tmp_path / "full.ome.tif"
+    tifffile.imwrite(full, frames, metadata={"axes": "TYX", "Plane": {"DeltaT": t_ms, "DeltaTUnit": ["ms"] * 5}})
+    with open_video(full) as v:
+        np.testing.assert_allclose(v.frame_times_s(), [0.0, 0.04, 0.08, 0.16, 0.2])
+        assert v.metadata["fps"] == pytest.approx(25.0)  # the median interval
+    plain = tmp_path / "plain.ome.tif"
+    tifffile.imwrite(plain, frames, metadata={"axes": "TYX"})
+    with open_video(plain) as v:
+        assert v.frame_times_s() is None

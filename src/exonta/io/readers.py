@@ -716,6 +716,20 @@ class TiffVideo(Video):
             self.format = "tiff"
         self.metadata = _tiff_metadata(tif)
         self.fps = self.metadata.get("fps")
+        self._times_s = None
+        try:
+            if tif.is_ome and tif.ome_metadata:
+                self._times_s = _ome_frame_times(tif.ome_metadata, self.n_frames)
+        except Exception:  # unreadable OME metadata: no per-frame times (the frames are still read)
+            self._times_s = None
+
+    def frame_times_s(self) -> np.ndarray | None:
+        """The OME planes' ``DeltaT`` (s from the first frame) when the file gives one for every frame (a
+        Micro-Manager or Bio-Formats OME-TIFF), else None."""
+        t = getattr(self, "_times_s", None)
+        if t is None or t.size < 2 or not (np.diff(t) > 0).all():
+            return None
+        return t - t[0]
 
     def _ensure_open(self):
         if self._tif is None:
@@ -812,6 +826,33 @@ def _local(tag: str) -> str:
 
 
 
+def _ome_plane_times(planes: list) -> list[tuple[int, float]]:
+    """``(TheT, DeltaT in s)`` of the OME ``Plane`` elements of the first channel and Z plane, sorted by TheT
+    (one per time point; planes without a usable time are left out)."""
+    stamps = {}
+    for p in planes:
+        if p.get("TheC", "0") == "0" and p.get("TheZ", "0") == "0":
+            t, u = finite_or_none(p.get("DeltaT")), p.get("DeltaTUnit", "s").strip().lower()
+            if t is not None and u in _TIME_TO_S and finite_or_none(p.get("TheT")) is not None:
+                stamps[int(float(p.get("TheT")))] = t * _TIME_TO_S[u]
+    return sorted(stamps.items())
+
+
+def _ome_frame_times(xml: str, n_frames: int) -> np.ndarray | None:
+    """The OME planes' ``DeltaT`` (s) of time points ``0 … n_frames − 1``, or None unless every one has a time."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if _local(e.tag) == "Pixels"), None)
+    if pixels is None:
+        return None
+    stamps = _ome_plane_times([e for e in pixels if _local(e.tag) == "Plane"])
+    if [t for t, _ in stamps] != list(range(n_frames)):
+        return None
+    return np.array([s for _, s in stamps], float)
+
+
 def _ome_metadata(xml: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
@@ -834,14 +875,8 @@ def _ome_metadata(xml: str) -> dict[str, Any]:
     interval = dt * _TIME_TO_S[tunit] if dt is not None and tunit in _TIME_TO_S else None
     if interval is None or interval <= 0:
         # fall back on the time stamps of the planes of the first channel/plane
-        stamps = []
-        for p in planes:
-            if p.get("TheC", "0") == "0" and p.get("TheZ", "0") == "0":
-                t, u = finite_or_none(p.get("DeltaT")), p.get("DeltaTUnit", "s").strip().lower()
-                if t is not None and u in _TIME_TO_S and finite_or_none(p.get("TheT")) is not None:
-                    stamps.append((int(float(p.get("TheT"))), t * _TIME_TO_S[u]))
+        stamps = _ome_plane_times(planes)
         if len(stamps) >= 2:
-            stamps.sort()
             diffs = np.diff([s for _, s in stamps]) / np.diff([t for t, _ in stamps])
             interval = float(np.median(diffs)) if np.all(np.isfinite(diffs)) else None
     if interval is not None and interval > 0 and _in_range(1.0 / interval, _FPS_RANGE):
