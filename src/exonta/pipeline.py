@@ -680,8 +680,9 @@ _MAX_GRID_FACTOR = 20
 
 
 def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, acquisition: Any,
-                           sources: dict[str, str] | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
-                                                                          list[str], Any]:
+                           sources: dict[str, str] | None = None,
+                           warn_irregular: bool = True) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
+                                                                 list[str], Any]:
     """Put a movie's frames on the camera's time grid when its timestamps show dropped frames
     (:mod:`exonta.io.timing`).
 
@@ -697,6 +698,9 @@ def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, a
         movie with gaps that is the average rate) becomes the timestamps' rate; a rate the user gave is
         kept (a slowed-down export: the camera's rate, the timestamps in the file's time). An exposure
         assumed equal to the frame interval (``"default"``) follows the rate.
+    warn_irregular : bool
+        Warn when the times sit on no steady grid. False for times that are known to jitter (an OME-TIFF's
+        plane times are often the software's arrival times): only a clear grid with gaps is used.
 
     Returns
     -------
@@ -716,6 +720,8 @@ def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, a
         return features, acquisition, None, [], timing
     src = (sources or {}).get("fps")
     if timing.grid is None:
+        if not warn_irregular:
+            return features, acquisition, None, [], timing
         return features, acquisition, None, [
             f"the movie's timestamps are not evenly spaced (variable frame rate: 5 % of the frames are more than "
             f"{timing.offset_p95:.2f} frame intervals off a steady {timing.fps:.4g} frames/s); its frames are "
@@ -986,7 +992,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             warnings += w_rep
     frames_present = None
     if record is None and hasattr(vid, "frame_times_s"):
-        features, acq, dropped, w_drop, timing = resolve_dropped_frames(features, vid.frame_times_s(), acq, sources)
+        features, acq, dropped, w_drop, timing = resolve_dropped_frames(
+            features, vid.frame_times_s(), acq, sources, warn_irregular=getattr(vid, "frame_times_exact", True))
         warnings += w_drop
         if timing is not None and timing.grid is not None:
             container_fps = timing.fps  # the camera's rate, not a file's average over its gaps

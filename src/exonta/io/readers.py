@@ -300,9 +300,13 @@ class Video:
         self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
         self._colour: np.ndarray | None = None
 
+    #: Whether :meth:`frame_times_s` are the recording's own times (a movie's timestamps), not times that
+    #: may jitter (software arrival times).
+    frame_times_exact = True
+
     def frame_times_s(self) -> np.ndarray | None:
-        """Each frame's timestamp in seconds from the first, when the file stores one per frame (movies);
-        ``None`` otherwise (TIFF stacks, image folders and arrays have no per-frame times)."""
+        """Each frame's timestamp in seconds from the first, when the file stores one per frame (movies,
+        OME-TIFF); ``None`` otherwise (other TIFF stacks, image folders and arrays have no per-frame times)."""
         return None
 
     # -- backend hooks ---------------------------------------------------------------------
@@ -722,6 +726,9 @@ class TiffVideo(Video):
                 self._times_s = _ome_frame_times(tif.ome_metadata, self.n_frames)
         except Exception:  # unreadable OME metadata: no per-frame times (the frames are still read)
             self._times_s = None
+
+    #: OME plane times are often the acquisition software's arrival times, which jitter.
+    frame_times_exact = False
 
     def frame_times_s(self) -> np.ndarray | None:
         """The OME planes' ``DeltaT`` (s from the first frame) when the file gives one for every frame (a
