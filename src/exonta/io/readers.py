@@ -845,13 +845,18 @@ def _ome_plane_times(planes: list) -> list[tuple[int, float]]:
     return sorted(stamps.items())
 
 
-def _ome_frame_times(xml: str, n_frames: int) -> np.ndarray | None:
-    """The OME planes' ``DeltaT`` (s) of time points ``0 … n_frames − 1``, or None unless every one has a time."""
+def _ome_pixels(xml: str):
+    """The first ``Pixels`` element of an OME-XML text, or None (unparsable or without one)."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None
-    pixels = next((e for e in root.iter() if _local(e.tag) == "Pixels"), None)
+    return next((e for e in root.iter() if _local(e.tag) == "Pixels"), None)
+
+
+def _ome_frame_times(xml: str, n_frames: int) -> np.ndarray | None:
+    """The OME planes' ``DeltaT`` (s) of time points ``0 … n_frames − 1``, or None unless every one has a time."""
+    pixels = _ome_pixels(xml)
     if pixels is None:
         return None
     stamps = _ome_plane_times([e for e in pixels if _local(e.tag) == "Plane"])
@@ -862,11 +867,7 @@ def _ome_frame_times(xml: str, n_frames: int) -> np.ndarray | None:
 
 def _ome_metadata(xml: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return out
-    pixels = next((e for e in root.iter() if _local(e.tag) == "Pixels"), None)
+    pixels = _ome_pixels(xml)
     if pixels is None:
         return out
     a = pixels.attrib
