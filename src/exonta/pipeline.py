@@ -602,6 +602,15 @@ def frame_rate_warnings(given_fps: float, source: str | None, container_fps: flo
             "frames/s) and is used; diffusion, and so the sizes, scale with it: check which one the camera ran at"]
 
 
+def _at_rate(acquisition: Any, sources: dict[str, str] | None, fps: float) -> Any:
+    """``acquisition`` at ``fps``; an exposure that was assumed equal to the frame interval
+    (``sources["exposure_s"] == "default"``) follows the new interval."""
+    update: dict[str, Any] = {"fps": fps}
+    if (sources or {}).get("exposure_s") == "default":
+        update["exposure_s"] = 1.0 / fps
+    return acquisition.model_copy(update=update)
+
+
 def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: Any,
                             sources: dict[str, str] | None = None,
                             container_fps: float | None = None) -> tuple[pd.DataFrame, Any, dict[str, Any] | None,
@@ -650,10 +659,7 @@ def resolve_repeated_frames(features: pd.DataFrame, changes: Any, acquisition: A
     if (_given_rate_differs(given, (sources or {}).get("fps"), container_fps)
             and abs(given / (container_fps * rep.rate_factor) - 1.0) <= CAMERA_RATE_MATCH):
         fps_file, fps, camera_rate_given = float(container_fps), given, True
-    update: dict[str, Any] = {"fps": fps}
-    if (sources or {}).get("exposure_s") == "default":
-        update["exposure_s"] = 1.0 / fps
-    acq = acquisition.model_copy(update=update)
+    acq = _at_rate(acquisition, sources, fps)
     record = {"n_repeated": rep.n_repeated, "n_frames_analysed": n_used, "fps_file": fps_file,
               "fps_analysed": fps, "regular": rep.regular, "max_offset_frames": round(rep.max_offset_frames, 3),
               "reference_change": round(rep.reference_change, 4), "camera_rate_given": camera_rate_given,
@@ -732,12 +738,7 @@ def resolve_dropped_frames(features: pd.DataFrame, times_s: np.ndarray | None, a
             f"the movie's timestamps span {timing.n_grid} frames of {timing.fps:.4g} frames/s for its "
             f"{timing.grid.size} frames (a paused recording, or broken timestamps); its frames are analysed as "
             "consecutive: cut the recording at the pause or re-export it at a constant frame rate"], timing
-    update: dict[str, Any] = {}
-    if src in (None, "file", "default"):
-        update["fps"] = timing.fps
-        if (sources or {}).get("exposure_s") == "default":
-            update["exposure_s"] = timing.interval_s
-    acq = acquisition.model_copy(update=update) if update else acquisition
+    acq = _at_rate(acquisition, sources, timing.fps) if src in (None, "file", "default") else acquisition
     frame = features["frame"].to_numpy(np.int64)
     out = features.copy()
     out.insert(out.columns.get_loc("frame") + 1, "video_frame", frame)
@@ -937,7 +938,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     )
     from .analysis.visibility import detection_limit_summary, detection_limit_warnings
     from .detect import locate_frames
-    from .detect.repeats import FrameChanges
+    from .detect.repeats import FrameChanges, frames_on_grid
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
 
@@ -988,9 +989,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         features, acq, record, w_rep = resolve_repeated_frames(features, changes, acq, sources, container_fps)
         if record is not None:
             input_info["repeated_frames"] = record
-            n_frames = int(record["n_frames_analysed"])
             warnings += w_rep
-    frames_present = None
     if record is None and hasattr(vid, "frame_times_s"):
         features, acq, dropped, w_drop, timing = resolve_dropped_frames(
             features, vid.frame_times_s(), acq, sources, warn_irregular=getattr(vid, "frame_times_exact", True))
@@ -999,8 +998,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             container_fps = timing.fps  # the camera's rate, not a file's average over its gaps
         if dropped is not None:
             input_info["dropped_frames"] = dropped
-            n_frames = int(dropped["n_frames_grid"])
-            frames_present = timing.grid
+    n_frames, frames_present = frames_on_grid(input_info)  # the same reading as a recomputation from the result
     warnings += frame_rate_warnings(float(config.acquisition.fps), sources.get("fps"), container_fps, record)
     timings["detect"] = time.perf_counter() - t
     # the input checksum (seconds for a long video) runs beside the single-threaded stages that follow
