@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -461,3 +462,41 @@ def test_an_ome_tiff_with_dropped_frames_is_analysed_at_its_plane_times(tmp_path
     assert res.input["format"] == "ome-tiff" and res.acquisition_sources["fps"] == "file"
     assert rec["missing"] == drop.tolist() and res.analysis_acquisition.fps == pytest.approx(30.0, rel=1e-3)
     assert res.summary()["size_nm"]["d50"] == pytest.approx(ref.summary()["size_nm"]["d50"], rel=0.05)
+
+
+def test_a_micro_manager_tiff_with_dropped_frames_is_analysed_at_its_elapsed_times(tmp_path):
+    """The bundled 100 nm video as Micro-Manager writes it without OME (per-image ElapsedTime-ms, the software's
+    arrival times, jittering by up to 3 ms at 30 frames/s; Exposure-ms; PixelSizeUm) with 25 % of its frames
+    dropped: rate, pixel size and exposure come from the file, the frames go on the 30 frames/s grid, and the
+    size is that of the complete video."""
+    import tifffile
+
+    from tests.mm_tiff import write_mm_tiff
+
+    frames = tifffile.imread(SAMPLE / "beads100.tif")
+    truth = tomllib.loads((SAMPLE / "beads100.exonta.toml").read_text())["acquisition"]
+    n = len(frames)
+    rng = np.random.default_rng(4)
+    drop = np.flatnonzero(rng.random(n) < 0.25)
+    drop = drop[(drop > 0) & (drop < n - 1)]
+    kept = np.setdiff1d(np.arange(n), drop)
+    t_ms = 5000.0 + kept * 1000.0 / 30.0 + rng.uniform(0.0, 3.0, kept.size)
+    path = tmp_path / "dropped_MMStack.tif"
+    write_mm_tiff(path, frames[kept], t_ms, exposure_ms=truth["exposure_s"] * 1000.0,
+                  pixel_size_um=truth["pixel_size_um"])
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, frames)
+
+    def run(p, **acq):
+        vid, cfg, warns, src = pipeline.prepare(p, acquisition={"temperature_c": truth["temperature_c"], **acq})
+        return pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+
+    ref = run(whole, fps=30.0, pixel_size_um=truth["pixel_size_um"], exposure_s=truth["exposure_s"])
+    res = run(path)
+    rec = res.input["dropped_frames"]
+    assert {res.acquisition_sources[k] for k in ("fps", "pixel_size_um", "exposure_s")} == {"file"}
+    assert res.analysis_acquisition.exposure_s == pytest.approx(truth["exposure_s"])
+    assert rec["missing"] == drop.tolist() and res.analysis_acquisition.fps == pytest.approx(30.0, rel=2e-3)
+    assert res.summary()["size_nm"]["d50"] == pytest.approx(ref.summary()["size_nm"]["d50"], rel=0.05)
+    c, c_ref = res.summary()["concentration_per_ml"]["value"], ref.summary()["concentration_per_ml"]["value"]
+    assert c == pytest.approx(c_ref, rel=0.03)

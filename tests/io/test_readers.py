@@ -944,3 +944,39 @@ def test_an_ome_tiff_gives_its_planes_times(tmp_path):
     tifffile.imwrite(plain, frames, metadata={"axes": "TYX"})
     with open_video(plain) as v:
         assert v.frame_times_s() is None
+
+
+def test_micro_manager_image_metadata_gives_times_rate_exposure_and_pixel_size(tmp_path, capfd):
+    """Micro-Manager's per-image tag (no OME, no MM header): ElapsedTime-ms become the frame times and set the
+    rate (the arrival times jitter: the slope, not the first interval), Exposure-ms the exposure, PixelSizeUm
+    the pixel size; nothing is printed about the missing Micro-Manager header."""
+    from tests.mm_tiff import write_mm_tiff
+
+    frames = _smooth_frames(n=40, h=48, w=64).astype(np.uint16)
+    jitter = np.random.default_rng(3).uniform(0.0, 4.0, 40)  # arrival jitter up to 4 ms at 50 frames/s
+    t_ms = 1000.0 + 20.0 * np.arange(40) + jitter
+    p = tmp_path / "mm.tif"
+    write_mm_tiff(p, frames, t_ms, exposure_ms=12.5, pixel_size_um=0.108)
+    with open_video(p) as v:
+        np.testing.assert_allclose(v.frame_times_s(), (t_ms - t_ms[0]) / 1000.0)
+        assert v.metadata["fps"] == pytest.approx(50.0, rel=0.01)
+        assert v.metadata["exposure_s"] == pytest.approx(0.0125)
+        assert v.metadata["pixel_size_um"] == pytest.approx(0.108)
+        np.testing.assert_array_equal(v[:], frames)
+    assert "micromanager" not in capfd.readouterr().err
+    # one frame without a time: no per-frame times, no rate from them
+    q = tmp_path / "mm_gap.tif"
+    write_mm_tiff(q, frames[:5], [0.0, 20.0, None, 60.0, 80.0])
+    with open_video(q) as v:
+        assert v.frame_times_s() is None and "fps" not in v.metadata
+
+
+def test_micro_manager_times_rate_sees_dropped_frames(tmp_path):
+    """Times on a 40 frames/s grid with gaps: the rate is the grid's (40), not the average over the gaps (~32)."""
+    from tests.mm_tiff import write_mm_tiff
+
+    kept = np.array([0, 1, 2, 4, 5, 6, 9, 10, 11, 12, 13, 15, 16, 17, 18, 19])
+    write_mm_tiff(tmp_path / "mm.tif", _smooth_frames(n=kept.size, h=32, w=32).astype(np.uint8), kept * 25.0)
+    with open_video(tmp_path / "mm.tif") as v:
+        assert v.metadata["fps"] == pytest.approx(40.0, rel=1e-6)
+        np.testing.assert_allclose(v.frame_times_s(), kept * 0.025)

@@ -93,6 +93,8 @@ _TIME_TO_S = {
 # Plausible ranges for values found in file metadata; anything outside is ignored as bogus.
 _PIXEL_SIZE_RANGE_UM = (1e-3, 1000.0)
 _FPS_RANGE = (1e-6, 1e6)
+#: Micro-Manager's private TIFF tag: per-image metadata as JSON.
+_MM_TAG = 51123
 _EXPOSURE_RANGE_S = (1e-9, 3600.0)
 # TIFF resolution given per inch/cm is usually a print DPI; only this range is "clearly physical".
 _RESOLUTION_PHYSICAL_UM = (0.005, 50.0)
@@ -718,21 +720,25 @@ class TiffVideo(Video):
             self.format = "imagej-tiff"
         else:
             self.format = "tiff"
-        self.metadata = _tiff_metadata(tif)
-        self.fps = self.metadata.get("fps")
         self._times_s = None
-        try:
-            if tif.is_ome and tif.ome_metadata:
-                self._times_s = _ome_frame_times(tif.ome_metadata, self.n_frames)
-        except Exception:  # unreadable OME metadata: no per-frame times (the frames are still read)
-            self._times_s = None
+        with _TiffLogCapture():  # a file with Micro-Manager tags but no Micro-Manager header logs its misses
+            try:
+                if tif.is_ome and tif.ome_metadata:
+                    self._times_s = _ome_frame_times(tif.ome_metadata, self.n_frames)
+            except Exception:  # unreadable OME metadata: no per-frame times (the frames are still read)
+                self._times_s = None
+            if self._times_s is None:
+                self._times_s = _mm_frame_times(tif, self.n_frames)
+            self.metadata = _tiff_metadata(tif, self._times_s)
+        self.fps = self.metadata.get("fps")
 
     #: OME plane times are often the acquisition software's arrival times, which jitter.
     frame_times_exact = False
 
     def frame_times_s(self) -> np.ndarray | None:
         """The OME planes' ``DeltaT`` (s from the first frame) when the file gives one for every frame (a
-        Micro-Manager or Bio-Formats OME-TIFF), else None."""
+        Micro-Manager or Bio-Formats OME-TIFF), else Micro-Manager's per-image ``ElapsedTime-ms`` when every
+        frame has one, else None."""
         t = getattr(self, "_times_s", None)
         if t is None or t.size < 2 or not (np.diff(t) > 0).all():
             return None
@@ -916,8 +922,64 @@ def _resolution_um(page, unit_to_um: float | None) -> float | None:
     return unit_to_um / px_per_unit
 
 
-def _tiff_metadata(tif) -> dict[str, Any]:
-    """Acquisition values recorded in a TIFF (OME, ImageJ, Micro-Manager or baseline tags)."""
+def _mm_image_metadata(page) -> dict | None:
+    """The Micro-Manager per-image metadata (JSON in private TIFF tag 51123) of one page, or None."""
+    tag = page.tags.get(_MM_TAG)
+    value = tag.value if tag is not None else None
+    return value if isinstance(value, dict) else None
+
+
+def _mm_frame_times(tif, n_frames: int) -> np.ndarray | None:
+    """Micro-Manager's per-image ``ElapsedTime-ms`` (s) of the first series' ``n_frames`` pages, or None
+    unless the file has the tag and every frame gives a time.
+
+    Micro-Manager writes the time each image reached the acquisition software: it follows the camera's
+    frames with some jitter, and a gap where the camera or the software dropped frames.
+    """
+    try:
+        if not tif.pages.first.is_micromanager:
+            return None
+        pages = tif.series[0].pages
+        if len(pages) != n_frames:
+            return None
+        out = np.empty(n_frames)
+        for i, p in enumerate(pages):
+            if p is None:
+                return None
+            md = _mm_image_metadata(tif.pages.get(p.index, aspage=True, cache=False))
+            t = finite_or_none((md or {}).get("ElapsedTime-ms"))
+            if t is None:
+                return None
+            out[i] = t / 1000.0
+    except Exception:  # unreadable tags: no per-frame times (the frames are still read)
+        return None
+    return out
+
+
+def _rate_from_times(times_s: np.ndarray | None) -> float | None:
+    """The camera's frame rate (frames/s) from per-frame times: the rate of their time grid
+    (:func:`exonta.io.timing.frame_timing`, which sees dropped frames), else, for times on no steady grid
+    (software arrival times that jitter), the slope of the times against the frame index."""
+    from .timing import frame_timing
+
+    if times_s is None or times_s.size < 2:
+        return None
+    timing = frame_timing(times_s)
+    if timing is not None and timing.grid is not None:
+        rate = timing.fps
+    else:
+        slope = float(np.polyfit(np.arange(times_s.size, dtype=float), times_s, 1)[0])
+        rate = 1.0 / slope if slope > 0 else None
+    return rate if rate is not None and math.isfinite(rate) and _in_range(rate, _FPS_RANGE) else None
+
+
+def _tiff_metadata(tif, frame_times_s: np.ndarray | None = None) -> dict[str, Any]:
+    """Acquisition values recorded in a TIFF (OME, ImageJ, Micro-Manager or baseline tags).
+
+    The frame rate comes from, in this order: OME ``TimeIncrement`` (else the planes' ``DeltaT``), ImageJ's
+    ``finterval``, the per-frame times ``frame_times_s`` (Micro-Manager's ``ElapsedTime-ms``: what the camera
+    delivered), Micro-Manager's ``Interval_ms`` (what was asked for; 0 for "as fast as the camera goes").
+    """
     out: dict[str, Any] = {}
     try:
         if tif.is_ome and tif.ome_metadata:
@@ -939,17 +1001,27 @@ def _tiff_metadata(tif) -> dict[str, Any]:
         fi = finite_or_none(ij.get("finterval"))
         if "fps" not in out and fi is not None and fi > 0 and _in_range(1.0 / fi, _FPS_RANGE):
             out["fps"] = 1.0 / fi
+    if "fps" not in out:
+        rate = _rate_from_times(frame_times_s)
+        if rate is not None:
+            out["fps"] = rate
     try:
+        image = _mm_image_metadata(page) or {}
         mm = tif.micromanager_metadata if tif.is_micromanager else None
         summary = (mm or {}).get("Summary") or {}
         if "pixel_size_um" not in out:
-            v = finite_or_none(summary.get("PixelSize_um"))
-            if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
-                out["pixel_size_um"] = v
+            for v in (finite_or_none(summary.get("PixelSize_um")), finite_or_none(image.get("PixelSizeUm"))):
+                if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
+                    out["pixel_size_um"] = v
+                    break
         if "fps" not in out:
             iv = finite_or_none(summary.get("Interval_ms"))
             if iv and iv > 0 and _in_range(1000.0 / iv, _FPS_RANGE):
                 out["fps"] = 1000.0 / iv
+        if "exposure_s" not in out:
+            e = finite_or_none(image.get("Exposure-ms"))
+            if e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
+                out["exposure_s"] = e / 1000.0
     except Exception:
         pass
     if "pixel_size_um" not in out and not ij:
