@@ -980,3 +980,16 @@ def test_micro_manager_times_rate_sees_dropped_frames(tmp_path):
     with open_video(tmp_path / "mm.tif") as v:
         assert v.metadata["fps"] == pytest.approx(40.0, rel=1e-6)
         np.testing.assert_allclose(v.frame_times_s(), kept * 0.025)
+
+
+def test_andor_solis_tags_give_rate_and_exposure(tmp_path):
+    """Andor Solis TIFF tags (4864 id, 4876 exposure, 4878 kinetic cycle time, both in s)."""
+    p = tmp_path / "andor.tif"
+    tags = [(4864, "I", 1, 1, True), (4876, "d", 1, 0.015, True), (4878, "d", 1, 0.04, True)]
+    _tw(p, _frames(n=3, dtype=np.uint16), extratags=tags)
+    with open_video(p) as v:
+        assert v.metadata["fps"] == pytest.approx(25.0) and v.metadata["exposure_s"] == pytest.approx(0.015)
+    _tw(tmp_path / "zero.tif", _frames(n=3, dtype=np.uint16), extratags=[(4864, "I", 1, 1, True),
+                                                                        (4878, "d", 1, 0.0, True)])
+    with open_video(tmp_path / "zero.tif") as v:  # a cycle time of 0 is no rate
+        assert "fps" not in v.metadata and "exposure_s" not in v.metadata

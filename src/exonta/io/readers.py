@@ -978,7 +978,9 @@ def _tiff_metadata(tif, frame_times_s: np.ndarray | None = None) -> dict[str, An
 
     The frame rate comes from, in this order: OME ``TimeIncrement`` (else the planes' ``DeltaT``), ImageJ's
     ``finterval``, the per-frame times ``frame_times_s`` (Micro-Manager's ``ElapsedTime-ms``: what the camera
-    delivered), Micro-Manager's ``Interval_ms`` (what was asked for; 0 for "as fast as the camera goes").
+    delivered), Micro-Manager's ``Interval_ms`` (what was asked for; 0 for "as fast as the camera goes"), Andor
+    Solis's kinetic cycle time. The exposure comes from OME ``ExposureTime``, Micro-Manager's ``Exposure-ms`` or
+    Andor's exposure time.
     """
     out: dict[str, Any] = {}
     try:
@@ -1022,6 +1024,17 @@ def _tiff_metadata(tif, frame_times_s: np.ndarray | None = None) -> dict[str, An
             e = finite_or_none(image.get("Exposure-ms"))
             if e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
                 out["exposure_s"] = e / 1000.0
+    except Exception:
+        pass
+    try:  # Andor Solis: private tags 4864-5030, times in s
+        andor = page.andor_tags if page.is_andor else None
+        if andor:
+            cycle = finite_or_none(andor.get("KineticCycleTime"))
+            if "fps" not in out and cycle is not None and cycle > 0 and _in_range(1.0 / cycle, _FPS_RANGE):
+                out["fps"] = 1.0 / cycle
+            e = finite_or_none(andor.get("ExposureTime"))
+            if "exposure_s" not in out and e is not None and _in_range(e, _EXPOSURE_RANGE_S):
+                out["exposure_s"] = e
     except Exception:
         pass
     if "pixel_size_um" not in out and not ij:
