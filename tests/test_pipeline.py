@@ -500,3 +500,31 @@ def test_a_micro_manager_tiff_with_dropped_frames_is_analysed_at_its_elapsed_tim
     assert res.summary()["size_nm"]["d50"] == pytest.approx(ref.summary()["size_nm"]["d50"], rel=0.05)
     c, c_ref = res.summary()["concentration_per_ml"]["value"], ref.summary()["concentration_per_ml"]["value"]
     assert c == pytest.approx(c_ref, rel=0.03)
+
+
+def test_an_assumed_exposure_reports_what_it_does_to_the_sizes(tmp_path):
+    """Without an exposure time, the D50 is also given for an exposure of a tenth of the frame interval: the same
+    number an analysis told that exposure reports; the warning names both. With the exposure given, neither."""
+    import shutil
+
+    path = tmp_path / "b100.tif"
+    shutil.copy(SAMPLE / "beads100.tif", path)  # without its sidecar: no exposure time
+    acq = {"temperature_c": 22.0, "fps": 30.0, "pixel_size_um": 0.166}
+
+    def run(**extra):
+        vid, cfg, warns, src = pipeline.prepare(path, acquisition={**acq, **extra})
+        return pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+
+    res = run()
+    s = res.summary()["size_nm"]
+    sens = s["exposure_assumed"]
+    assert sens["exposure_s"] == pytest.approx(1 / 30) and sens["short_exposure_s"] == pytest.approx(1 / 300)
+    assert sens["d50_nm"] == s["d50"]
+    short = run(exposure_s=1 / 300).summary()["size_nm"]
+    assert sens["short_d50_nm"] == pytest.approx(short["d50"], rel=1e-6)
+    assert "exposure_assumed" not in short
+    # blur taken for localisation error: too short an exposure reads the particles slow (large)
+    assert sens["short_d50_nm"] > 1.05 * sens["d50_nm"]
+    text = [w for w in res.warnings if w.startswith("exposure time not given")]
+    assert len(text) == 1 and f"{s['d50']:.1f} nm" in text[0] and f"{short['d50']:.1f} nm" in text[0]
+    assert not [w for w in run(exposure_s=0.02).warnings if "exposure" in w]

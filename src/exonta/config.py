@@ -127,6 +127,9 @@ class Acquisition(_Model):
         return self.exposure_s * self.fps / 6.0
 
 
+#: The warning when no exposure time is known (the pipeline adds what the assumption does to the sizes).
+EXPOSURE_ASSUMED_WARNING = "exposure time not given; assumed equal to the frame interval (set --exposure-s)"
+
 ACQUISITION_FIELDS = ("pixel_size_um", "fps", "exposure_s", "temperature_c", "viscosity_mpas", "dilution")
 
 
@@ -531,7 +534,7 @@ def resolve_acquisition(
         except (TypeError, ValueError, ZeroDivisionError):
             merged["exposure_s"] = None
         sources["exposure_s"] = "default"
-        warnings.append("exposure time not given; assumed equal to the frame interval (set --exposure-s)")
+        warnings.append(EXPOSURE_ASSUMED_WARNING)
     if "viscosity_mpas" not in merged:
         sources["viscosity_mpas"] = "default"
     if "dilution" not in merged:
