@@ -528,3 +528,40 @@ def test_an_assumed_exposure_reports_what_it_does_to_the_sizes(tmp_path):
     text = [w for w in res.warnings if w.startswith("exposure time not given")]
     assert len(text) == 1 and f"{s['d50']:.1f} nm" in text[0] and f"{short['d50']:.1f} nm" in text[0]
     assert not [w for w in run(exposure_s=0.02).warnings if "exposure" in w]
+
+
+def test_the_counting_threshold_does_not_follow_the_detection_threshold(monkeypatch):
+    """The counting noise σ_F is measured at the reference threshold (3.5 σ) whatever the detection threshold:
+    F/snr of detections near a 5 σ threshold is ~2× that near 3.5 σ, which made the count threshold 2.2× higher
+    and the concentration 27 % lower. Now: the same threshold, and the concentration within 10 %; an automatic
+    second pass takes the first pass's noise (no extra detection); a calibration made from a 5 σ analysis stores
+    the reference noise."""
+    from exonta.analysis.concentration import calibrate
+
+    def run(**detect):
+        vid, cfg, warns, src = pipeline.prepare(SAMPLE / "beads100.tif", overrides={"detect": detect} if detect else None)
+        return pipeline.analyze(vid, cfg, acquisition_sources=src, warnings=warns)
+
+    ref = run()
+    high = run(threshold_snr=5.0)
+    c0, c1 = ref.concentration.details, high.concentration.details
+    assert c1["noise_level"] == pytest.approx(c0["noise_level"], rel=1e-9)  # 200 frames: the reference pass = all
+    assert c1["count_threshold"] == pytest.approx(c0["count_threshold"], rel=1e-9)
+    assert high.concentration.value_per_ml == pytest.approx(ref.concentration.value_per_ml, rel=0.10)
+    # the noise near the 5 sigma threshold itself is much higher (what made the old count wrong)
+    from exonta.analysis.concentration import filtered_noise_level
+
+    assert filtered_noise_level(high.features, 1.5, 5.0) > 1.5 * c0["noise_level"]
+    cal = calibrate(high, 2.0e9)
+    assert cal.noise_level == pytest.approx(c0["noise_level"], rel=1e-9)
+    # automatic threshold: the second pass reuses the first pass's noise
+    monkeypatch.setattr(pipeline, "_implausible_fraction",
+                        lambda res: 1.0 if res.config.detect.threshold_snr == 3.5 else 0.0)
+
+    def no_reference_pass(*a, **k):
+        raise AssertionError("the first pass's noise should have been used")
+
+    monkeypatch.setattr(pipeline, "reference_noise_level", no_reference_pass)
+    auto = run()
+    assert auto.config.detect.threshold_snr == 5.0
+    assert auto.concentration.details["noise_level"] == pytest.approx(c0["noise_level"], rel=1e-9)

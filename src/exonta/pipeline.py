@@ -943,13 +943,15 @@ def analyze(
         return result
     first = best = result
     best_fraction = _implausible_fraction(result)
+    # the first pass detected at the reference threshold: its counting noise serves the others
+    first_noise = (getattr(result.concentration, "details", None) or {}).get("noise_level")
     tried = [(float(config.detect.threshold_snr), best_fraction)]
     for snr in AUTO_THRESHOLDS_SNR:
         if tried[-1][1] <= 0.0:
             break
         cfg = config.model_copy(update={"detect": config.detect.model_copy(update={"threshold_snr": snr})})
         cfg._auto = _requested(config)  # the requested hash stays that of the configuration as given
-        res = _analyze_once(video, cfg, progress, warnings=warnings, **kw)
+        res = _analyze_once(video, cfg, progress, warnings=warnings, reference_noise=first_noise, **kw)
         tried.append((snr, _implausible_fraction(res)))
         if tried[-1][1] < best_fraction:
             best, best_fraction = res, tried[-1][1]
@@ -972,12 +974,47 @@ def analyze(
     return best
 
 
+#: Frames (from the first) of the extra detection at the reference threshold that measures the counting noise
+#: when the analysis detects at another threshold (:func:`reference_noise_level`).
+REFERENCE_NOISE_FRAMES = 200
+
+
+def reference_noise_level(video: Any, detect: Any, background: np.ndarray | None, calibration: Any = None,
+                          n_frames: int = REFERENCE_NOISE_FRAMES) -> float | None:
+    """The noise σ_F of the counting threshold for an analysis detected at another threshold than
+    :data:`~exonta.analysis.concentration.REFERENCE_THRESHOLD_SNR` (a threshold raised automatically, or given):
+    the same detector at the reference threshold, with the analysis's background, on the first ``n_frames``
+    frames, and :func:`~exonta.analysis.concentration.filtered_noise_level` of its detections (filter width of
+    the calibration when it sets the counting threshold).
+
+    So the counting threshold, and the concentration, do not depend on the detection threshold
+    (:func:`~exonta.analysis.concentration.at_reference_threshold`).
+    """
+    from .analysis.concentration import REFERENCE_THRESHOLD_SNR, filtered_noise_level
+    from .detect import locate_frames
+
+    from .detect.background import FirstFrames
+
+    ref = detect.model_copy(update={"threshold_snr": REFERENCE_THRESHOLD_SNR, "threshold": None})
+    feats = locate_frames(FirstFrames(video, n_frames), params=ref, background=background)
+    psf = (calibration.psf_sigma_px if calibration is not None and getattr(calibration, "absolute_threshold", False)
+           else detect.psf_sigma_px)
+    return filtered_noise_level(feats, float(psf), REFERENCE_THRESHOLD_SNR)
+
+
 def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback | None, *, calibration: Any,
-                  acquisition_sources: dict[str, str] | None, warnings: list[str] | None) -> Result:
-    """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold)."""
+                  acquisition_sources: dict[str, str] | None, warnings: list[str] | None,
+                  reference_noise: float | None = None) -> Result:
+    """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold). ``reference_noise``:
+    the counting noise measured by an analysis of the same video at the reference threshold, if any."""
     import time
 
-    from .analysis.concentration import estimate_concentration, load_calibration, saturation_level_of
+    from .analysis.concentration import (
+        at_reference_threshold,
+        estimate_concentration,
+        load_calibration,
+        saturation_level_of,
+    )
     from .analysis.diffusion import particle_table
     from .analysis.distribution import (
         brightness_warnings,
@@ -1031,7 +1068,9 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
 
     t = time.perf_counter()
     changes = FrameChanges(config.detect.exclude_regions) if config.detect.drop_repeated_frames else None
-    features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes)
+    detect_info: dict[str, Any] = {}
+    features = locate_frames(vid, params=config.detect, progress=prog.stage("detect"), frame_changes=changes,
+                             info=detect_info)
     container_fps = (getattr(vid, "metadata", None) or {}).get("fps")
     record = None
     if changes is not None and changes.values.size == n_frames:
@@ -1140,10 +1179,14 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     cal = calibration if calibration is not None else config.concentration.calibration
     if isinstance(cal, (str, Path)):
         cal = load_calibration(cal)
+    noise_level = None
+    if not at_reference_threshold(config.detect):
+        noise_level = reference_noise if reference_noise is not None else reference_noise_level(
+            vid, config.detect, detect_info.get("background"), cal)
     conc = estimate_concentration(
         features=features, tracks=tracks, particles=particles, distribution=dist, acquisition=acq,
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
-        calibration=cal, frames_present=frames_present)
+        calibration=cal, frames_present=frames_present, noise_level=noise_level)
     warnings += list(getattr(conc, "warnings", []) or [])
     if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
         warnings += track_fraction_warnings(dist.stats.get("peaks") or [])

@@ -614,3 +614,32 @@ def test_a_noise_floor_keeps_faint_blobs_on_a_flattened_background_out(binning):
         bound = peak[rows, cols] / floor_f
         assert (floored["snr"].to_numpy() <= bound * (1 + 1e-4)).all()
         assert np.isclose(floored["snr"].to_numpy(), bound, rtol=1e-4).sum() >= 2
+
+
+def test_first_frames_and_the_background_info():
+    """``FirstFrames`` streams the first n frames of a source (a detection on it equals one on the sliced
+    array), and ``info`` hands out the background the detection subtracted (then usable as ``background=``)."""
+    from exonta.detect.background import FirstFrames
+
+    rng = np.random.default_rng(5)
+    frames = rng.poisson(20.0, (30, 48, 64)).astype(np.uint16)
+    for i in range(30):  # a spot that moves (a still one would be background)
+        frames[i, 20:23, 8 + i:11 + i] += 200
+    first = FirstFrames(frames, 12)
+    assert first.n_frames == 12 and first.frame_shape == (48, 64)
+    np.testing.assert_array_equal(first.read(11), frames[11])
+    with pytest.raises(IndexError):
+        first.read(12)
+    assert FirstFrames(frames, 100).n_frames == 30
+    info = {}
+    whole = locate_frames(frames, info=info)
+    bg = info["background"]
+    assert bg is not None and bg.shape == (48, 64) and 14.0 < float(np.median(bg)) <= 20.0  # a low temporal quantile
+    a = locate_frames(FirstFrames(frames, 12), background=bg)
+    b = locate_frames(frames[:12], background=bg)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["frame"].max() == 11 and len(a) > 0
+    pd.testing.assert_frame_equal(a, whole[whole["frame"] < 12].reset_index(drop=True))
+    info = {}
+    locate_frames(frames, params=DetectParams(background="none"), info=info)
+    assert info["background"] is None

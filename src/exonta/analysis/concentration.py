@@ -48,7 +48,11 @@ when
 the filtered image of the *calibration* video, measured as the median of
 ``F/snr`` over the detections at the detection limit (mostly background noise
 maxima; :func:`filtered_noise_level`), or ``ConcentrationParams.count_threshold``
-(raw units) when given. The calibration stores ``T`` and every sample is
+(raw units) when given. That median depends on the detection threshold (``F/snr``
+grows with the spots' brightness), so it is always measured at
+:data:`REFERENCE_THRESHOLD_SNR` (3.5 σ): an analysis detected at another threshold
+takes it from the automatic threshold's first pass, or from an extra detection at
+3.5 σ on its first 200 frames (:func:`exonta.pipeline.reference_noise_level`). The calibration stores ``T`` and every sample is
 counted with the same ``T``, so the counted volume is set by the optics and
 the particles, not by the sample's haze. At 12 σ single noise maxima (whose
 ``F`` rarely exceeds ~8 σ) essentially never count, and the detector, whose
@@ -268,6 +272,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..config import Acquisition, ConcentrationParams, DetectParams
 from ..errors import ExontaInputError
+from ..io.results import finite_or_none
 from ..physics import diffusion_from_diameter, relative_scattering
 
 __all__ = [
@@ -1090,6 +1095,24 @@ def occupancy_weights(distribution: Any, particles: pd.DataFrame,
     return d, (occ / s if s > 0 else w)
 
 
+#: The detection threshold (noise sigmas) at which the noise σ_F of the counting threshold is measured: the
+#: default of :class:`~exonta.config.DetectParams`.
+REFERENCE_THRESHOLD_SNR = float(DetectParams.model_fields["threshold_snr"].default)
+
+
+def at_reference_threshold(detect_params: DetectParams) -> bool:
+    """Whether detections made with ``detect_params`` measure the counting noise themselves (threshold in noise
+    sigmas at :data:`REFERENCE_THRESHOLD_SNR`).
+
+    :func:`filtered_noise_level` takes the median of ``F/snr`` over the detections near the threshold, and that
+    ratio grows with the spots' brightness (a fitted Gaussian over a noise maximum gives ``F`` ≈ 3× the filter's
+    value there; bright spots raise their own tile's noise), so it depends on the threshold: the bundled 100 nm
+    sample gives σ_F 0.98, 2.17 and 2.74 at 3.5, 5 and 7 σ, and the concentration without calibration read
+    1.98e9, 1.44e9 and 1.22e9 /mL. The counting noise is therefore always measured at one threshold.
+    """
+    return detect_params.threshold is None and float(detect_params.threshold_snr) == REFERENCE_THRESHOLD_SNR
+
+
 def _brightness_noise(features: pd.DataFrame, detect_params: DetectParams, psf_ref: float) -> float | None:
     return filtered_noise_level(features, psf_ref, detect_params.threshold_snr)
 
@@ -1238,6 +1261,7 @@ def estimate_concentration(
     n_frames: int,
     calibration: Calibration | None,
     frames_present: np.ndarray | None = None,
+    noise_level: float | None = None,
 ) -> ConcentrationResult:
     """Concentration of a video in particles/mL with a 95 % interval.
 
@@ -1262,6 +1286,11 @@ def estimate_concentration(
     frames_present : array of int, optional
         The frames of the grid the movie holds (``frame`` values), when ``n_frames`` counts dropped
         frames too; the per-frame counts are those of these frames only.
+    noise_level : float, optional
+        The noise σ_F of the filtered image (raw units, filter width of the calibration or of
+        ``detect_params``), measured by :func:`filtered_noise_level` on detections at
+        :data:`REFERENCE_THRESHOLD_SNR`; by default measured on ``features``, which is right only when they were
+        detected at that threshold (:func:`at_reference_threshold`; :mod:`exonta.pipeline` measures it otherwise).
 
     Returns
     -------
@@ -1280,7 +1309,7 @@ def estimate_concentration(
 
     cal = calibration
     psf_ref = float(cal.psf_sigma_px if cal is not None and cal.absolute_threshold else detect_params.psf_sigma_px)
-    noise = _brightness_noise(features, detect_params, psf_ref)
+    noise = noise_level if noise_level is not None else _brightness_noise(features, detect_params, psf_ref)
     if cal is not None and cal.absolute_threshold:
         threshold = float(cal.count_threshold)
     elif cal is not None:
@@ -1343,11 +1372,14 @@ def estimate_concentration(
         if cal.noise_level and noise:
             noise_ratio = noise / cal.noise_level
             details["noise_ratio_to_calibration"] = noise_ratio
-            if threshold is not None and threshold < params.min_threshold_margin * detect_params.threshold_snr * noise:
+            # the detector's threshold in the units of T: F/snr of the detections at that threshold
+            noise_at_threshold = noise if noise_level is None else _brightness_noise(features, detect_params, psf_ref)
+            if (threshold is not None and noise_at_threshold
+                    and threshold < params.min_threshold_margin * detect_params.threshold_snr * noise_at_threshold):
                 warnings.append(
                     f"the image noise is {noise_ratio:.2f}× that of the calibration video (haze of out-of-focus "
                     f"particles, background or camera level): spots at the counting threshold are only "
-                    f"{threshold / noise:.1f} noise sigmas high and some are missed by the detector; the "
+                    f"{threshold / noise_at_threshold:.1f} noise sigmas high and some are missed by the detector; the "
                     f"concentration may be too low — dilute the sample")
         use_model = cal.absolute_threshold and params.size_correction and n_bins > 0 and w_occ.sum() > 0
         details.update({"brightness_ratio": cal.brightness_ratio, "sheet_sigma_um": cal.sheet_sigma_um})
@@ -1561,7 +1593,12 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     edge, area_um2 = analysed_region(frame_shape, detect, acq.pixel_size_um)
     if area_um2 <= 0:
         raise ExontaInputError("the detector's edge exclusion and the excluded regions leave no analysed area in the calibration video")
-    noise = _brightness_noise(result.features, detect, detect.psf_sigma_px)
+    # the noise the analysis measured at the reference threshold (its own detections may be at another one)
+    # (at the detector's own filter width: not when that analysis was counted with a calibration's)
+    measured = getattr(getattr(result, "concentration", None), "details", None) or {}
+    noise = None if "calibration_file" in measured else finite_or_none(measured.get("noise_level"))
+    if noise is None or not noise > 0:
+        noise = _brightness_noise(result.features, detect, detect.psf_sigma_px)
     threshold = _counting_threshold(params, noise)
     if threshold is None:
         raise ExontaInputError("the noise of the calibration video could not be measured (too few detections with "

@@ -53,6 +53,26 @@ class _ArraySource:
             yield a, self.arr[a:min(a + chunk_frames, stop)]
 
 
+class FirstFrames:
+    """The first ``n`` frames of a frame source (streamed from it, not copied): a video shortened for a
+    detection that needs only part of it."""
+
+    def __init__(self, source: Any, n: int):
+        self.source = frame_source(source)
+        self.n_frames = int(min(max(int(n), 0), int(self.source.n_frames)))
+        self.frame_shape = tuple(self.source.frame_shape)
+        self.dtype = getattr(self.source, "dtype", None)
+
+    def read(self, i: int) -> np.ndarray:
+        if not 0 <= int(i) < self.n_frames:
+            raise IndexError(f"frame {i} is outside the first {self.n_frames}")
+        return self.source.read(int(i))
+
+    def iter_chunks(self, chunk_frames: int, start: int = 0, stop: int | None = None):
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        yield from self.source.iter_chunks(chunk_frames, start, stop)
+
+
 def frame_source(frames_or_video: Any):
     """Wrap an array (n, h, w) — or a single frame (h, w) — or a Video-like object.
 

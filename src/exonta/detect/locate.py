@@ -439,7 +439,7 @@ def locate(frame: Any, params: DetectParams | None = None, *, background: Any = 
 
 def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
                   progress: Callable[[int, int, str], Any] | None = None, background: Any = None,
-                  frame_changes: Any = None, **kwargs: Any) -> pd.DataFrame:
+                  frame_changes: Any = None, info: dict | None = None, **kwargs: Any) -> pd.DataFrame:
     """Detect and localise the spots of every frame of a stack or video.
 
     Frames are streamed in chunks of ``chunk_frames`` (never the whole video
@@ -467,6 +467,9 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
     frame_changes : FrameChanges, optional
         Filled with each frame's change from the frame before, as the frames
         are read (:mod:`exonta.detect.repeats`: repeated frames).
+    info : dict, optional
+        Receives ``"background"``: the background subtracted from every frame (None for
+        ``"none"`` and ``"rolling"``), so that another detection can use the same one.
     **kwargs
         Overrides of :class:`~exonta.config.DetectParams` fields.
 
@@ -501,6 +504,8 @@ def locate_frames(frames_or_video: Any, params: DetectParams | None = None,
         bg = background_from_indices(src, sample_indices(0, n, p.background_frames), background_quantile(p))
     else:
         bg = _NO_BG  # rolling: per chunk
+    if info is not None:
+        info["background"] = bg if mode in ("static", "given") else None
 
     def report(done: int) -> None:
         if progress is not None and progress(done, n, "detect") is False:
