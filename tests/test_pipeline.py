@@ -548,6 +548,11 @@ def test_the_counting_threshold_does_not_follow_the_detection_threshold(monkeypa
     assert c1["noise_level"] == pytest.approx(c0["noise_level"], rel=1e-9)  # 200 frames: the reference pass = all
     assert c1["count_threshold"] == pytest.approx(c0["count_threshold"], rel=1e-9)
     assert high.concentration.value_per_ml == pytest.approx(ref.concentration.value_per_ml, rel=0.10)
+    # what is left is the detector missing spots the count needs: measured against the reference detections
+    share = c1["counted_spots_found_fraction"]
+    assert 0.85 < share < 1.0 and "counted_spots_found_fraction" not in c0
+    assert share == pytest.approx(high.concentration.value_per_ml / ref.concentration.value_per_ml, abs=0.04)
+    assert any(w.startswith("at the detection threshold of 5 noise sigmas") for w in high.warnings) == (share < 0.95)
     # the noise near the 5 sigma threshold itself is much higher (what made the old count wrong)
     from exonta.analysis.concentration import filtered_noise_level
 
@@ -559,9 +564,9 @@ def test_the_counting_threshold_does_not_follow_the_detection_threshold(monkeypa
                         lambda res: 1.0 if res.config.detect.threshold_snr == 3.5 else 0.0)
 
     def no_reference_pass(*a, **k):
-        raise AssertionError("the first pass's noise should have been used")
+        raise AssertionError("the first pass's detections should have been used")
 
-    monkeypatch.setattr(pipeline, "reference_noise_level", no_reference_pass)
+    monkeypatch.setattr(pipeline, "reference_detections", no_reference_pass)
     auto = run()
     assert auto.config.detect.threshold_snr == 5.0
     assert auto.concentration.details["noise_level"] == pytest.approx(c0["noise_level"], rel=1e-9)

@@ -943,15 +943,14 @@ def analyze(
         return result
     first = best = result
     best_fraction = _implausible_fraction(result)
-    # the first pass detected at the reference threshold: its counting noise serves the others
-    first_noise = (getattr(result.concentration, "details", None) or {}).get("noise_level")
+    # the first pass detected at the reference threshold: its detections measure the counting noise of the others
     tried = [(float(config.detect.threshold_snr), best_fraction)]
     for snr in AUTO_THRESHOLDS_SNR:
         if tried[-1][1] <= 0.0:
             break
         cfg = config.model_copy(update={"detect": config.detect.model_copy(update={"threshold_snr": snr})})
         cfg._auto = _requested(config)  # the requested hash stays that of the configuration as given
-        res = _analyze_once(video, cfg, progress, warnings=warnings, reference_noise=first_noise, **kw)
+        res = _analyze_once(video, cfg, progress, warnings=warnings, reference=first.features, **kw)
         tried.append((snr, _implausible_fraction(res)))
         if tried[-1][1] < best_fraction:
             best, best_fraction = res, tried[-1][1]
@@ -975,43 +974,48 @@ def analyze(
 
 
 #: Frames (from the first) of the extra detection at the reference threshold that measures the counting noise
-#: when the analysis detects at another threshold (:func:`reference_noise_level`).
+#: when the analysis detects at another threshold (:func:`reference_detections`).
 REFERENCE_NOISE_FRAMES = 200
 
+#: Below this share of the reference detection's spots above the counting threshold, an analysis at a raised
+#: detection threshold warns that its concentration is low (:func:`~exonta.analysis.concentration.counted_spots_found`).
+MIN_COUNTED_SPOTS_FOUND = 0.95
 
-def reference_noise_level(video: Any, detect: Any, background: np.ndarray | None, calibration: Any = None,
-                          n_frames: int = REFERENCE_NOISE_FRAMES) -> float | None:
-    """The noise σ_F of the counting threshold for an analysis detected at another threshold than
-    :data:`~exonta.analysis.concentration.REFERENCE_THRESHOLD_SNR` (a threshold raised automatically, or given):
-    the same detector at the reference threshold, with the analysis's background, on the first ``n_frames``
-    frames, and :func:`~exonta.analysis.concentration.filtered_noise_level` of its detections (filter width of
-    the calibration when it sets the counting threshold).
 
-    So the counting threshold, and the concentration, do not depend on the detection threshold
-    (:func:`~exonta.analysis.concentration.at_reference_threshold`).
+def reference_detections(video: Any, detect: Any, background: np.ndarray | None,
+                         n_frames: int = REFERENCE_NOISE_FRAMES) -> pd.DataFrame:
+    """Detections at the reference threshold
+    (:data:`~exonta.analysis.concentration.REFERENCE_THRESHOLD_SNR`) on the first ``n_frames`` frames, with the
+    analysis's background, for an analysis detected at another threshold (raised automatically, or given).
+
+    They measure the counting noise σ_F (:func:`~exonta.analysis.concentration.filtered_noise_level`; filter width
+    of the calibration when it sets the counting threshold), so that the counting threshold, and the
+    concentration, do not depend on the detection threshold
+    (:func:`~exonta.analysis.concentration.at_reference_threshold`), and how many of the spots the count needs the
+    raised threshold still finds (:func:`~exonta.analysis.concentration.counted_spots_found`).
     """
-    from .analysis.concentration import REFERENCE_THRESHOLD_SNR, filtered_noise_level
+    from .analysis.concentration import REFERENCE_THRESHOLD_SNR
     from .detect import locate_frames
-
     from .detect.background import FirstFrames
 
     ref = detect.model_copy(update={"threshold_snr": REFERENCE_THRESHOLD_SNR, "threshold": None})
-    feats = locate_frames(FirstFrames(video, n_frames), params=ref, background=background)
-    psf = (calibration.psf_sigma_px if calibration is not None and getattr(calibration, "absolute_threshold", False)
-           else detect.psf_sigma_px)
-    return filtered_noise_level(feats, float(psf), REFERENCE_THRESHOLD_SNR)
+    return locate_frames(FirstFrames(video, n_frames), params=ref, background=background)
 
 
 def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback | None, *, calibration: Any,
                   acquisition_sources: dict[str, str] | None, warnings: list[str] | None,
-                  reference_noise: float | None = None) -> Result:
-    """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold). ``reference_noise``:
-    the counting noise measured by an analysis of the same video at the reference threshold, if any."""
+                  reference: pd.DataFrame | None = None) -> Result:
+    """One analysis at exactly ``config`` (:func:`analyze` adds the automatic threshold). ``reference``: the
+    detections of an analysis of the same video at the reference threshold (the automatic threshold's first
+    pass), if any (:func:`reference_detections`)."""
     import time
 
     from .analysis.concentration import (
+        REFERENCE_THRESHOLD_SNR,
         at_reference_threshold,
+        counted_spots_found,
         estimate_concentration,
+        filtered_noise_level,
         load_calibration,
         saturation_level_of,
     )
@@ -1180,13 +1184,25 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     if isinstance(cal, (str, Path)):
         cal = load_calibration(cal)
     noise_level = None
+    psf_ref = float(cal.psf_sigma_px if cal is not None and getattr(cal, "absolute_threshold", False)
+                    else config.detect.psf_sigma_px)
     if not at_reference_threshold(config.detect):
-        noise_level = reference_noise if reference_noise is not None else reference_noise_level(
-            vid, config.detect, detect_info.get("background"), cal)
+        if reference is None:
+            reference = reference_detections(vid, config.detect, detect_info.get("background"))
+        noise_level = filtered_noise_level(reference, psf_ref, REFERENCE_THRESHOLD_SNR)
     conc = estimate_concentration(
         features=features, tracks=tracks, particles=particles, distribution=dist, acquisition=acq,
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
         calibration=cal, frames_present=frames_present, noise_level=noise_level)
+    if reference is not None and conc.details.get("count_threshold") is not None:
+        share = counted_spots_found(features, reference, float(conc.details["count_threshold"]), psf_ref)
+        if share is not None:
+            conc.details["counted_spots_found_fraction"] = share
+            if share < MIN_COUNTED_SPOTS_FOUND:
+                conc.warnings.append(
+                    f"at the detection threshold of {config.detect.threshold_snr:g} noise sigmas the detector finds "
+                    f"{100 * share:.0f} % of the spots above the counting threshold that it finds at "
+                    f"{REFERENCE_THRESHOLD_SNR:g}: the concentration may be up to {100 * (1 - share):.0f} % low")
     warnings += list(getattr(conc, "warnings", []) or [])
     if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
         warnings += track_fraction_warnings(dist.stats.get("peaks") or [])

@@ -791,3 +791,23 @@ def test_calibrated_mixture_reports_peak_fractions_of_the_sample():
     assert f_sample == pytest.approx(true_small, abs=0.05), (f_sample, f_tracks, true_small)
     assert abs(f_sample - true_small) < abs(f_tracks - true_small), (f_sample, f_tracks, true_small)
     assert not any("fractions of tracks" in w for w in res.warnings)  # calibrated: the sample fractions are there
+
+
+def test_counted_spots_found_compares_the_spots_above_the_threshold_in_the_reference_frames():
+    """Share of the reference detections' spots with F >= T that the analysis found, over the reference's frames
+    only (the file's frames: ``video_frame`` when the analysis put its frames on a time grid)."""
+    from exonta.analysis.concentration import counted_spots_found
+
+    def spots(frames, signal):
+        frames = np.asarray(frames)
+        return pd.DataFrame({"frame": frames, "signal": np.full(frames.size, float(signal)),
+                             "size_px": np.full(frames.size, 1.5)})
+
+    # F = signal * s^2 / (s^2 + psf^2) = signal / 2 with s = psf = 1.5
+    ref = pd.concat([spots(np.repeat(np.arange(10), 4), 30.0), spots(np.arange(10), 4.0)])  # 40 above T=10, 10 below
+    found = pd.concat([spots(np.repeat(np.arange(10), 3), 30.0), spots(np.arange(10, 50), 30.0)])  # 30 in frames <10
+    assert counted_spots_found(found, ref, 10.0, 1.5) == pytest.approx(0.75)
+    gridded = found.rename(columns={"frame": "video_frame"}).assign(frame=lambda d: 2 * d["video_frame"])
+    assert counted_spots_found(gridded, ref, 10.0, 1.5) == pytest.approx(0.75)
+    assert counted_spots_found(found, ref, 100.0, 1.5) is None  # no reference spot above T
+    assert counted_spots_found(found, ref.iloc[:0], 10.0, 1.5) is None
