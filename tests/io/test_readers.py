@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import tracemalloc
 import warnings
@@ -993,3 +994,60 @@ def test_andor_solis_tags_give_rate_and_exposure(tmp_path):
                                                                         (4878, "d", 1, 0.0, True)])
     with open_video(tmp_path / "zero.tif") as v:  # a cycle time of 0 is no rate
         assert "fps" not in v.metadata and "exposure_s" not in v.metadata
+
+
+def _exif_jpeg(path, frame, exposure=None, stamp=None, subsec=None):
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    ex = Image.Exif()
+    ifd = ex.get_ifd(0x8769)
+    if exposure is not None:
+        ifd[0x829A] = IFDRational(*exposure)
+    if stamp is not None:
+        ifd[0x9003] = stamp
+    if subsec is not None:
+        ifd[0x9291] = subsec
+    Image.fromarray(frame).save(path, exif=ex, quality=95)
+
+
+def test_a_micro_manager_image_folder_gives_times_rate_exposure_and_pixel_size(tmp_path):
+    """Micro-Manager's "separate image files": one TIFF per image, each with its tag 51123."""
+    frames = _smooth_frames(n=15, h=40, w=48).astype(np.uint16)
+    t_ms = 200.0 + 40.0 * np.arange(15) + np.random.default_rng(1).uniform(0.0, 3.0, 15)
+    for i, f in enumerate(frames):
+        md = {"ElapsedTime-ms": float(t_ms[i]), "Exposure-ms": 10.0, "PixelSizeUm": 0.2}
+        tifffile.imwrite(tmp_path / f"img_channel000_position000_time{i:09d}_z000.tif", f,
+                         photometric="minisblack", extratags=[(51123, "s", 0, json.dumps(md), True)])
+    with open_video(tmp_path) as v:
+        assert v.format == "image-folder"
+        assert v.metadata["fps"] == pytest.approx(25.0, rel=0.01)
+        assert v.metadata["exposure_s"] == pytest.approx(0.01) and v.metadata["pixel_size_um"] == pytest.approx(0.2)
+        np.testing.assert_allclose(v.frame_times_s(), (t_ms - t_ms[0]) / 1000.0)
+        np.testing.assert_array_equal(v[:], frames)
+
+
+def test_exif_in_an_image_folder_gives_exposure_and_times(tmp_path):
+    """EXIF ExposureTime, and DateTimeOriginal + SubSecTimeOriginal of every image (here 20 frames/s across a
+    change of second); without sub-seconds on every image no times, the exposure stays."""
+    frames = _smooth_frames(n=12, h=40, w=48).astype(np.uint8)
+    for i, f in enumerate(frames):
+        t = 59.5 + 0.05 * i
+        _exif_jpeg(tmp_path / f"f{i:02d}.jpg", f, exposure=(1, 200),
+                   stamp="2026:11:24 10:%02d:%02d" % (int(t) // 60 + 0, int(t) % 60), subsec="%03d" % round((t % 1) * 1000))
+    with open_video(tmp_path) as v:
+        assert v.metadata["fps"] == pytest.approx(20.0, rel=1e-3) and v.metadata["exposure_s"] == pytest.approx(0.005)
+        np.testing.assert_allclose(v.frame_times_s(), 0.05 * np.arange(12), atol=1e-6)
+    other = tmp_path / "no_subsec"
+    other.mkdir()
+    for i, f in enumerate(frames[:4]):
+        _exif_jpeg(other / f"f{i}.jpg", f, exposure=(1, 50), stamp="2026:11:24 10:00:00",
+                   subsec=None if i == 2 else "100")
+    with open_video(other) as v:
+        assert v.frame_times_s() is None and v.metadata == {"exposure_s": pytest.approx(0.02)}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i, f in enumerate(frames[:3]):
+        cv2.imwrite(str(plain / f"f{i}.png"), f)
+    with open_video(plain) as v:
+        assert v.metadata == {} and v.frame_times_s() is None and v.fps is None

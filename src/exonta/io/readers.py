@@ -1467,6 +1467,99 @@ class ImageFileVideo(Video):
         return _gray_frame(self.path, self)[None].copy()
 
 
+_EXIF_IFD = 0x8769
+_EXIF_EXPOSURE_TIME = 0x829A
+_EXIF_DATETIME_ORIGINAL = 0x9003
+_EXIF_SUBSEC_ORIGINAL = 0x9291
+
+
+def _mm_file_metadata(path: Path) -> dict | None:
+    """Micro-Manager's per-image metadata of a one-image TIFF file (tag 51123), or None."""
+    import tifffile
+
+    with _TiffLogCapture():
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return _mm_image_metadata(tif.pages.first)
+        except Exception:
+            return None
+
+
+def _exif_of(path: Path) -> tuple[float | None, float | None]:
+    """``(exposure_s, time_s)`` from an image's EXIF: ``ExposureTime`` and ``DateTimeOriginal`` +
+    ``SubSecTimeOriginal`` (seconds since the epoch, as if UTC; None without sub-second digits)."""
+    import datetime as _dt
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:
+        return None, None
+    exposure = finite_or_none(sub.get(_EXIF_EXPOSURE_TIME))
+    stamp, frac = sub.get(_EXIF_DATETIME_ORIGINAL), str(sub.get(_EXIF_SUBSEC_ORIGINAL) or "").strip().strip("\x00")
+    t = None
+    if isinstance(stamp, str) and frac.isdigit():
+        try:
+            base = _dt.datetime.strptime(stamp.strip().strip("\x00"), "%Y:%m:%d %H:%M:%S")
+            t = base.replace(tzinfo=_dt.timezone.utc).timestamp() + int(frac) / 10 ** len(frac)
+        except ValueError:
+            t = None
+    return exposure, t
+
+
+def _folder_metadata(files: list[Path]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Acquisition values and per-image times recorded in a folder's images.
+
+    Micro-Manager's "separate image files" (one TIFF per image, each with its per-image metadata: tag 51123):
+    ``ElapsedTime-ms`` of every image, ``Exposure-ms`` and ``PixelSizeUm``. Otherwise EXIF (cameras and phones,
+    JPEG or TIFF): ``ExposureTime``, and ``DateTimeOriginal`` + ``SubSecTimeOriginal`` of every image as times.
+    The frame rate comes from the times (:func:`_rate_from_times`). Nothing is read when the first image has
+    neither.
+    """
+    out: dict[str, Any] = {}
+    times = None
+    first = files[0]
+    mm = _mm_file_metadata(first) if first.suffix.lower() in (".tif", ".tiff") else None
+    if mm is not None:
+        v = finite_or_none(mm.get("PixelSizeUm"))
+        if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
+            out["pixel_size_um"] = v
+        e = finite_or_none(mm.get("Exposure-ms"))
+        if e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
+            out["exposure_s"] = e / 1000.0
+        stamps = []
+        for p in files:
+            md = mm if p == first else _mm_file_metadata(p)
+            t = finite_or_none((md or {}).get("ElapsedTime-ms"))
+            if t is None:
+                stamps = []
+                break
+            stamps.append(t / 1000.0)
+        times = np.array(stamps) if stamps else None
+    else:
+        exposure, t0 = _exif_of(first)
+        if exposure is not None and _in_range(exposure, _EXPOSURE_RANGE_S):
+            out["exposure_s"] = exposure
+        if t0 is not None:
+            stamps = [t0]
+            for p in files[1:]:
+                t = _exif_of(p)[1]
+                if t is None:
+                    stamps = []
+                    break
+                stamps.append(t)
+            times = np.array(stamps) if stamps else None
+    rate = _rate_from_times(times)
+    if rate is not None:
+        out["fps"] = rate
+    if "exposure_s" in out and "fps" in out and out["exposure_s"] > 1.0 / out["fps"]:
+        del out["exposure_s"]  # not a frame's exposure (a long exposure would have set a slower rate)
+    return out, times
+
+
 class ImageFolderVideo(Video):
     """A folder of image files (PNG, JPEG, TIFF, BMP), one per frame, in natural sort order.
 
@@ -1501,6 +1594,21 @@ class ImageFolderVideo(Video):
         self.n_frames, self.height, self.width = len(self.files), h, w
         self.source_dtype = first.dtype
         self.dtype = _output_dtype(first.dtype, self._where)
+        self.metadata, self._times_s = _folder_metadata(self.files)
+        self.fps = self.metadata.get("fps")
+
+    #: Per-image times in a folder are software arrival times (Micro-Manager) or camera clock times with
+    #: millisecond resolution (EXIF): they may jitter.
+    frame_times_exact = False
+
+    def frame_times_s(self) -> np.ndarray | None:
+        """Each image's time (s from the first) when every image of the folder records one: Micro-Manager's
+        ``ElapsedTime-ms`` (TIFF tag 51123, "separate image files") or EXIF ``DateTimeOriginal`` with
+        ``SubSecTimeOriginal``; else None."""
+        t = self._times_s
+        if t is None or t.size < 2 or not (np.diff(t) > 0).all():
+            return None
+        return t - t[0]
 
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), self.source_dtype)
