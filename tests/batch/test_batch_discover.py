@@ -266,3 +266,18 @@ def test_every_movie_format_the_reader_opens_is_found(tmp_path: Path) -> None:
         _touch(root / "lot" / f"s{i}" / f"clip{ext.upper() if i % 2 else ext}")
     found = {p.suffix.lower() for p in find_videos(root)}
     assert found == set(MOVIE_EXTENSIONS) and {".mkv", ".webm", ".mpg"} <= found
+
+
+def test_discover_names_microscope_files_it_cannot_read(tmp_path: Path) -> None:
+    """ND2/CZI files beside videos: a note with how many and what to do; only vendor files: the error says so."""
+    root = tmp_path / "lot1"
+    _tiff(root / "s1" / "a.tif", 2)
+    _touch(root / "s1" / "b.nd2")
+    _touch(root / "s2" / "c.czi")
+    entries, notes = discover(root)
+    assert [e.path.name for e in entries] == ["a.tif"]
+    assert any("2 microscope file(s)" in n and "Nikon" in n and "Zeiss" in n and "OME-TIFF" in n for n in notes)
+    only = tmp_path / "lot2"
+    _touch(only / "x.nd2")
+    with pytest.raises(ExontaInputError, match="no video found.*1 microscope file.*export them as OME-TIFF"):
+        discover(only)

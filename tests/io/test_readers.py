@@ -1051,3 +1051,16 @@ def test_exif_in_an_image_folder_gives_exposure_and_times(tmp_path):
         cv2.imwrite(str(plain / f"f{i}.png"), f)
     with open_video(plain) as v:
         assert v.metadata == {} and v.frame_times_s() is None and v.fps is None
+
+
+@pytest.mark.parametrize("name, vendor", [("run.nd2", "Nikon"), ("run.CZI", "Zeiss"), ("run.lif", "Leica"),
+                                          ("store.zarr", "Zarr")])
+def test_microscope_vendor_formats_get_an_export_hint(tmp_path, name, vendor):
+    p = tmp_path / name
+    if name.endswith("zarr"):
+        p.mkdir()
+        (p / ".zattrs").write_text("{}")
+    else:
+        p.write_bytes(b"\x00" * 64)
+    with pytest.raises(ExontaInputError, match=f"is a {vendor}.*export the time series as an OME-TIFF"):
+        open_video(p)

@@ -54,7 +54,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ExontaInputError
-from ..io.readers import MOVIE_EXTENSIONS, natural_sort_key, sha256_of_files
+from ..io.readers import MICROSCOPE_FORMATS, MOVIE_EXTENSIONS, natural_sort_key, sha256_of_files
 from ..io.results import result_name, safe_name
 
 __all__ = [
@@ -171,8 +171,11 @@ def is_image_folder(folder: str | Path, _entries: list[os.DirEntry] | None = Non
     return True
 
 
-def find_videos(root: str | Path, exclude: list[str | Path] | tuple = ()) -> list[Path]:
-    """All videos under ``root`` (recursively, sorted), skipping hidden entries and ``exclude`` folders."""
+def find_videos(root: str | Path, exclude: list[str | Path] | tuple = (),
+                unreadable: list[Path] | None = None) -> list[Path]:
+    """All videos under ``root`` (recursively, sorted), skipping hidden entries and ``exclude`` folders.
+    ``unreadable``, when given, receives the microscope vendors' files found (ND2, CZI, LIF, ...: exported as
+    OME-TIFF they are videos)."""
     root = Path(root)
     excl = {os.path.normcase(os.path.realpath(p)) for p in exclude}
     found: list[Path] = []
@@ -196,6 +199,8 @@ def find_videos(root: str | Path, exclude: list[str | Path] | tuple = ()) -> lis
                     subdirs.append(Path(e.path))
                 elif e.is_file() and os.path.splitext(e.name)[1].lower() in VIDEO_SUFFIXES:
                     found.append(Path(e.path))
+                elif unreadable is not None and os.path.splitext(e.name)[1].lower() in MICROSCOPE_FORMATS:
+                    unreadable.append(Path(e.path))
             except OSError:
                 continue
         for s in subdirs:
@@ -436,9 +441,17 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
             notes.append(f"{len(unlisted)} video(s) under {root} are not listed in samples.csv and were not "
                          f"analysed (e.g. {_rel(unlisted[0], root)})")
     else:
-        for v in find_videos(root, exclude):
+        vendor: list[Path] = []
+        for v in find_videos(root, exclude, vendor):
             lot, sample = _folder_groups(v)
             entries.append(VideoEntry(path=v, rel=_rel(v, root), lot=lot, sample=sample))
+        if vendor:
+            kinds = ", ".join(sorted({MICROSCOPE_FORMATS[os.path.splitext(v.name)[1].lower()] for v in vendor}))
+            vendor_note = (f"{len(vendor)} microscope file(s) under {root} ({kinds}; e.g. {_rel(vendor[0], root)}) "
+                           f"are not read: export them as OME-TIFF to analyse them")
+            if not entries:
+                raise ExontaInputError(f"no video found under {root}: {vendor_note}")
+            notes.append(vendor_note)
         if not entries:
             raise ExontaInputError(
                 f"no video found under {root} (looked for {', '.join(sorted(VIDEO_SUFFIXES))} files and folders of "

@@ -1467,6 +1467,15 @@ class ImageFileVideo(Video):
         return _gray_frame(self.path, self)[None].copy()
 
 
+#: Microscope vendors' own file formats (not read: exported as OME-TIFF they are), by extension.
+MICROSCOPE_FORMATS = {
+    ".nd2": "Nikon NIS-Elements (ND2)", ".czi": "Zeiss ZEN (CZI)", ".lif": "Leica LAS X (LIF)",
+    ".lsm": "Zeiss LSM", ".oib": "Olympus FluoView (OIB)", ".oif": "Olympus FluoView (OIF)",
+    ".vsi": "Olympus cellSens (VSI)", ".ims": "Imaris (IMS)", ".sif": "Andor Solis (SIF)",
+    ".cxd": "Hamamatsu HCImage (CXD)", ".zarr": "Zarr (OME-Zarr)", ".nd": "MetaMorph (ND)",
+    ".stk": "MetaMorph (STK)", ".dv": "DeltaVision (DV)", ".spe": "Princeton Instruments (SPE)",
+}
+
 _EXIF_IFD = 0x8769
 _EXIF_EXPOSURE_TIME = 0x829A
 _EXIF_DATETIME_ORIGINAL = 0x9003
@@ -1756,9 +1765,14 @@ def open_video(path: str | os.PathLike | Video | np.ndarray, invert: bool = Fals
         raise _wrap(exc, f"'{p}'", "accessing the path") from exc
     if not exists:
         raise ExontaInputError(f"'{p}' does not exist; check the path (and the working directory)")
+    ext = p.suffix.lower()
+    if ext in MICROSCOPE_FORMATS:  # before the folder test: a Zarr store is a folder
+        raise ExontaInputError(
+            f"'{p}' is a {MICROSCOPE_FORMATS[ext]} file, which exonta does not read; export the time series as an "
+            f"OME-TIFF (in the microscope software, or in Fiji with File > Import > Bio-Formats, then File > Save "
+            f"As > OME-TIFF): its pixel size and frame times come along")
     if is_dir:
         return ImageFolderVideo(p, invert=invert)
-    ext = p.suffix.lower()
     if ext not in TIFF_EXTENSIONS + MOVIE_EXTENSIONS + IMAGE_EXTENSIONS:
         known = ", ".join(TIFF_EXTENSIONS[:2] + MOVIE_EXTENSIONS + IMAGE_EXTENSIONS)
         raise ExontaInputError(
