@@ -793,8 +793,11 @@ def exposure_sensitivity(tracks: pd.DataFrame, acquisition: Any, sizing: Any, di
     if stats.get("d50") is None or not len(tracks):
         return None
     short = acquisition.model_copy(update={"exposure_s": fraction / float(acquisition.fps)})
-    alt = size_distribution(particle_table(tracks, short, sizing), short, sizing.model_copy(update={"bootstrap": 0}),
-                            tracks=tracks)
+    try:
+        alt = size_distribution(particle_table(tracks, short, sizing), short,
+                                sizing.model_copy(update={"bootstrap": 0}), tracks=tracks)
+    except ExontaInputError:  # a diagnostic: the analysis itself stands
+        return None
     d50 = alt.stats.get("d50")
     if d50 is None:
         return None
