@@ -1202,8 +1202,10 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         if share is not None:
             conc.details["counted_spots_found_fraction"] = share
             if share < MIN_COUNTED_SPOTS_FOUND:
+                used = (f"{config.detect.threshold_snr:g} noise sigmas" if config.detect.threshold is None
+                        else f"{config.detect.threshold:g} (filtered intensity)")
                 conc.warnings.append(
-                    f"at the detection threshold of {config.detect.threshold_snr:g} noise sigmas the detector finds "
+                    f"at the detection threshold of {used} the detector finds "
                     f"{100 * share:.0f} % of the spots above the counting threshold that it finds at "
                     f"{REFERENCE_THRESHOLD_SNR:g}: the concentration may be up to {100 * (1 - share):.0f} % low")
     warnings += list(getattr(conc, "warnings", []) or [])

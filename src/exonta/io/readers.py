@@ -962,7 +962,7 @@ def _rate_from_times(times_s: np.ndarray | None) -> float | None:
     (software arrival times that jitter), the slope of the times against the frame index."""
     from .timing import frame_timing
 
-    if times_s is None or times_s.size < 2:
+    if times_s is None or times_s.size < 2 or not (np.diff(times_s) > 0).all():
         return None
     timing = frame_timing(times_s)
     if timing is not None and timing.grid is not None:
