@@ -147,3 +147,20 @@ def test_fast_search_flag_analyses_the_sample_with_the_binned_search(tmp_path):
     assert summary["parameters"]["detect"]["search_binning"] == 2
     assert summary["size_nm"]["d50"] == pytest.approx(100.0, rel=0.08)  # the sample's 100 nm beads
     assert summary["counts"]["n_valid_tracks"] > 50
+
+
+def test_summary_names_where_each_acquisition_value_came_from(capsys, monkeypatch):
+    from exonta.cli.analyze import acquisition_line, print_summary
+
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = {"size_nm": {"d50": 103.4}, "concentration_per_ml": {"value": 1.97e9},
+               "counts": {"mean_particles_per_frame": 24.8, "n_valid_tracks": 148, "n_tracks": 321},
+               "input": {"path": "mm.tif"}, "drift_um_per_s": [0.0, 0.0], "warnings": [],
+               "acquisition": {"pixel_size_um": 0.166, "fps": 30.001, "exposure_s": 0.0333333, "temperature_c": 22.0},
+               "acquisition_sources": {"pixel_size_um": "file", "fps": "file", "exposure_s": "default",
+                                       "temperature_c": "cli"}}
+    assert acquisition_line(summary) == ("acquisition: 0.166 µm/px (file), 30 frames/s (file), exposure 33.3 ms "
+                                         "(assumed), 22 °C (given)")
+    print_summary(summary, None)
+    assert "acquisition: 0.166 µm/px (file)" in capsys.readouterr().out
+    assert acquisition_line({"acquisition": {}}) is None

@@ -44,6 +44,27 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
         return "n/a"
 
 
+_SOURCE_NAMES = {"cli": "given", "config": "--config", "sidecar": "sidecar", "file": "file", "default": "assumed"}
+
+
+def acquisition_line(summary: dict[str, Any]) -> str | None:
+    """The acquisition the analysis used, each value with where it came from (``summary.json``
+    ``acquisition`` and ``acquisition_sources``): values read from the file or assumed are easy to miss."""
+    acq = summary.get("acquisition") or {}
+    src = summary.get("acquisition_sources") or {}
+    shown = (("pixel_size_um", lambda v: f"{v:g} µm/px"), ("fps", lambda v: f"{v:.4g} frames/s"),
+             ("exposure_s", lambda v: f"exposure {1000 * v:.3g} ms"), ("temperature_c", lambda v: f"{v:g} °C"))
+    parts = []
+    for key, text in shown:
+        try:
+            value = float(acq[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        where = _SOURCE_NAMES.get(src.get(key), src.get(key))
+        parts.append(text(value) + (f" ({where})" if where else ""))
+    return "acquisition: " + ", ".join(parts) if parts else None
+
+
 def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     """Print the size / concentration summary of one result as a rich table on stdout."""
     from rich.console import Console
@@ -85,6 +106,9 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     t.add_row("drift (µm/s)", f"{_fmt(dv[0], '.2f')}, {_fmt(dv[1], '.2f')}", "")
     console = Console()
     console.print(t)
+    line = acquisition_line(summary)
+    if line:
+        console.print(line, highlight=False)
     for w in summary.get("warnings") or []:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if out_dir is not None:
