@@ -946,13 +946,13 @@ def analyze(
         return result
     first = best = result
     best_fraction = _implausible_fraction(result)
-    # the first pass detected at the reference threshold: its detections measure the counting noise of the others
     tried = [(float(config.detect.threshold_snr), best_fraction)]
     for snr in AUTO_THRESHOLDS_SNR:
         if tried[-1][1] <= 0.0:
             break
         cfg = config.model_copy(update={"detect": config.detect.model_copy(update={"threshold_snr": snr})})
         cfg._auto = _requested(config)  # the requested hash stays that of the configuration as given
+        # the first pass detected at the reference threshold: its detections serve the count of the others
         res = _analyze_once(video, cfg, progress, warnings=warnings, reference=first.features, **kw)
         tried.append((snr, _implausible_fraction(res)))
         if tried[-1][1] < best_fraction:
@@ -979,11 +979,6 @@ def analyze(
 #: Frames (from the first) of the extra detection at the reference threshold that measures the counting noise
 #: when the analysis detects at another threshold (:func:`reference_detections`).
 REFERENCE_NOISE_FRAMES = 200
-
-#: Below this share of the reference detection's spots above the counting threshold, an analysis at a raised
-#: detection threshold warns that its concentration is low (:func:`~exonta.analysis.concentration.counted_spots_found`).
-MIN_COUNTED_SPOTS_FOUND = 0.95
-
 
 def reference_detections(video: Any, detect: Any, background: np.ndarray | None,
                          n_frames: int = REFERENCE_NOISE_FRAMES) -> pd.DataFrame:
@@ -1014,11 +1009,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     import time
 
     from .analysis.concentration import (
-        REFERENCE_THRESHOLD_SNR,
         at_reference_threshold,
-        counted_spots_found,
         estimate_concentration,
-        filtered_noise_level,
         load_calibration,
         saturation_level_of,
     )
@@ -1186,28 +1178,12 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     cal = calibration if calibration is not None else config.concentration.calibration
     if isinstance(cal, (str, Path)):
         cal = load_calibration(cal)
-    noise_level = None
-    psf_ref = float(cal.psf_sigma_px if cal is not None and getattr(cal, "absolute_threshold", False)
-                    else config.detect.psf_sigma_px)
-    if not at_reference_threshold(config.detect):
-        if reference is None:
-            reference = reference_detections(vid, config.detect, detect_info.get("background"))
-        noise_level = filtered_noise_level(reference, psf_ref, REFERENCE_THRESHOLD_SNR)
+    if reference is None and not at_reference_threshold(config.detect):
+        reference = reference_detections(vid, config.detect, detect_info.get("background"))
     conc = estimate_concentration(
         features=features, tracks=tracks, particles=particles, distribution=dist, acquisition=acq,
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
-        calibration=cal, frames_present=frames_present, noise_level=noise_level)
-    if reference is not None and conc.details.get("count_threshold") is not None:
-        share = counted_spots_found(features, reference, float(conc.details["count_threshold"]), psf_ref)
-        if share is not None:
-            conc.details["counted_spots_found_fraction"] = share
-            if share < MIN_COUNTED_SPOTS_FOUND:
-                used = (f"{config.detect.threshold_snr:g} noise sigmas" if config.detect.threshold is None
-                        else f"{config.detect.threshold:g} (filtered intensity)")
-                conc.warnings.append(
-                    f"at the detection threshold of {used} the detector finds "
-                    f"{100 * share:.0f} % of the spots above the counting threshold that it finds at "
-                    f"{REFERENCE_THRESHOLD_SNR:g}: the concentration may be up to {100 * (1 - share):.0f} % low")
+        calibration=cal, frames_present=frames_present, reference=reference)
     warnings += list(getattr(conc, "warnings", []) or [])
     if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
         warnings += track_fraction_warnings(dist.stats.get("peaks") or [])

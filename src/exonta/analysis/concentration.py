@@ -1101,6 +1101,10 @@ def occupancy_weights(distribution: Any, particles: pd.DataFrame,
 #: default of :class:`~exonta.config.DetectParams`.
 REFERENCE_THRESHOLD_SNR = float(DetectParams.model_fields["threshold_snr"].default)
 
+#: Below this share of the reference detections' spots above the counting threshold, an analysis at a raised
+#: detection threshold warns that its concentration is low (:func:`counted_spots_found`).
+MIN_COUNTED_SPOTS_FOUND = 0.95
+
 
 def at_reference_threshold(detect_params: DetectParams) -> bool:
     """Whether detections made with ``detect_params`` measure the counting noise themselves (threshold in noise
@@ -1288,7 +1292,7 @@ def estimate_concentration(
     n_frames: int,
     calibration: Calibration | None,
     frames_present: np.ndarray | None = None,
-    noise_level: float | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> ConcentrationResult:
     """Concentration of a video in particles/mL with a 95 % interval.
 
@@ -1313,11 +1317,13 @@ def estimate_concentration(
     frames_present : array of int, optional
         The frames of the grid the movie holds (``frame`` values), when ``n_frames`` counts dropped
         frames too; the per-frame counts are those of these frames only.
-    noise_level : float, optional
-        The noise σ_F of the filtered image (raw units, filter width of the calibration or of
-        ``detect_params``), measured by :func:`filtered_noise_level` on detections at
-        :data:`REFERENCE_THRESHOLD_SNR`; by default measured on ``features``, which is right only when they were
-        detected at that threshold (:func:`at_reference_threshold`; :mod:`exonta.pipeline` measures it otherwise).
+    reference : DataFrame, optional
+        The same detector's detections at :data:`REFERENCE_THRESHOLD_SNR` over the first frames of the video,
+        for ``features`` detected at another threshold (:func:`at_reference_threshold`; made by
+        :func:`exonta.pipeline.reference_detections`). They measure the noise σ_F of the counting threshold
+        (:func:`filtered_noise_level`), which ``features`` measure themselves otherwise, and the share of the
+        spots above ``T`` that ``features`` still hold (:func:`counted_spots_found`:
+        ``details["counted_spots_found_fraction"]``; below :data:`MIN_COUNTED_SPOTS_FOUND` a warning).
 
     Returns
     -------
@@ -1336,7 +1342,9 @@ def estimate_concentration(
 
     cal = calibration
     psf_ref = float(cal.psf_sigma_px if cal is not None and cal.absolute_threshold else detect_params.psf_sigma_px)
-    noise = noise_level if noise_level is not None else _brightness_noise(features, detect_params, psf_ref)
+    noise = filtered_noise_level(reference, psf_ref, REFERENCE_THRESHOLD_SNR) if reference is not None else None
+    if noise is None:
+        noise = _brightness_noise(features, detect_params, psf_ref)
     if cal is not None and cal.absolute_threshold:
         threshold = float(cal.count_threshold)
     elif cal is not None:
@@ -1400,7 +1408,7 @@ def estimate_concentration(
             noise_ratio = noise / cal.noise_level
             details["noise_ratio_to_calibration"] = noise_ratio
             # the detector's threshold in the units of T: F/snr of the detections at that threshold
-            noise_at_threshold = noise if noise_level is None else _brightness_noise(features, detect_params, psf_ref)
+            noise_at_threshold = noise if reference is None else _brightness_noise(features, detect_params, psf_ref)
             if (threshold is not None and noise_at_threshold
                     and threshold < params.min_threshold_margin * detect_params.threshold_snr * noise_at_threshold):
                 warnings.append(
@@ -1492,6 +1500,16 @@ def estimate_concentration(
         details["size_nm"] = _particle_size_stats(per_bin, distribution)
 
     warnings += _count_warnings(mean_n, area_um2, acquisition.pixel_size_um, detect_params, n_valid, params)
+    share = counted_spots_found(features, reference, threshold, psf_ref) if threshold is not None else None
+    if share is not None:
+        details["counted_spots_found_fraction"] = share
+        if share < MIN_COUNTED_SPOTS_FOUND:
+            used = (f"{detect_params.threshold_snr:g} noise sigmas" if detect_params.threshold is None
+                    else f"{detect_params.threshold:g} (filtered intensity)")
+            warnings.append(
+                f"at the detection threshold of {used} the detector finds {100 * share:.0f} % of the spots above "
+                f"the counting threshold that it finds at {REFERENCE_THRESHOLD_SNR:g}: the concentration may be up "
+                f"to {100 * (1 - share):.0f} % low")
     return ConcentrationResult(value_per_ml=float(value), ci95_low_per_ml=lo, ci95_high_per_ml=hi,
                                mean_particles_per_frame=mean_n, per_bin_per_ml=np.asarray(per_bin, dtype=float),
                                warnings=warnings, details=details)
