@@ -301,15 +301,21 @@ class Video:
         self._float_max: float | None = None
         self._keep_colour = False  # read_with_colour: keep the colours of the frame converted to grey
         self._colour: np.ndarray | None = None
+        self._times_s: np.ndarray | None = None  # per-frame times read from the file's metadata, if any
 
     #: Whether :meth:`frame_times_s` are the recording's own times (a movie's timestamps), not times that
     #: may jitter (software arrival times).
     frame_times_exact = True
 
     def frame_times_s(self) -> np.ndarray | None:
-        """Each frame's timestamp in seconds from the first, when the file stores one per frame (movies,
-        OME-TIFF); ``None`` otherwise (other TIFF stacks, image folders and arrays have no per-frame times)."""
-        return None
+        """Each frame's timestamp in seconds from the first, when the file stores one for every frame and they
+        increase: a movie's timestamps, an OME-TIFF's plane ``DeltaT``, Micro-Manager's per-image
+        ``ElapsedTime-ms`` (a stack or a folder of its files), EXIF times of a folder of images; ``None``
+        otherwise."""
+        t = self._times_s
+        if t is None or t.size < 2 or not (np.diff(t) > 0).all():
+            return None
+        return t - t[0]
 
     # -- backend hooks ---------------------------------------------------------------------
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
@@ -720,7 +726,6 @@ class TiffVideo(Video):
             self.format = "imagej-tiff"
         else:
             self.format = "tiff"
-        self._times_s = None
         with _TiffLogCapture():  # a file with Micro-Manager tags but no Micro-Manager header logs its misses
             try:
                 if tif.is_ome and tif.ome_metadata:
@@ -732,17 +737,9 @@ class TiffVideo(Video):
             self.metadata = _tiff_metadata(tif, self._times_s)
         self.fps = self.metadata.get("fps")
 
-    #: OME plane times are often the acquisition software's arrival times, which jitter.
+    #: OME plane times (else Micro-Manager's ``ElapsedTime-ms``) are often the acquisition software's arrival
+    #: times, which jitter.
     frame_times_exact = False
-
-    def frame_times_s(self) -> np.ndarray | None:
-        """The OME planes' ``DeltaT`` (s from the first frame) when the file gives one for every frame (a
-        Micro-Manager or Bio-Formats OME-TIFF), else Micro-Manager's per-image ``ElapsedTime-ms`` when every
-        frame has one, else None."""
-        t = getattr(self, "_times_s", None)
-        if t is None or t.size < 2 or not (np.diff(t) > 0).all():
-            return None
-        return t - t[0]
 
     def _ensure_open(self):
         if self._tif is None:
@@ -929,6 +926,34 @@ def _mm_image_metadata(page) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _mm_elapsed_s(md: dict | None) -> float | None:
+    """Micro-Manager's ``ElapsedTime-ms`` of one image's metadata, in s (None when missing)."""
+    t = finite_or_none((md or {}).get("ElapsedTime-ms"))
+    return None if t is None else t / 1000.0
+
+
+def _mm_acquisition(md: dict | None, out: dict[str, Any]) -> None:
+    """Pixel size (``PixelSizeUm``) and exposure (``Exposure-ms``) of Micro-Manager's per-image metadata, into
+    ``out`` where it has none yet and the values are plausible."""
+    md = md or {}
+    v = finite_or_none(md.get("PixelSizeUm"))
+    if "pixel_size_um" not in out and v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
+        out["pixel_size_um"] = v
+    e = finite_or_none(md.get("Exposure-ms"))
+    if "exposure_s" not in out and e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
+        out["exposure_s"] = e / 1000.0
+
+
+def _all_times(times) -> np.ndarray | None:
+    """The times of an iterable (s, None for a frame without one) as an array; None at the first missing one."""
+    out = []
+    for t in times:
+        if t is None:
+            return None
+        out.append(t)
+    return np.array(out, float) if out else None
+
+
 def _mm_frame_times(tif, n_frames: int) -> np.ndarray | None:
     """Micro-Manager's per-image ``ElapsedTime-ms`` (s) of the first series' ``n_frames`` pages, or None
     unless the file has the tag and every frame gives a time.
@@ -940,20 +965,12 @@ def _mm_frame_times(tif, n_frames: int) -> np.ndarray | None:
         if not tif.pages.first.is_micromanager:
             return None
         pages = tif.series[0].pages
-        if len(pages) != n_frames:
+        if len(pages) != n_frames or any(p is None for p in pages):
             return None
-        out = np.empty(n_frames)
-        for i, p in enumerate(pages):
-            if p is None:
-                return None
-            md = _mm_image_metadata(tif.pages.get(p.index, aspage=True, cache=False))
-            t = finite_or_none((md or {}).get("ElapsedTime-ms"))
-            if t is None:
-                return None
-            out[i] = t / 1000.0
+        return _all_times(_mm_elapsed_s(_mm_image_metadata(tif.pages.get(p.index, aspage=True, cache=False)))
+                          for p in pages)
     except Exception:  # unreadable tags: no per-frame times (the frames are still read)
         return None
-    return out
 
 
 def _rate_from_times(times_s: np.ndarray | None) -> float | None:
@@ -1012,18 +1029,14 @@ def _tiff_metadata(tif, frame_times_s: np.ndarray | None = None) -> dict[str, An
         mm = tif.micromanager_metadata if tif.is_micromanager else None
         summary = (mm or {}).get("Summary") or {}
         if "pixel_size_um" not in out:
-            for v in (finite_or_none(summary.get("PixelSize_um")), finite_or_none(image.get("PixelSizeUm"))):
-                if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
-                    out["pixel_size_um"] = v
-                    break
+            v = finite_or_none(summary.get("PixelSize_um"))
+            if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
+                out["pixel_size_um"] = v
         if "fps" not in out:
             iv = finite_or_none(summary.get("Interval_ms"))
             if iv and iv > 0 and _in_range(1000.0 / iv, _FPS_RANGE):
                 out["fps"] = 1000.0 / iv
-        if "exposure_s" not in out:
-            e = finite_or_none(image.get("Exposure-ms"))
-            if e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
-                out["exposure_s"] = e / 1000.0
+        _mm_acquisition(image, out)
     except Exception:
         pass
     try:  # Andor Solis: private tags 4864-5030, times in s
@@ -1533,34 +1546,14 @@ def _folder_metadata(files: list[Path]) -> tuple[dict[str, Any], np.ndarray | No
     first = files[0]
     mm = _mm_file_metadata(first) if first.suffix.lower() in (".tif", ".tiff") else None
     if mm is not None:
-        v = finite_or_none(mm.get("PixelSizeUm"))
-        if v and _in_range(v, _PIXEL_SIZE_RANGE_UM):
-            out["pixel_size_um"] = v
-        e = finite_or_none(mm.get("Exposure-ms"))
-        if e is not None and _in_range(e / 1000.0, _EXPOSURE_RANGE_S):
-            out["exposure_s"] = e / 1000.0
-        stamps = []
-        for p in files:
-            md = mm if p == first else _mm_file_metadata(p)
-            t = finite_or_none((md or {}).get("ElapsedTime-ms"))
-            if t is None:
-                stamps = []
-                break
-            stamps.append(t / 1000.0)
-        times = np.array(stamps) if stamps else None
+        _mm_acquisition(mm, out)
+        times = _all_times(_mm_elapsed_s(mm if p == first else _mm_file_metadata(p)) for p in files)
     else:
         exposure, t0 = _exif_of(first)
         if exposure is not None and _in_range(exposure, _EXPOSURE_RANGE_S):
             out["exposure_s"] = exposure
         if t0 is not None:
-            stamps = [t0]
-            for p in files[1:]:
-                t = _exif_of(p)[1]
-                if t is None:
-                    stamps = []
-                    break
-                stamps.append(t)
-            times = np.array(stamps) if stamps else None
+            times = _all_times(t0 if p == first else _exif_of(p)[1] for p in files)
     rate = _rate_from_times(times)
     if rate is not None:
         out["fps"] = rate
@@ -1609,15 +1602,6 @@ class ImageFolderVideo(Video):
     #: Per-image times in a folder are software arrival times (Micro-Manager) or camera clock times with
     #: millisecond resolution (EXIF): they may jitter.
     frame_times_exact = False
-
-    def frame_times_s(self) -> np.ndarray | None:
-        """Each image's time (s from the first) when every image of the folder records one: Micro-Manager's
-        ``ElapsedTime-ms`` (TIFF tag 51123, "separate image files") or EXIF ``DateTimeOriginal`` with
-        ``SubSecTimeOriginal``; else None."""
-        t = self._times_s
-        if t is None or t.size < 2 or not (np.diff(t) > 0).all():
-            return None
-        return t - t[0]
 
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.height, self.width), self.source_dtype)
