@@ -983,6 +983,22 @@ def test_micro_manager_times_rate_sees_dropped_frames(tmp_path):
         np.testing.assert_allclose(v.frame_times_s(), kept * 0.025)
 
 
+def test_a_recorded_exposure_longer_than_the_recorded_interval_is_left_out(tmp_path):
+    """A Micro-Manager stack (like an image folder) whose Exposure-ms exceeds its frame interval: the rate is
+    kept, the exposure left out (the analysis then assumes one and says so); an exposure equal to the interval
+    stays."""
+    from tests.mm_tiff import write_mm_tiff
+
+    frames = _smooth_frames(n=12, h=32, w=32).astype(np.uint16)
+    write_mm_tiff(tmp_path / "long.tif", frames, 25.0 * np.arange(12), exposure_ms=30.0, pixel_size_um=0.1)
+    with open_video(tmp_path / "long.tif") as v:
+        assert v.metadata["fps"] == pytest.approx(40.0) and "exposure_s" not in v.metadata
+        assert v.metadata["pixel_size_um"] == pytest.approx(0.1)
+    write_mm_tiff(tmp_path / "equal.tif", frames, 25.0 * np.arange(12), exposure_ms=25.0)
+    with open_video(tmp_path / "equal.tif") as v:
+        assert v.metadata["exposure_s"] == pytest.approx(0.025)
+
+
 def test_andor_solis_tags_give_rate_and_exposure(tmp_path):
     """Andor Solis TIFF tags (4864 id, 4876 exposure, 4878 kinetic cycle time, both in s)."""
     p = tmp_path / "andor.tif"

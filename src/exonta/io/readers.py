@@ -1056,7 +1056,23 @@ def _tiff_metadata(tif, frame_times_s: np.ndarray | None = None) -> dict[str, An
         v = _resolution_um(page, {2: 25400.0, 3: 10000.0}.get(unit))
         if _in_range(v, _RESOLUTION_PHYSICAL_UM):
             out["pixel_size_um"] = v
+    _drop_impossible_exposure(out)
     return out
+
+
+def _drop_impossible_exposure(out: dict[str, Any]) -> None:
+    """Leave out a recorded exposure longer than the recorded frame interval.
+
+    A camera cannot expose a frame for longer than the interval between frames, so one of the two values is
+    not a frame's (an exposure setting of another mode, a requested rather than the achieved rate). The rate is
+    kept: the sizes need it, and the exposure then falls back to the assumed one, which the analysis reports
+    with its effect. Without this a file's inconsistent metadata would end in the pipeline's "exposure longer
+    than the frame interval" error, which is meant for values the user gives.
+    """
+    e = out.get("exposure_s")
+    fps = out.get("fps")
+    if e is not None and fps and e > 1.0 / fps * (1.0 + 1e-6):
+        del out["exposure_s"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1557,8 +1573,7 @@ def _folder_metadata(files: list[Path]) -> tuple[dict[str, Any], np.ndarray | No
     rate = _rate_from_times(times)
     if rate is not None:
         out["fps"] = rate
-    if "exposure_s" in out and "fps" in out and out["exposure_s"] > 1.0 / out["fps"]:
-        del out["exposure_s"]  # not a frame's exposure (a long exposure would have set a slower rate)
+    _drop_impossible_exposure(out)
     return out, times
 
 
