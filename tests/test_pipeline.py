@@ -570,3 +570,24 @@ def test_the_counting_threshold_does_not_follow_the_detection_threshold(monkeypa
     auto = run()
     assert auto.config.detect.threshold_snr == 5.0
     assert auto.concentration.details["noise_level"] == pytest.approx(c0["noise_level"], rel=1e-9)
+
+
+def test_a_buffer_blank_gives_no_size_statistics_and_no_flow_warning():
+    """A video of camera noise only (a buffer blank): its few noise links give neither size statistics (fewer than
+    MIN_TRACKS_FOR_STATISTICS tracks; before, two of them read "D50 20.4 nm, CI 20.4–20.4") nor a "strong
+    drift" warning (their mean step is their own wandering: not significant), and the concentration is ~0."""
+    from exonta.analysis.distribution import MIN_TRACKS_FOR_STATISTICS
+    from exonta.config import Acquisition, AnalysisConfig
+    from exonta.io.readers import ArrayVideo
+
+    frames = np.random.default_rng(1).poisson(20, (200, 256, 256)).astype(np.uint8)
+    acq = Acquisition(pixel_size_um=0.1, fps=30.0, exposure_s=0.02, temperature_c=22.0)
+    res = pipeline.analyze(ArrayVideo(frames), AnalysisConfig(acquisition=acq))
+    s = res.summary()
+    assert 0 < s["size_nm"]["n_tracks_used"] < MIN_TRACKS_FOR_STATISTICS  # some noise links, too few to size
+    assert all(np.isnan(s["size_nm"][k]) for k in ("mode", "d50", "d10", "d90")) and s["size_nm"]["peaks"] == []
+    assert [w for w in res.warnings if "no size statistics" in w]
+    assert not [w for w in res.warnings if "drift" in w or "flow" in w]
+    v, se = np.hypot(*s["drift_um_per_s"]), np.hypot(*s["drift_se_um_per_s"]) / np.sqrt(2)
+    assert v > 1.0 and v < 3.0 * se  # an estimate of a few µm/s, within its noise
+    assert s["concentration_per_ml"]["value"] < 1e6

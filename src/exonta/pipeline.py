@@ -141,6 +141,8 @@ class Result:
                 **dict(getattr(conc, "details", {}) or {}),
             },
             "drift_um_per_s": [float(drift_v[0]), float(drift_v[1])],
+            "drift_se_um_per_s": [float(v) for v in
+                                  getattr(self.drift, "velocity_se_um_per_s", (math.nan, math.nan))],
             "auto_parameters": dict(self.auto_parameters),
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
@@ -789,8 +791,11 @@ def exposure_sensitivity(tracks: pd.DataFrame, acquisition: Any, sizing: Any, di
     from .analysis.diffusion import particle_table
     from .analysis.distribution import size_distribution
 
+    def finite(v: Any) -> bool:
+        return v is not None and math.isfinite(float(v))
+
     stats = getattr(distribution, "stats", None) or {}
-    if stats.get("d50") is None or not len(tracks):
+    if not finite(stats.get("d50")) or not len(tracks):
         return None
     short = acquisition.model_copy(update={"exposure_s": fraction / float(acquisition.fps)})
     try:
@@ -799,7 +804,7 @@ def exposure_sensitivity(tracks: pd.DataFrame, acquisition: Any, sizing: Any, di
     except ExontaInputError:  # a diagnostic: the analysis itself stands
         return None
     d50 = alt.stats.get("d50")
-    if d50 is None:
+    if not finite(d50):
         return None
     return {"exposure_s": float(acquisition.exposure_s), "d50_nm": stats.get("d50"), "mode_nm": stats.get("mode"),
             "short_exposure_s": float(short.exposure_s), "short_d50_nm": d50, "short_mode_nm": alt.stats.get("mode"),
@@ -1051,7 +1056,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     h, w = (int(s) for s in vid.frame_shape)
     if n_frames < 2:
         raise ExontaInputError(
-            f"the video has {n_frames} frame(s); tracking needs at least {config.sizing.min_track_length} frames")
+            f"the video has {n_frames} frame; tracking needs at least 2 frames, and sizing tracks of at least "
+            f"{config.sizing.min_track_length}")
     path = getattr(vid, "path", None)
     input_info = {"path": str(path) if path else None, "sha256": None, "n_frames": n_frames, "width": w,
                   "height": h, "dtype": str(np.dtype(vid.dtype)), "format": getattr(vid, "format", "array")}
@@ -1164,6 +1170,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         if sensitivity is not None:
             dist.stats["exposure_assumed"] = sensitivity
             warnings = [_exposure_warning(sensitivity) if x == EXPOSURE_ASSUMED_WARNING else x for x in warnings]
+    if dist.stats.get("method") == "none" and n_frames >= config.sizing.min_track_length:
+        warnings.append(dist.stats["note"])  # too few valid tracks for size statistics
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])
     limit = detection_limit_summary(features, tracks, dist, acq, config.detect, config.concentration,

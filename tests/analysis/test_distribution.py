@@ -639,6 +639,15 @@ def test_empty_and_single_track():
         assert dist.stats["peaks"] == [] and "no size statistics" in dist.stats["note"]
         assert (dist.table["deconvolved_density"] == 0).all() and len(dist.table) == 120
         assert dist.stats["n_tracks_used"] == len(sub)
+    # fewer than MIN_TRACKS_FOR_STATISTICS tracks: the raw histogram, no statistics; from that number on, statistics
+    from exonta.analysis.distribution import MIN_TRACKS_FOR_STATISTICS
+
+    tracks, parts = _data(np.full(MIN_TRACKS_FOR_STATISTICS, 100.0), 21)
+    few = size_distribution(parts.iloc[:-1], ACQ, SizingParams(bootstrap=5), tracks=tracks)
+    assert np.isnan(few.stats["d50"]) and "no size statistics" in few.stats["note"] and few.stats["peaks"] == []
+    assert (few.table["raw_density"] * few.table["bin_width_nm"]).sum() == pytest.approx(1.0)
+    enough = size_distribution(parts, ACQ, SizingParams(bootstrap=5), tracks=tracks)
+    assert np.isfinite(enough.stats["d50"]) and enough.stats["n_tracks_used"] == MIN_TRACKS_FOR_STATISTICS
     too_short = parts.assign(n_positions=SizingParams().min_track_length - 1)
     dist = size_distribution(too_short, ACQ, SizingParams(), tracks=None)
     assert dist.stats["n_tracks_used"] == 0 and (dist.table["raw_density"] == 0).all()
@@ -651,7 +660,7 @@ def test_bad_input_raises():
         size_distribution(pd.DataFrame({"particle": [1, 2]}), ACQ, SizingParams())
     with pytest.raises(ExontaInputError):
         size_distribution([1, 2], ACQ, SizingParams())
-    tracks, parts = _data(np.full(5, 100.0), 21)
+    tracks, parts = _data(np.full(12, 100.0), 21)
     with pytest.raises(ExontaInputError):
         size_distribution(parts, ACQ, SizingParams(), tracks=tracks.drop(columns=["frame"]))
 

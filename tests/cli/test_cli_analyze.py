@@ -164,3 +164,21 @@ def test_summary_names_where_each_acquisition_value_came_from(capsys, monkeypatc
     print_summary(summary, None)
     assert "acquisition: 0.166 µm/px (file)" in capsys.readouterr().out
     assert acquisition_line({"acquisition": {}}) is None
+
+
+def test_summary_table_shows_a_dash_for_missing_statistics_and_the_drift_error(capsys, monkeypatch):
+    """Too few tracks (a buffer blank): "—" and no interval instead of "nan" and "nan–nan"; the drift row carries
+    its standard error."""
+    from exonta.cli.analyze import print_summary
+
+    monkeypatch.setenv("COLUMNS", "200")
+    nan = float("nan")
+    summary = {"size_nm": {"mode": nan, "d50": nan, "ci95": {"d50": [nan, nan]}, "peaks": []},
+               "concentration_per_ml": {"value": 0.0, "ci95_low": 0.0, "ci95_high": 3e6},
+               "counts": {"mean_particles_per_frame": 0.0, "n_valid_tracks": 2, "n_tracks": 284},
+               "input": {"path": "blank.tif"}, "drift_um_per_s": [-0.81, -5.79],
+               "drift_se_um_per_s": [2.7, 2.6], "warnings": []}
+    print_summary(summary, None)
+    out = capsys.readouterr().out
+    assert "nan" not in out and "D50 (nm)" in out and "—" in out
+    assert "-0.81, -5.79" in out and "± 2.7, 2.6 (SE)" in out

@@ -80,6 +80,27 @@ def test_uniform_drift_is_recovered_and_removal_restores_d():
     assert d_cor == pytest.approx(D_TRUE, rel=0.08)
 
 
+def test_flow_warnings_need_a_significant_drift():
+    """A few fast-diffusing tracks (a buffer blank's noise links, a very dilute sample) give a mean step that is
+    their own diffusion: no "strong drift" warning unless the drift is ≥ 3 standard errors from zero, and the
+    reported SE is the spread of the steps over √n (robust: 1.2533·σ/√n)."""
+    d_fast = 60.0  # µm²/s: step SD 2 µm per frame, a mean over ~60 steps wanders by ~8 µm/s
+    found = []
+    for seed in range(20):
+        tracks = brownian_tracks(np.random.default_rng(100 + seed), n_particles=3, life=20, d=d_fast)
+        res = estimate_drift(tracks, ACQ, LinkParams())
+        se_expected = 1.2533 * np.sqrt(2 * d_fast * ACQ.frame_interval_s / res.n_steps) * ACQ.fps
+        assert res.velocity_se_um_per_s[0] == pytest.approx(se_expected, rel=0.5)
+        found.append((np.hypot(*res.velocity_um_per_s), res.warnings))
+    speeds = np.array([f[0] for f in found])
+    assert (speeds > LinkParams().flow_warning_um_per_s).sum() >= 10  # the estimate itself is large ...
+    assert sum(bool(f[1]) for f in found) <= 1  # ... but not significant: at most a 1 % false alarm
+    # a real drift of the same size on as few tracks but slow particles is significant and warned about
+    tracks = brownian_tracks(np.random.default_rng(7), n_particles=3, life=20, velocity=lambda x, y, t: (12.0, 0.0))
+    res = estimate_drift(tracks, ACQ, LinkParams())
+    assert any("strong drift/flow" in w for w in res.warnings)
+
+
 def test_time_varying_drift_is_followed():
     rng = np.random.default_rng(2)
     tracks = brownian_tracks(rng, n_particles=200, velocity=lambda x, y, t: (6.0 * np.sin(2 * np.pi * t / 4.0), 0.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,9 +41,17 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     try:
-        return format(float(v), spec)
+        f = float(v)
     except (TypeError, ValueError):
         return "n/a"
+    return format(f, spec) if math.isfinite(f) else "—"
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 _SOURCE_NAMES = {"cli": "given", "config": "--config", "sidecar": "sidecar", "file": "file", "default": "assumed"}
@@ -82,7 +92,7 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     for key, label in (("mode", "mode (nm)"), ("mean", "mean (nm)"), ("sd", "SD (nm)"), ("d10", "D10 (nm)"),
                        ("d50", "D50 (nm)"), ("d90", "D90 (nm)")):
         lohi = ci.get(key) or [None, None]
-        t.add_row(label, _fmt(s.get(key)), f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if lohi[0] is not None else "")
+        t.add_row(label, _fmt(s.get(key)), f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if _finite(lohi[0]) else "")
     cs = c.get("size_nm") or {}
     in_sample = cs.get("peaks") or []
     peaks = s.get("peaks") or []
@@ -103,7 +113,9 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     t.add_row("particles per frame", _fmt(n.get("mean_particles_per_frame")), "")
     t.add_row("valid tracks / tracks", f"{n.get('n_valid_tracks')} / {n.get('n_tracks')}", "")
     dv = summary.get("drift_um_per_s") or [0, 0]
-    t.add_row("drift (µm/s)", f"{_fmt(dv[0], '.2f')}, {_fmt(dv[1], '.2f')}", "")
+    se = summary.get("drift_se_um_per_s") or [None, None]
+    t.add_row("drift (µm/s)", f"{_fmt(dv[0], '.2f')}, {_fmt(dv[1], '.2f')}",
+              f"± {_fmt(se[0], '.2g')}, {_fmt(se[1], '.2g')} (SE)" if _finite(se[0]) and _finite(se[1]) else "")
     console = Console()
     console.print(t)
     line = acquisition_line(summary)

@@ -38,6 +38,9 @@ NONUNIFORM_MIN_UM_S = 1.0
 NONUNIFORM_REL = 0.2
 #: Strong-flow warning when the displacement per frame exceeds this fraction of the search range.
 FLOW_SEARCH_FRACTION = 0.3
+#: Flow warnings need the mean drift to differ from zero by this many standard errors: a few tracks (a
+#: buffer blank's noise links, a very dilute sample) give a mean step that is mostly their own diffusion.
+FLOW_MIN_Z = 3.0
 
 
 @dataclass
@@ -60,6 +63,9 @@ class DriftResult:
         (``"left"``, ``"right"``, ``"top"``, ``"bottom"``), µm/s, for QC.
     n_steps : int
         Number of one-frame displacements the estimate is based on.
+    velocity_se_um_per_s : tuple of float
+        Standard error of each component of ``velocity_um_per_s`` (from the spread of the one-frame
+        displacements: robust, 1.2533·σ_MAD/√n), µm/s; NaN without displacements.
     """
 
     drift_px: pd.DataFrame
@@ -67,6 +73,7 @@ class DriftResult:
     warnings: list[str] = field(default_factory=list)
     region_velocity_um_per_s: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_steps: int = 0
+    velocity_se_um_per_s: tuple[float, float] = (math.nan, math.nan)
 
 
 def _steps(tracks: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -175,16 +182,22 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
     drift = pd.DataFrame({"frame": frames, "dx_px": np.cumsum(sdx), "dy_px": np.cumsum(sdy)})
     vx, vy = mean_dx * px * fps, mean_dy * px * fps
     speed = math.hypot(vx, vy)
+    se_x = _robust_mean_se(dx)[1] * px * fps
+    se_y = _robust_mean_se(dy)[1] * px * fps
+    # |v|/SE against zero drift (χ² with 2 degrees of freedom: P(z > 3) ≈ 1 %); too few steps for a
+    # spread: not significant
+    se = math.hypot(se_x, se_y) / math.sqrt(2.0)
+    significant = math.isfinite(se) and (se == 0.0 or speed > FLOW_MIN_Z * se)
 
     warnings: list[str] = []
-    if speed > params.flow_warning_um_per_s:
+    if significant and speed > params.flow_warning_um_per_s:
         warnings.append(
             f"strong drift/flow of {speed:.3g} µm/s (above {params.flow_warning_um_per_s:g} µm/s): it was "
             "subtracted, but let the sample settle, check the cell for leaks or bubbles and the temperature "
             "equilibration")
     rho = search_range_um(acquisition, params)
     per_frame_um = speed / fps
-    if per_frame_um > FLOW_SEARCH_FRACTION * rho:
+    if significant and per_frame_um > FLOW_SEARCH_FRACTION * rho:
         warnings.append(
             f"the flow moves particles by {per_frame_um:.3g} µm per frame, "
             f"{100 * per_frame_um / rho:.0f} % of the linking search range ({rho:.3g} µm): tracks may break; "
@@ -221,7 +234,7 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
                 f"({ax * scale:.3g}, {ay * scale:.3g}) and ({bx * scale:.3g}, {by * scale:.3g}) µm/s; a common drift "
                 "correction cannot remove this and the sizes will be biased low: stop the flow or analyse a "
                 "smaller region")
-    return DriftResult(drift, (vx, vy), warnings, regions, int(dx.size))
+    return DriftResult(drift, (vx, vy), warnings, regions, int(dx.size), (se_x, se_y))
 
 
 def subtract_drift(tracks: pd.DataFrame, drift: DriftResult) -> pd.DataFrame:
