@@ -591,3 +591,21 @@ def test_a_buffer_blank_gives_no_size_statistics_and_no_flow_warning():
     v, se = np.hypot(*s["drift_um_per_s"]), np.hypot(*s["drift_se_um_per_s"]) / np.sqrt(2)
     assert v > 1.0 and v < 3.0 * se  # an estimate of a few µm/s, within its noise
     assert s["concentration_per_ml"]["value"] < 1e6
+
+
+def test_analyze_of_a_path_without_configuration_reads_the_sidecar(tmp_path):
+    """``analyze(path)`` resolves the configuration as ``prepare`` (and the CLI) do: the sidecar's exposure and
+    temperature are used and named as such, not assumed (before, only the file's own metadata was read)."""
+    import tifffile
+
+    frames = np.random.default_rng(2).poisson(20, (30, 64, 64)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "v.tif", frames)
+    (tmp_path / "v.exonta.toml").write_text(
+        "[acquisition]\npixel_size_um = 0.12\nfps = 25.0\nexposure_s = 0.01\ntemperature_c = 30.0\n"
+        "[detect]\nthreshold_snr = 4.5\n", encoding="utf-8")
+    res = pipeline.analyze(tmp_path / "v.tif")
+    acq = res.config.acquisition
+    assert (acq.pixel_size_um, acq.fps, acq.exposure_s, acq.temperature_c) == (0.12, 25.0, 0.01, 30.0)
+    assert {res.acquisition_sources[k] for k in ("pixel_size_um", "fps", "exposure_s", "temperature_c")} == {"sidecar"}
+    assert res.config.detect.threshold_snr == 4.5
+    assert not [w for w in res.warnings if "not given" in w]

@@ -917,8 +917,11 @@ def analyze(
         The recording: a path, an opened :class:`exonta.io.Video`, or frames
         as an ``(n_frames, height, width)`` array.
     config : AnalysisConfig, optional
-        The complete configuration. When missing or without ``acquisition``,
-        the acquisition is taken from the file's own metadata (a clear error
+        The complete configuration. When missing and ``video`` is a path, it is
+        resolved as :func:`prepare` does (the file's metadata, then the sidecar
+        files ``<video>.exonta.toml`` and ``exonta.toml`` beside it), as the CLI,
+        napari and batch do. When missing otherwise, or without ``acquisition``,
+        the acquisition is taken from the video's own metadata (a clear error
         says what is missing) and the analysis parameters are the defaults.
     progress : callable, optional
         ``progress(done, total, stage) -> bool | None``; return ``False`` to cancel.
@@ -944,6 +947,11 @@ def analyze(
     analysis whose implausible peaks hold the smallest number fraction is returned (the lower
     threshold on ties). Simulated NTA samples (TIFF) never trigger it.
     """
+    if config is None and isinstance(video, (str, Path)):
+        # configured as prepare() does (and the CLI, napari and batch): file metadata and sidecar files
+        video, config, prepared_warnings, sources = prepare(video)
+        warnings = list(warnings or []) + prepared_warnings
+        acquisition_sources = acquisition_sources or sources
     config = config if config is not None else AnalysisConfig()
     kw = {"calibration": calibration, "acquisition_sources": acquisition_sources}
     result = _analyze_once(video, config, progress, warnings=warnings, **kw)
