@@ -50,6 +50,12 @@ def test_nonsense_values_rejected(bad):
         resolve_acquisition(explicit=vals)
 
 
+def test_a_temperature_in_kelvin_is_named_as_such():
+    with pytest.raises(ExontaInputError, match=r"looks like kelvin: give degrees Celsius \(295 K = 21.9 °C\)"):
+        resolve_acquisition(explicit={"pixel_size_um": 0.1, "fps": 30, "temperature_c": 295})
+    assert resolve_acquisition(explicit={"pixel_size_um": 0.1, "fps": 30, "temperature_c": 37})[0].temperature_c == 37
+
+
 def test_unknown_keys_rejected(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text("[acquisition]\npixel_size_um = 0.1\nfps = 30\nfoo = 1\n")

@@ -105,7 +105,11 @@ class Acquisition(_Model):
             fv = float(v)
         except (TypeError, ValueError):
             raise ValueError(f"{info.field_name} must be a number, got {v!r}") from None
-        return _finite(fv, info.field_name)
+        fv = _finite(fv, info.field_name)
+        if info.field_name == "temperature_c" and 250.0 <= fv <= 380.0:
+            raise ValueError(f"temperature_c={fv:g} looks like kelvin: give degrees Celsius "
+                             f"({fv:g} K = {fv - 273.15:.1f} °C)")
+        return fv
 
     @model_validator(mode="after")
     def _fill(self):
