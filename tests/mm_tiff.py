@@ -25,3 +25,38 @@ def write_mm_tiff(path, frames: np.ndarray, times_ms=None, exposure_ms: float | 
             md.update(extra or {})
             w.write(frame, contiguous=False, metadata=None, photometric="minisblack",
                     extratags=[(51123, "s", 0, json.dumps(md), True)])
+
+
+def write_multifile_ome(folder, frames: np.ndarray, names=("a.ome.tif", "b.ome.tif"), binary_only: bool = False,
+                        time_increment_s: float = 0.04, pixel_size_um: float = 0.2) -> None:
+    """One T×Y×X series split over several OME-TIFF files (as Micro-Manager splits at 4 GB): each file holds
+    its share of the frames; the first carries the whole OME-XML, each TiffData naming its file by UUID. The
+    others carry the same XML, or with ``binary_only`` Micro-Manager's stub pointing at the first."""
+    import uuid
+    from pathlib import Path
+
+    folder = Path(folder)
+    n, h, w = frames.shape
+    bounds = np.linspace(0, n, len(names) + 1).astype(int)
+    uuids = [f"urn:uuid:{uuid.uuid4()}" for _ in names]
+    tiffdata = "".join(
+        f'<TiffData FirstT="{b0}" IFD="0" PlaneCount="{b1 - b0}"><UUID FileName="{name}">{u}</UUID></TiffData>'
+        for name, u, b0, b1 in zip(names, uuids, bounds[:-1], bounds[1:]))
+    dtype = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16"}[frames.dtype]
+
+    def full(own):
+        return ('<?xml version="1.0" encoding="UTF-8"?>'
+                f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{own}">'
+                f'<Image ID="Image:0" Name="mm"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="{dtype}" '
+                f'SizeX="{w}" SizeY="{h}" SizeC="1" SizeZ="1" SizeT="{n}" PhysicalSizeX="{pixel_size_um}" '
+                f'PhysicalSizeY="{pixel_size_um}" TimeIncrement="{time_increment_s}">'
+                f'<Channel ID="Channel:0:0" SamplesPerPixel="1"/>{tiffdata}</Pixels></Image></OME>')
+
+    def stub(own):
+        return ('<?xml version="1.0" encoding="UTF-8"?>'
+                f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{own}">'
+                f'<BinaryOnly MetadataFile="{names[0]}" UUID="{uuids[0]}"/></OME>')
+
+    for i, (name, u, b0, b1) in enumerate(zip(names, uuids, bounds[:-1], bounds[1:])):
+        desc = full(u) if i == 0 or not binary_only else stub(u)
+        tifffile.imwrite(folder / name, frames[b0:b1], description=desc, metadata=None)

@@ -281,3 +281,23 @@ def test_discover_names_microscope_files_it_cannot_read(tmp_path: Path) -> None:
     _touch(only / "x.nd2")
     with pytest.raises(ExontaInputError, match="no video found.*1 microscope file.*export them as OME-TIFF"):
         discover(only)
+
+
+@pytest.mark.parametrize("binary_only", [False, True])
+def test_discover_takes_a_multi_file_ome_tiff_once(tmp_path: Path, binary_only: bool) -> None:
+    """Micro-Manager's ``_MMStack_Pos0.ome.tif`` + ``_MMStack_Pos0_1.ome.tif`` are one video (analysed through
+    the first file), not two replicates of one sample; a later part without its first file stays a video."""
+    from tests.mm_tiff import write_multifile_ome
+
+    folder = tmp_path / "lot1" / "s1"
+    folder.mkdir(parents=True)
+    frames = np.random.default_rng(5).integers(0, 255, (12, 32, 32)).astype(np.uint8)
+    names = ("v_MMStack_Pos0.ome.tif", "v_MMStack_Pos0_1.ome.tif")
+    write_multifile_ome(folder, frames, names, binary_only=binary_only)
+    _tiff(folder / "other.tif", 3)
+    entries, notes = discover(tmp_path / "lot1")
+    assert sorted(e.path.name for e in entries) == ["other.tif", names[0]]
+    assert any("1 file(s)" in n and "multi-file OME-TIFF" in n and names[1] in n for n in notes)
+    (folder / names[0]).unlink()
+    entries, _ = discover(tmp_path / "lot1")
+    assert sorted(e.path.name for e in entries) == ["other.tif", names[1]]

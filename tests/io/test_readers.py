@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import tracemalloc
 import warnings
@@ -1080,3 +1081,33 @@ def test_microscope_vendor_formats_get_an_export_hint(tmp_path, name, vendor):
         p.write_bytes(b"\x00" * 64)
     with pytest.raises(ExontaInputError, match=f"is a {vendor}.*export the time series as an OME-TIFF"):
         open_video(p)
+
+
+@pytest.mark.parametrize("binary_only", [False, True])
+def test_a_multi_file_ome_tiff_is_read_whole_from_any_of_its_files(tmp_path, binary_only):
+    """A series split over three OME-TIFF files (Micro-Manager at 4 GB): opened through its first file (or, with
+    Micro-Manager's BinaryOnly stubs, through a later one) every frame is read, with no warning about closed
+    files; a missing part is named; each part's own file size bounds its frames (before, the first file's size
+    made the data set "truncated or corrupt")."""
+    from exonta.io.readers import ome_dataset_head
+    from tests.mm_tiff import write_multifile_ome
+
+    frames = np.random.default_rng(4).integers(0, 4000, (23, 40, 56)).astype(np.uint16)
+    names = ("s_MMStack_Pos0.ome.tif", "s_MMStack_Pos0_1.ome.tif", "s_MMStack_Pos0_2.ome.tif")
+    write_multifile_ome(tmp_path, frames, names, binary_only=binary_only)
+    for name in (names[0], names[2]) if not binary_only else (names[0],):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with open_video(tmp_path / name) as v:
+                assert v.n_frames == 23 and v.metadata["fps"] == pytest.approx(25.0) and not v.notes
+                np.testing.assert_array_equal(v[:], frames)
+                np.testing.assert_array_equal(v.read(20), frames[20])
+                np.testing.assert_array_equal(np.concatenate([c for _, c in v.iter_chunks(5)]), frames)
+    if binary_only:  # tifffile reads a stub part as its own frames: said so, with the file to give instead
+        with open_video(tmp_path / names[2]) as v:
+            assert v.n_frames == 8 and [x for x in v.notes if f"metadata are in '{names[0]}'" in x]
+    assert ome_dataset_head(tmp_path / names[1]) == Path(os.path.realpath(tmp_path / names[0]))
+    assert ome_dataset_head(tmp_path / names[0]) == Path(os.path.realpath(tmp_path / names[0]))
+    (tmp_path / names[1]).unlink()
+    with pytest.raises(ExontaInputError, match=f"multi-file data set: its frames from 7 on are in '{names[1]}'"):
+        open_video(tmp_path / names[0])

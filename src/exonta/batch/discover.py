@@ -54,7 +54,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ExontaInputError
-from ..io.readers import MICROSCOPE_FORMATS, MOVIE_EXTENSIONS, natural_sort_key, sha256_of_files
+from ..io.readers import MICROSCOPE_FORMATS, MOVIE_EXTENSIONS, natural_sort_key, ome_dataset_head, sha256_of_files
 from ..io.results import result_name, safe_name
 
 __all__ = [
@@ -172,10 +172,12 @@ def is_image_folder(folder: str | Path, _entries: list[os.DirEntry] | None = Non
 
 
 def find_videos(root: str | Path, exclude: list[str | Path] | tuple = (),
-                unreadable: list[Path] | None = None) -> list[Path]:
+                unreadable: list[Path] | None = None, parts: list[Path] | None = None) -> list[Path]:
     """All videos under ``root`` (recursively, sorted), skipping hidden entries and ``exclude`` folders.
     ``unreadable``, when given, receives the microscope vendors' files found (ND2, CZI, LIF, ...: exported as
-    OME-TIFF they are videos)."""
+    OME-TIFF they are videos). The later files of a multi-file OME-TIFF data set whose first file is found too
+    (Micro-Manager's ``…_MMStack_Pos0_1.ome.tif``, ...: any of them reads as the whole data set) are left out,
+    and go to ``parts`` when given."""
     root = Path(root)
     excl = {os.path.normcase(os.path.realpath(p)) for p in exclude}
     found: list[Path] = []
@@ -207,7 +209,22 @@ def find_videos(root: str | Path, exclude: list[str | Path] | tuple = (),
             walk(s)
 
     walk(root)
-    return found
+    heads = {}
+    for v in found:
+        if v.name.lower().endswith((".ome.tif", ".ome.tiff")):
+            head = ome_dataset_head(v)
+            if head is not None:
+                heads[v] = head
+    present = {os.path.realpath(v) for v in found}
+    kept = []
+    for v in found:
+        head = heads.get(v)
+        if head is not None and str(head) != os.path.realpath(v) and str(head) in present:
+            if parts is not None:
+                parts.append(v)
+            continue
+        kept.append(v)
+    return kept
 
 
 def _folder_groups(video: Path) -> tuple[str, str]:
@@ -442,7 +459,8 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
                          f"analysed (e.g. {_rel(unlisted[0], root)})")
     else:
         vendor: list[Path] = []
-        for v in find_videos(root, exclude, vendor):
+        parts: list[Path] = []
+        for v in find_videos(root, exclude, vendor, parts):
             lot, sample = _folder_groups(v)
             entries.append(VideoEntry(path=v, rel=_rel(v, root), lot=lot, sample=sample))
         if vendor:
@@ -452,6 +470,9 @@ def discover(root: str | Path, out: str | Path | None = None) -> tuple[list[Vide
             if not entries:
                 raise ExontaInputError(f"no video found under {root}: {vendor_note}")
             notes.append(vendor_note)
+        if parts:
+            notes.append(f"{len(parts)} file(s) under {root} are later parts of multi-file OME-TIFF data sets (e.g. "
+                         f"{_rel(parts[0], root)}) and are analysed with their data set's first file")
         if not entries:
             raise ExontaInputError(
                 f"no video found under {root} (looked for {', '.join(sorted(VIDEO_SUFFIXES))} files and folders of "

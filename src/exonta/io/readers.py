@@ -599,6 +599,7 @@ class TiffVideo(Video):
         self._tif = None
         self._fh = None
         self._whole_arr = None
+        self._others = None  # open handles of the other files of a multi-file OME-TIFF
         self._memmap_ok = False
         self._open()
 
@@ -623,6 +624,7 @@ class TiffVideo(Video):
                 tif.series  # noqa: B018 - parse the page chain while the log is captured
             except Exception:
                 pass
+        self._missing_files = log.missing_files
         try:
             if log.broken_chain:
                 raise ExontaInputError(
@@ -673,6 +675,13 @@ class TiffVideo(Video):
         if len(series_list) > 1:
             self.notes.append(f"{where} holds {len(series_list)} image series; only the first ({n} frames of "
                               f"{w}×{h} px) is analysed")
+        try:
+            meta = _binary_only_metadata_file(tif.pages.first.description or "")
+        except Exception:
+            meta = None
+        if meta is not None:
+            self.notes.append(f"{where} is a later file of a multi-file data set whose metadata are in {meta!r}: "
+                              f"only its own {n} frames are analysed; give {meta!r} to analyse the whole data set")
         label = {"Z": "Z slices", "C": "channels"}.get(lead[0][0]) if lead and n > 1 else None
         if label:
             self.notes.append(f"the {n} planes of {where} are labelled as {label}, not time points; they are "
@@ -712,14 +721,25 @@ class TiffVideo(Video):
                 self._whole = False
                 for i, page in enumerate(pages):
                     if page is None:
+                        missing = getattr(self, "_missing_files", None)
+                        if missing:
+                            raise ExontaInputError(
+                                f"{where} belongs to a multi-file data set: its frames from {i} on are in "
+                                f"{', '.join(repr(m) for m in missing)}, which is not beside it; copy all files "
+                                f"of the data set into one folder")
                         raise ExontaInputError(
                             f"{where} is missing frame {i} (the file is truncated or refers to other files "
                             f"that are not there); copy the complete data set")
                     offs, counts = page.dataoffsets, page.databytecounts
-                    if not offs or max(o + c for o, c in zip(offs, counts)) > fsize or min(counts) <= 0:
+                    # a multi-file OME-TIFF (Micro-Manager splits at 4 GB, Bio-Formats exports) keeps some
+                    # frames in the other files of the data set: each page against its own file's size
+                    parent = getattr(page, "parent", None)
+                    size = fsize if parent is None or parent is tif else _file_size(parent, fsize)
+                    if not offs or max(o + c for o, c in zip(offs, counts)) > size or min(counts) <= 0:
+                        holder = "" if parent is None or parent is tif else f" (in {Path(parent.filename).name})"
                         raise ExontaInputError(
-                            f"{where} is truncated or corrupt: the data of frame {i} lie beyond the end of "
-                            f"the file; copy or export the video again")
+                            f"{where} is truncated or corrupt: the data of frame {i}{holder} lie beyond the end "
+                            f"of the file; copy or export the video again")
         if tif.is_ome:
             self.format = "ome-tiff"
         elif tif.is_imagej:
@@ -746,6 +766,8 @@ class TiffVideo(Video):
             import tifffile
 
             self._tif = tifffile.TiffFile(self.path)
+        if self._others is None:
+            self._others = _open_other_files(self._tif)
         return self._tif
 
     def _read_gray(self, start: int, stop: int) -> np.ndarray:
@@ -792,12 +814,81 @@ class TiffVideo(Video):
 
     def _close(self) -> None:
         self._whole_arr = None
+        for fh in self._others or ():
+            fh.close()
+        self._others = None
         if self._tif is not None:
             self._tif.close()
             self._tif = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def ome_dataset_head(path: str | Path) -> Path | None:
+    """The file that holds the first frame of a multi-file OME-TIFF data set that ``path`` belongs to; None when
+    ``path`` is not such a part (one-file OME-TIFF, another TIFF, unreadable).
+
+    Micro-Manager splits an acquisition into ``…_MMStack_Pos0.ome.tif``, ``…_MMStack_Pos0_1.ome.tif``, … (4 GB
+    each), and tifffile reads the whole series from any of them: a batch must analyse the data set once, through
+    its head, not once per file. Only the first page's OME-XML is read unless it names other files.
+    """
+    p = Path(path)
+    if not p.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        return None
+    try:
+        import tifffile
+
+        with _TiffLogCapture(), tifffile.TiffFile(p) as tif:
+            desc = tif.pages.first.description or ""
+            meta = _binary_only_metadata_file(desc)
+            if meta is not None:  # tifffile reads such a part as its own frames only
+                return Path(os.path.realpath(p.parent / meta))
+            names = set(re.findall(r'FileName\s*=\s*"([^"]+)"', desc))
+            if not names or names <= {p.name}:
+                return None
+            first = tif.series[0].pages[0]
+            parent = getattr(first, "parent", None)
+            head = p if first is None or parent is None or parent is tif else Path(parent.filehandle.path)
+            return Path(os.path.realpath(head))
+    except Exception:
+        return None
+
+
+def _binary_only_metadata_file(description: str) -> str | None:
+    """``MetadataFile`` of an OME-XML ``BinaryOnly`` stub (a later file of a Micro-Manager data set), else None."""
+    if "BinaryOnly" not in description:
+        return None
+    found = re.search(r'<(?:\w+:)?BinaryOnly\b[^>]*\bMetadataFile\s*=\s*"([^"]+)"', description)
+    return found.group(1) if found else None
+
+
+def _open_other_files(tif: Any) -> list[Any]:
+    """Open, and return, the file handles of the other files whose pages the first series of ``tif`` holds.
+
+    tifffile closes the other files of a multi-file OME-TIFF once it has parsed them and warns ("reading array
+    from closed file") each time it opens one again for a frame; kept open, they are read like the first.
+    """
+    handles = []
+    try:
+        for page in tif.series[0].pages:
+            fh = getattr(getattr(page, "parent", None), "filehandle", None)
+            if page is None or fh is None or page.parent is tif or any(fh is h for h in handles):
+                continue
+            if fh.closed:
+                fh.open()
+                handles.append(fh)
+    except Exception:  # a handle that does not open: tifffile reports it when the frame is read
+        pass
+    return handles
+
+
+def _file_size(tif: Any, default: int) -> int:
+    """Size in bytes of the file an open ``tifffile.TiffFile`` reads."""
+    try:
+        return int(tif.filehandle.size)
+    except Exception:
+        return default
 
 
 class _TiffLogCapture(logging.Handler):
@@ -808,6 +899,7 @@ class _TiffLogCapture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
         self.broken_chain = False
+        self.missing_files: list[str] = []  # other files of a multi-file OME-TIFF that could not be read
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -816,6 +908,9 @@ class _TiffLogCapture(logging.Handler):
             return
         if any(m in msg for m in self._MARKERS):
             self.broken_chain = True
+        found = re.search(r"failed to read '([^']+)'", msg)
+        if found:
+            self.missing_files.append(found.group(1))
 
     def __enter__(self) -> _TiffLogCapture:
         logging.getLogger("tifffile").addHandler(self)
