@@ -1106,6 +1106,17 @@ def test_a_multi_file_ome_tiff_is_read_whole_from_any_of_its_files(tmp_path, bin
     if binary_only:  # tifffile reads a stub part as its own frames: said so, with the file to give instead
         with open_video(tmp_path / names[2]) as v:
             assert v.n_frames == 8 and [x for x in v.notes if f"metadata are in '{names[0]}'" in x]
+    # the checksum covers every file of the data set, in frame order, whichever file is opened
+    from exonta.batch.discover import video_fingerprint, video_sha256
+
+    expected = hashlib.sha256(b"".join((tmp_path / n).read_bytes() for n in names)).hexdigest()
+    for name in (names[0], names[2]) if not binary_only else (names[0],):
+        with open_video(tmp_path / name) as v:
+            assert v.sha256() == expected
+    assert video_sha256(tmp_path / names[0]) == expected
+    before = video_fingerprint(tmp_path / names[0])
+    os.utime(tmp_path / names[1], ns=(1, 2 * 10**18))  # a later part rewritten
+    assert video_fingerprint(tmp_path / names[0]) != before
     assert ome_dataset_head(tmp_path / names[1]) == Path(os.path.realpath(tmp_path / names[0]))
     assert ome_dataset_head(tmp_path / names[0]) == Path(os.path.realpath(tmp_path / names[0]))
     (tmp_path / names[1]).unlink()

@@ -54,7 +54,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..errors import ExontaInputError
-from ..io.readers import MICROSCOPE_FORMATS, MOVIE_EXTENSIONS, natural_sort_key, ome_dataset_head, sha256_of_files
+from ..io.readers import (
+    MICROSCOPE_FORMATS,
+    MOVIE_EXTENSIONS,
+    natural_sort_key,
+    ome_dataset_files,
+    ome_dataset_head,
+    sha256_of_files,
+)
 from ..io.results import result_name, safe_name
 
 __all__ = [
@@ -497,6 +504,10 @@ def video_fingerprint(path: str | Path) -> str:
         files = _folder_images(p)
         sts = [f.stat() for f in files]
         return f"dir:{len(files)}:{sum(s.st_size for s in sts)}:{max((s.st_mtime_ns for s in sts), default=0)}"
+    files = ome_dataset_files(p)
+    if len(files) > 1:  # a multi-file OME-TIFF: any of its files may change
+        sts = [f.stat() for f in files]
+        return f"files:{len(files)}:{sum(s.st_size for s in sts)}:{max(s.st_mtime_ns for s in sts)}"
     st = p.stat()
     return f"file:{st.st_size}:{st.st_mtime_ns}"
 
@@ -504,11 +515,12 @@ def video_fingerprint(path: str | Path) -> str:
 def video_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     """SHA-256 of a video, streamed in 1 MiB chunks.
 
-    A file hashes its bytes (the same value as ``sha256sum``); an image folder
+    A file hashes its bytes (the same value as ``sha256sum``; a multi-file OME-TIFF data set the bytes of its
+    files in frame order, :func:`exonta.io.readers.ome_dataset_files`); an image folder
     hashes, for every image in natural name order, its name, a NUL byte and its
     bytes — the same values as ``exonta.io.readers`` ``Video.sha256()``, so the
     hash can be compared with ``summary.json`` ``input.sha256``.
     """
     p = Path(path)
-    files = _folder_images(p) if p.is_dir() else [p]
+    files = _folder_images(p) if p.is_dir() else ome_dataset_files(p)
     return sha256_of_files(files, include_names=p.is_dir(), chunk_bytes=chunk_bytes)

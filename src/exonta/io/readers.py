@@ -600,6 +600,7 @@ class TiffVideo(Video):
         self._fh = None
         self._whole_arr = None
         self._others = None  # open handles of the other files of a multi-file OME-TIFF
+        self._parts: list[Path] = []  # the files of a multi-file OME-TIFF data set, this one first
         self._memmap_ok = False
         self._open()
 
@@ -710,6 +711,7 @@ class TiffVideo(Video):
             self._mm_offset = int(offset)
         else:
             pages = series.pages
+            self._parts = _series_files(tif)
             if len(pages) != n or tuple(series.keyframe.shape) != self._frame_raw_shape:
                 total = int(np.prod(self._raw_shape)) * src.itemsize
                 if total > 1 << 30:
@@ -760,6 +762,9 @@ class TiffVideo(Video):
     #: OME plane times (else Micro-Manager's ``ElapsedTime-ms``) are often the acquisition software's arrival
     #: times, which jitter.
     frame_times_exact = False
+
+    def _hash_files(self) -> list[Path]:
+        return list(self._parts) if len(self._parts) > 1 else super()._hash_files()
 
     def _ensure_open(self):
         if self._tif is None:
@@ -853,6 +858,44 @@ def ome_dataset_head(path: str | Path) -> Path | None:
             return Path(os.path.realpath(head))
     except Exception:
         return None
+
+
+def ome_dataset_files(path: str | Path) -> list[Path]:
+    """The files a video is read from: ``[path]``, or for a multi-file OME-TIFF data set all its files in frame
+    order (what its checksum covers and what a batch watches for changes)."""
+    p = Path(path)
+    if p.is_file() and p.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        try:
+            import tifffile
+
+            with _TiffLogCapture(), tifffile.TiffFile(p) as tif:
+                if re.search(r'FileName\s*=\s*"', tif.pages.first.description or ""):
+                    files = _series_files(tif)
+                    if len(files) > 1:
+                        return files
+        except Exception:
+            pass
+    return [p]
+
+
+def _series_files(tif: Any) -> list[Path]:
+    """The files holding the pages of the first series of ``tif``, in frame order (the same list whichever of
+    them was opened)."""
+    own = Path(tif.filehandle.path)
+    files: list[Path] = []
+    seen: set[str] = set()
+    try:
+        for page in tif.series[0].pages:
+            parent = getattr(page, "parent", None)
+            if page is None or parent is None:
+                continue
+            path = own if parent is tif else Path(parent.filehandle.path)
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
+                files.append(path)
+    except Exception:
+        return [own]
+    return files or [own]
 
 
 def _binary_only_metadata_file(description: str) -> str | None:
