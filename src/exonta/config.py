@@ -157,6 +157,12 @@ class DetectParams(_Model):
                                       "Unset: 1/sqrt(12) (the rounding noise of integer pixel values) for lossily "
                                       "compressed frames, whose codec can flatten a dark background to almost no "
                                       "noise so that faint artefacts pass any threshold in sigmas; 0 otherwise")
+    saturation_level: float | None = Field(
+        default=None, gt=0, le=2**32,
+        description="raw value at which the camera clips (saturated pixels are left out of the fits, a clipped spot "
+                    "counts once, its brightness is censored). Unset: the largest value of the video's integer type, "
+                    "or 2^bits - 1 when the video's sampled pixels stop at that value below it (12-bit data in "
+                    "16-bit words: 4095)")
     auto_threshold: bool = Field(default=True, description="when neither threshold_snr nor threshold is given and "
                                  "the size distribution has a peak too bright for its size (noise maxima or "
                                  "compression artefacts linked into tracks; exonta.analysis.distribution."

@@ -255,3 +255,34 @@ def test_colour_of_the_scene_is_not_an_overlay():
     counts = _rgb_counts(neutral)
     assert counts.colour.max() > 0
     assert find_overlay_regions(counts, 4).boxes == []
+
+
+def test_clipping_level_of_a_camera_with_fewer_bits_than_its_words():
+    """12-bit data in 16-bit words clip at 4095: found when the sample stops exactly there with enough pixels;
+    not for data that never reach 2^bits - 1, for a few pixels there, for full-range or 8-bit data."""
+    from exonta.detect.overlay import MIN_PIXELS_AT_CLIP, OverlayCounts, clipping_level
+
+    rng = np.random.default_rng(0)
+
+    def counts(frames):
+        c = OverlayCounts.for_shape(frames.shape[1:], frames.dtype)
+        for f in frames:
+            c.add(f)
+        return c
+
+    base = rng.integers(100, 3000, (4, 64, 64)).astype(np.uint16)
+    clipped = base.copy()
+    clipped[1, 10:13, 10:13] = 4095  # a clipped spot in one frame, 9 pixels
+    assert clipping_level(counts(clipped)) == 4095.0
+    few = base.copy()
+    few[2, 5, 5:5 + MIN_PIXELS_AT_CLIP - 1] = 4095
+    assert clipping_level(counts(few)) is None
+    assert clipping_level(counts(base)) is None  # never reaches 4095: the type's largest value stays
+    full = clipped.copy()
+    full[3, 0, 0] = 40000  # real 16-bit data
+    assert clipping_level(counts(full)) is None
+    eight = np.clip(clipped // 16, 0, 255).astype(np.uint8)
+    assert clipping_level(counts(eight)) is None
+    fourteen = base.copy()
+    fourteen[0, 20:25, 20:25] = 16383
+    assert clipping_level(counts(fourteen)) == 16383.0

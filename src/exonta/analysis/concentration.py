@@ -530,12 +530,12 @@ def filtered_noise_level(features: pd.DataFrame, psf_sigma_px: float, threshold_
     return float(np.median(f[use] / snr[use]))
 
 
-def saturation_level_of(dtype: Any, invert: bool = False) -> float | None:
+def saturation_level_of(dtype: Any, invert: bool = False, level: float | None = None) -> float | None:
     """Raw value at which a camera of this video type clips, or None.
 
-    Integer videos clip at the largest value of their type (the detector then
-    leaves those pixels out of its fits); float videos and inverted
-    (dark-spot) analyses have no known clipping level for bright spots.
+    Integer videos clip at ``level`` (``DetectParams.saturation_level``: a 12-bit camera in 16-bit words clips
+    at 4095) or else at the largest value of their type (the detector then leaves those pixels out of its
+    fits); float videos and inverted (dark-spot) analyses have no known clipping level for bright spots.
     """
     try:
         dt = np.dtype(dtype)
@@ -543,7 +543,8 @@ def saturation_level_of(dtype: Any, invert: bool = False) -> float | None:
         return None
     if invert or dt.kind not in "ui":
         return None
-    return float(np.iinfo(dt).max)
+    top = float(np.iinfo(dt).max)
+    return min(float(level), top) if level is not None else top
 
 
 def clipped_spots(features: pd.DataFrame, saturation_level: float | None) -> np.ndarray:
@@ -1663,7 +1664,7 @@ def calibrate(result: Any, concentration_per_ml: float, diameter_nm: float = 100
     used = cnt.table[cnt.keep]
     if "size_px" not in used or "signal" not in used:
         raise ExontaInputError("the detections have no signal/size_px columns needed for the depth model")
-    saturation = saturation_level_of(result.input.get("dtype"), detect.invert)
+    saturation = saturation_level_of(result.input.get("dtype"), detect.invert, detect.saturation_level)
     clipped_frac = float(clipped_spots(used, saturation).mean()) if len(used) else 0.0
     near_frac = float(near_detection_limit(used, detect.threshold_snr, params.min_threshold_margin).mean()) \
         if len(used) else 0.0

@@ -184,7 +184,7 @@ def _settings(p: DetectParams) -> K.Settings:
         roi_half=int(d["roi_half"]),
         sigma0=float(p.psf_sigma_px),
         noise_tile=max(int(NOISE_TILE_PX), int(math.ceil(10.0 * p.psf_sigma_px))),
-        saturation=math.inf,
+        saturation=float(p.saturation_level) if p.saturation_level is not None else math.inf,
         merge_sigma=float(p.merge_within_sigma),
         search_bin=search_binning(p),
         gauss_b=gauss_b,
@@ -271,7 +271,9 @@ def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
                frames_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
     if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
-        s = s._replace(saturation=float(np.iinfo(frames.dtype).max))
+        s = s._replace(saturation=min(s.saturation, float(np.iinfo(frames.dtype).max)))
+    elif not math.isfinite(s.saturation) or s.sign < 0:
+        s = s._replace(saturation=math.inf)
     k = frames.shape[0]
     if k == 0:
         return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)

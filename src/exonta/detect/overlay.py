@@ -93,6 +93,27 @@ def _top_level(dtype: np.dtype, sample_max: float) -> float:
     return float(sample_max)
 
 
+#: Fewest sampled pixels at ``2^bits − 1`` for :func:`clipping_level` to take it as the camera's clipping level.
+MIN_PIXELS_AT_CLIP = 4
+
+
+def clipping_level(counts: "OverlayCounts") -> float | None:
+    """The level at which a camera whose data fill fewer bits than their integer type clips, else None.
+
+    A 10-, 12- or 14-bit camera stored in 16-bit words clips at ``2^bits − 1`` (1023, 4095, 16383), not at 65535:
+    when the brightest sampled pixel is exactly ``2^bits − 1`` below the type's largest value, and at least
+    :data:`MIN_PIXELS_AT_CLIP` sampled pixels sit there, that is the camera's clipping level. Data that never
+    reach such a value (nothing clips in the sample) keep the type's largest value, as do 8-bit and float data.
+    """
+    dt = np.dtype(counts.dtype)
+    if dt.kind not in "ui" or counts.n_at_max < MIN_PIXELS_AT_CLIP or counts.sample_max < 255:
+        return None
+    top = int(counts.sample_max)
+    if top >= np.iinfo(dt).max or top != 2 ** top.bit_length() - 1:
+        return None
+    return float(top)
+
+
 @dataclass
 class OverlayCounts:
     """Running per-pixel counts of extreme levels over sampled frames (one frame at a time: a sample of
@@ -126,6 +147,7 @@ class OverlayCounts:
     field_levels: list = field(default_factory=list)
     sample_max: float = 0.0
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint8))
+    n_at_max: int = 0
 
     @classmethod
     def for_shape(cls, shape: tuple[int, int], dtype) -> "OverlayCounts":
@@ -137,6 +159,9 @@ class OverlayCounts:
         in colour ((h, w, 3), :meth:`exonta.io.Video.read_with_colour`), is given."""
         f = np.asarray(frame)
         fmax = float(f.max()) if f.size else 0.0
+        if f.size and fmax >= self.sample_max:
+            at = int(np.count_nonzero(f == fmax))
+            self.n_at_max = at + (self.n_at_max if fmax == self.sample_max else 0)
         self.sample_max = max(self.sample_max, fmax)
         top = _top_level(self.dtype, max(self.sample_max, 1.0))
         tol = LEVEL_TOLERANCE * top

@@ -533,6 +533,7 @@ def estimate_psf_sigma(
     invert: bool = False,
     max_spots: int = 100,
     min_snr: float = 8.0,
+    saturation_level: float | None = None,
 ) -> PsfEstimate:
     """Estimate the Gaussian sigma of the particle images in a few frames.
 
@@ -549,6 +550,9 @@ def estimate_psf_sigma(
         Number of the strongest candidate spots examined.
     min_snr : float
         Minimum candidate strength, in robust noise sigmas of the normalised LoG response.
+    saturation_level : float, optional
+        The camera's clipping level (``DetectParams.saturation_level``; default: the integer type's largest
+        value): spots with pixels at or above it are skipped.
 
     Returns
     -------
@@ -567,7 +571,7 @@ def estimate_psf_sigma(
     # clipped pixels (the dtype's extreme on the particle side) flatten a spot's top: skip such spots
     if raw.dtype.kind in "ui":
         clip = np.iinfo(raw.dtype).min if invert else np.iinfo(raw.dtype).max
-        saturated = raw == clip
+        saturated = raw == clip if invert or saturation_level is None else raw >= min(saturation_level, clip)
     else:
         saturated = None
     smax = min(SIGMA_MAX_PX, (min(h, wd) - 4) / 8.0)
