@@ -611,9 +611,10 @@ def test_analyze_of_a_path_without_configuration_reads_the_sidecar(tmp_path):
     assert not [w for w in res.warnings if "not given" in w]
 
 
-def test_a_12_bit_camera_in_16_bit_words_clips_at_4095():
+def test_a_12_bit_camera_in_16_bit_words_clips_at_4095_or_65520_left_aligned():
     """Simulated 200 nm beads on an 8-bit camera (clipped spots), the same frames rewritten as 12-bit data in
-    16-bit words (x·16 + 15: 255 -> 4095): the clipping level 4095 is found and recorded, and the analysis gives
+    16-bit words (x·16 + 15: 255 -> 4095; and left-aligned, ×16 more: clipping at 65520): the clipping level is
+    found and recorded, and the analysis gives
     the 8-bit one's tracks, sizes and concentration (before: the clipped tops went into the fits as real; here the
     concentration read 5.99e8 against 8.26e8 per mL)."""
     from exonta.config import AnalysisConfig
@@ -627,11 +628,14 @@ def test_a_12_bit_camera_in_16_bit_words_clips_at_4095():
     frames12 = frames8.astype(np.uint16) * 16 + 15
     acq = sim.acquisition
     res = {}
-    for name, arr in (("8", frames8), ("12", frames12)):
+    for name, arr in (("8", frames8), ("12", frames12), ("12 left-aligned", frames12 * 16)):
         res[name] = pipeline.analyze(ArrayVideo(arr), AnalysisConfig(acquisition=acq))
-    assert res["12"].config.detect.saturation_level == 4095.0 and res["8"].config.detect.saturation_level is None
+    assert res["8"].config.detect.saturation_level is None
     assert res["12"].auto_parameters["saturation_level"]["used"] == 4095.0
-    a, b = res["8"].summary(), res["12"].summary()
-    assert b["counts"]["n_valid_tracks"] == pytest.approx(a["counts"]["n_valid_tracks"], abs=2)
-    assert b["size_nm"]["d50"] == pytest.approx(a["size_nm"]["d50"], rel=0.01)
-    assert b["concentration_per_ml"]["value"] == pytest.approx(a["concentration_per_ml"]["value"], rel=0.03)
+    assert res["12 left-aligned"].config.detect.saturation_level == 65520.0
+    a = res["8"].summary()
+    for name in ("12", "12 left-aligned"):
+        b = res[name].summary()
+        assert b["counts"]["n_valid_tracks"] == pytest.approx(a["counts"]["n_valid_tracks"], abs=2)
+        assert b["size_nm"]["d50"] == pytest.approx(a["size_nm"]["d50"], rel=0.01)
+        assert b["concentration_per_ml"]["value"] == pytest.approx(a["concentration_per_ml"]["value"], rel=0.03)

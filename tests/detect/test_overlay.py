@@ -286,3 +286,9 @@ def test_clipping_level_of_a_camera_with_fewer_bits_than_its_words():
     fourteen = base.copy()
     fourteen[0, 20:25, 20:25] = 16383
     assert clipping_level(counts(fourteen)) == 16383.0
+    left = clipped * 16  # the same 12-bit data left-aligned in 16-bit words: clips at 65520
+    assert clipping_level(counts(left)) == 65520.0
+    assert clipping_level(counts(base * 16)) is None  # never clips
+    odd = left.copy()
+    odd[0, 0, 0] += 1  # not left-aligned after all: 65520 is no clipping level
+    assert clipping_level(counts(odd)) is None

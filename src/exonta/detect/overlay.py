@@ -102,16 +102,26 @@ def clipping_level(counts: "OverlayCounts") -> float | None:
 
     A 10-, 12- or 14-bit camera stored in 16-bit words clips at ``2^bits − 1`` (1023, 4095, 16383), not at 65535:
     when the brightest sampled pixel is exactly ``2^bits − 1`` below the type's largest value, and at least
-    :data:`MIN_PIXELS_AT_CLIP` sampled pixels sit there, that is the camera's clipping level. Data that never
-    reach such a value (nothing clips in the sample) keep the type's largest value, as do 8-bit and float data.
+    :data:`MIN_PIXELS_AT_CLIP` sampled pixels sit there, that is the camera's clipping level. Stored left-aligned
+    (every value a multiple of ``2^k``: the low ``k`` bits always 0) the same camera clips at the largest such
+    multiple (65520 for 12 bits). Data that never reach such a value (nothing clips in the sample) keep the type's
+    largest value, as do 8-bit and float data.
     """
     dt = np.dtype(counts.dtype)
     if dt.kind not in "ui" or counts.n_at_max < MIN_PIXELS_AT_CLIP or counts.sample_max < 255:
         return None
     top = int(counts.sample_max)
-    if top >= np.iinfo(dt).max or top != 2 ** top.bit_length() - 1:
+    tmax = int(np.iinfo(dt).max)
+    if top >= tmax:
         return None
-    return float(top)
+    if top == 2 ** top.bit_length() - 1:
+        return float(top)
+    k = 0  # left-aligned: trailing bits that no sampled value sets
+    while k < 8 and not (counts.low_bits >> k) & 1:
+        k += 1
+    if 0 < k < 8 and top == tmax - (2 ** k - 1):
+        return float(top)
+    return None
 
 
 @dataclass
@@ -148,6 +158,7 @@ class OverlayCounts:
     sample_max: float = 0.0
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint8))
     n_at_max: int = 0
+    low_bits: int = 0  # bitwise OR of the sampled integer values: 0 in its low k bits for left-aligned data
 
     @classmethod
     def for_shape(cls, shape: tuple[int, int], dtype) -> "OverlayCounts":
@@ -162,6 +173,8 @@ class OverlayCounts:
         if f.size and fmax >= self.sample_max:
             at = int(np.count_nonzero(f == fmax))
             self.n_at_max = at + (self.n_at_max if fmax == self.sample_max else 0)
+        if f.size and f.dtype.kind in "ui" and self.low_bits & 0xFF != 0xFF:
+            self.low_bits |= int(np.bitwise_or.reduce(f, axis=None)) & 0xFF
         self.sample_max = max(self.sample_max, fmax)
         top = _top_level(self.dtype, max(self.sample_max, 1.0))
         tol = LEVEL_TOLERANCE * top
