@@ -30,7 +30,7 @@ import pandas as pd
 from . import __version__
 from .config import EXPOSURE_ASSUMED_WARNING, AnalysisConfig, load_config, resolve_acquisition
 from .errors import ExontaCancelled, ExontaInputError
-from .io.results import SUMMARY_SCHEMA, config_to_toml, result_name, write_result_dir
+from .io.results import SUMMARY_SCHEMA, config_to_toml, finite_or_none, result_name, write_result_dir
 
 if TYPE_CHECKING:
     from .detect.polarity import PolarityEstimate
@@ -515,9 +515,7 @@ def resolve_saturation_level(video: Any, cfg: AnalysisConfig, sample: _FrameSamp
         counts = (sample or _FrameSample(video)).overlay_counts()
         level = clipping_level(counts)
     if level is None:
-        out = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"saturation_level": None})})
-        out._auto = dict(cfg._auto)
-        return out
+        return cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"saturation_level": None})})
     out = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"saturation_level": level})})
     out._auto = {**_requested(cfg), "saturation_level": {
         "used": level, "sampled_frames": int(counts.n_frames), "pixels_at_level": int(counts.n_at_max),
@@ -823,11 +821,8 @@ def exposure_sensitivity(tracks: pd.DataFrame, acquisition: Any, sizing: Any, di
     from .analysis.diffusion import particle_table
     from .analysis.distribution import size_distribution
 
-    def finite(v: Any) -> bool:
-        return v is not None and math.isfinite(float(v))
-
     stats = getattr(distribution, "stats", None) or {}
-    if not finite(stats.get("d50")) or not len(tracks):
+    if finite_or_none(stats.get("d50")) is None or not len(tracks):
         return None
     short = acquisition.model_copy(update={"exposure_s": fraction / float(acquisition.fps)})
     try:
@@ -836,7 +831,7 @@ def exposure_sensitivity(tracks: pd.DataFrame, acquisition: Any, sizing: Any, di
     except ExontaInputError:  # a diagnostic: the analysis itself stands
         return None
     d50 = alt.stats.get("d50")
-    if not finite(d50):
+    if finite_or_none(d50) is None:
         return None
     return {"exposure_s": float(acquisition.exposure_s), "d50_nm": stats.get("d50"), "mode_nm": stats.get("mode"),
             "short_exposure_s": float(short.exposure_s), "short_d50_nm": d50, "short_mode_nm": alt.stats.get("mode"),

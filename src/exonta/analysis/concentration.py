@@ -537,14 +537,13 @@ def saturation_level_of(dtype: Any, invert: bool = False, level: float | None = 
     at 4095) or else at the largest value of their type (the detector then leaves those pixels out of its
     fits); float videos and inverted (dark-spot) analyses have no known clipping level for bright spots.
     """
+    from ..detect.overlay import bright_clip_level
+
     try:
         dt = np.dtype(dtype)
     except TypeError:
         return None
-    if invert or dt.kind not in "ui":
-        return None
-    top = float(np.iinfo(dt).max)
-    return min(float(level), top) if level is not None else top
+    return None if invert else bright_clip_level(dt, level)
 
 
 def clipped_spots(features: pd.DataFrame, saturation_level: float | None) -> np.ndarray:

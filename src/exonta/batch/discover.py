@@ -216,16 +216,10 @@ def find_videos(root: str | Path, exclude: list[str | Path] | tuple = (),
             walk(s)
 
     walk(root)
-    heads = {}
-    for v in found:
-        if v.name.lower().endswith((".ome.tif", ".ome.tiff")):
-            head = ome_dataset_head(v)
-            if head is not None:
-                heads[v] = head
     present = {os.path.realpath(v) for v in found}
     kept = []
     for v in found:
-        head = heads.get(v)
+        head = ome_dataset_head(v)  # None without opening for anything but an .ome.tif(f) file
         if head is not None and str(head) != os.path.realpath(v) and str(head) in present:
             if parts is not None:
                 parts.append(v)
@@ -501,15 +495,14 @@ def video_fingerprint(path: str | Path) -> str:
     """Cheap change detector (size and modification time) used to reuse a stored hash."""
     p = Path(path)
     if p.is_dir():
-        files = _folder_images(p)
-        sts = [f.stat() for f in files]
-        return f"dir:{len(files)}:{sum(s.st_size for s in sts)}:{max((s.st_mtime_ns for s in sts), default=0)}"
-    files = ome_dataset_files(p)
-    if len(files) > 1:  # a multi-file OME-TIFF: any of its files may change
-        sts = [f.stat() for f in files]
-        return f"files:{len(files)}:{sum(s.st_size for s in sts)}:{max(s.st_mtime_ns for s in sts)}"
-    st = p.stat()
-    return f"file:{st.st_size}:{st.st_mtime_ns}"
+        kind, files = "dir", _folder_images(p)
+    else:  # one file, or a multi-file OME-TIFF: any of its files may change
+        kind, files = "files", ome_dataset_files(p)
+        if len(files) == 1:
+            st = p.stat()
+            return f"file:{st.st_size}:{st.st_mtime_ns}"
+    sts = [f.stat() for f in files]
+    return f"{kind}:{len(files)}:{sum(s.st_size for s in sts)}:{max((s.st_mtime_ns for s in sts), default=0)}"
 
 
 def video_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -46,13 +46,6 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
     return format(f, spec) if math.isfinite(f) else "—"
 
 
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 _SOURCE_NAMES = {"cli": "given", "config": "--config", "sidecar": "sidecar", "file": "file", "default": "assumed"}
 
 
@@ -79,6 +72,8 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..io.results import finite_or_none
+
     s = summary["size_nm"]
     c = summary["concentration_per_ml"]
     n = summary["counts"]
@@ -91,7 +86,8 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     for key, label in (("mode", "mode (nm)"), ("mean", "mean (nm)"), ("sd", "SD (nm)"), ("d10", "D10 (nm)"),
                        ("d50", "D50 (nm)"), ("d90", "D90 (nm)")):
         lohi = ci.get(key) or [None, None]
-        t.add_row(label, _fmt(s.get(key)), f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if _finite(lohi[0]) else "")
+        interval = f"{_fmt(lohi[0])}–{_fmt(lohi[1])}" if finite_or_none(lohi[0]) is not None else ""
+        t.add_row(label, _fmt(s.get(key)), interval)
     cs = c.get("size_nm") or {}
     in_sample = cs.get("peaks") or []
     peaks = s.get("peaks") or []
@@ -114,7 +110,7 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     dv = summary.get("drift_um_per_s") or [0, 0]
     se = summary.get("drift_se_um_per_s") or [None, None]
     t.add_row("drift (µm/s)", f"{_fmt(dv[0], '.2f')}, {_fmt(dv[1], '.2f')}",
-              f"± {_fmt(se[0], '.2g')}, {_fmt(se[1], '.2g')} (SE)" if _finite(se[0]) and _finite(se[1]) else "")
+              f"± {_fmt(se[0], '.2g')}, {_fmt(se[1], '.2g')} (SE)" if None not in map(finite_or_none, se) else "")
     console = Console()
     console.print(t)
     line = acquisition_line(summary)

@@ -75,7 +75,7 @@ from ..config import DetectParams, format_validation_error
 from ..errors import ExontaCancelled, ExontaInputError
 from . import _kernels as K
 from .background import background_from_indices, background_quantile, frame_source, sample_indices
-from .overlay import drop_in_regions, fill_regions, noise_sigma_outside
+from .overlay import bright_clip_level, drop_in_regions, fill_regions, noise_sigma_outside
 
 __all__ = ["locate", "locate_frames", "COLUMNS"]
 
@@ -270,10 +270,10 @@ def _floor(frames: np.ndarray, bg: np.ndarray, frames_max: float | None = None) 
 def _run_chunk(frames: np.ndarray, bg: np.ndarray, s: K.Settings,
                frames_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kernel call with a capacity retry; returns the spots (m, N_FIELDS) and the counts per frame."""
+    clip = None
     if frames.dtype.kind == "u" and s.sign > 0:  # censor clipped pixels of bright spots in the fits
-        s = s._replace(saturation=min(s.saturation, float(np.iinfo(frames.dtype).max)))
-    elif not math.isfinite(s.saturation) or s.sign < 0:
-        s = s._replace(saturation=math.inf)
+        clip = bright_clip_level(frames.dtype, s.saturation if math.isfinite(s.saturation) else None)
+    s = s._replace(saturation=math.inf if clip is None else clip)
     k = frames.shape[0]
     if k == 0:
         return np.empty((0, K.N_FIELDS)), np.zeros(0, np.int64)

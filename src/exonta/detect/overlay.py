@@ -44,6 +44,7 @@ unsaturated or dark colour (e.g. 0, 128, 0) or in a grey level that is not extre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,6 +92,18 @@ def _top_level(dtype: np.dtype, sample_max: float) -> float:
         bits = max(int(sample_max).bit_length(), 1)
         return float(min(2 ** bits - 1, np.iinfo(dt).max))
     return float(sample_max)
+
+
+def bright_clip_level(dtype: Any, level: float | None = None) -> float | None:
+    """Raw value at which bright pixels of integer data clip: ``level`` (``DetectParams.saturation_level``, e.g.
+    4095 for a 12-bit camera in 16-bit words) capped at the type's largest value, else that largest value; None
+    for float data (no known clipping level). The one rule for the fits' censoring, the spot-width measurement
+    and :func:`exonta.analysis.concentration.saturation_level_of`."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "ui":
+        return None
+    top = float(np.iinfo(dt).max)
+    return min(float(level), top) if level is not None else top
 
 
 #: Fewest sampled pixels at ``2^bits − 1`` for :func:`clipping_level` to take it as the camera's clipping level.

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ExontaInputError
+from .overlay import bright_clip_level
 
 __all__ = ["PsfEstimate", "estimate_psf_sigma"]
 
@@ -570,8 +571,7 @@ def estimate_psf_sigma(
     raw = raw[None] if raw.ndim == 2 else raw
     # clipped pixels (the dtype's extreme on the particle side) flatten a spot's top: skip such spots
     if raw.dtype.kind in "ui":
-        clip = np.iinfo(raw.dtype).min if invert else np.iinfo(raw.dtype).max
-        saturated = raw == clip if invert or saturation_level is None else raw >= min(saturation_level, clip)
+        saturated = raw == np.iinfo(raw.dtype).min if invert else raw >= bright_clip_level(raw.dtype, saturation_level)
     else:
         saturated = None
     smax = min(SIGMA_MAX_PX, (min(h, wd) - 4) / 8.0)

@@ -723,7 +723,7 @@ class TiffVideo(Video):
                 self._whole = False
                 for i, page in enumerate(pages):
                     if page is None:
-                        missing = getattr(self, "_missing_files", None)
+                        missing = self._missing_files
                         if missing:
                             raise ExontaInputError(
                                 f"{where} belongs to a multi-file data set: its frames from {i} on are in "
@@ -836,11 +836,23 @@ def ome_dataset_head(path: str | Path) -> Path | None:
 
     Micro-Manager splits an acquisition into ``…_MMStack_Pos0.ome.tif``, ``…_MMStack_Pos0_1.ome.tif``, … (4 GB
     each), and tifffile reads the whole series from any of them: a batch must analyse the data set once, through
-    its head, not once per file. Only the first page's OME-XML is read unless it names other files.
+    its head, not once per file.
     """
+    return _ome_dataset(path)[0]
+
+
+def ome_dataset_files(path: str | Path) -> list[Path]:
+    """The files a video is read from: ``[path]``, or for a multi-file OME-TIFF data set all its files in frame
+    order (what its checksum covers and what a batch watches for changes)."""
+    return _ome_dataset(path)[1]
+
+
+def _ome_dataset(path: str | Path) -> tuple[Path | None, list[Path]]:
+    """``(head, files)`` of :func:`ome_dataset_head` and :func:`ome_dataset_files`, from one opening of the file.
+    Only the first page's OME-XML is read unless it names other files."""
     p = Path(path)
-    if not p.name.lower().endswith((".ome.tif", ".ome.tiff")):
-        return None
+    if not p.name.lower().endswith((".ome.tif", ".ome.tiff")) or not p.is_file():
+        return None, [p]
     try:
         import tifffile
 
@@ -848,54 +860,37 @@ def ome_dataset_head(path: str | Path) -> Path | None:
             desc = tif.pages.first.description or ""
             meta = _binary_only_metadata_file(desc)
             if meta is not None:  # tifffile reads such a part as its own frames only
-                return Path(os.path.realpath(p.parent / meta))
+                return Path(os.path.realpath(p.parent / meta)), [p]
             names = set(re.findall(r'FileName\s*=\s*"([^"]+)"', desc))
             if not names or names <= {p.name}:
-                return None
+                return None, [p]
+            files = _series_files(tif)
             first = tif.series[0].pages[0]
             parent = getattr(first, "parent", None)
             head = p if first is None or parent is None or parent is tif else Path(parent.filehandle.path)
-            return Path(os.path.realpath(head))
+            return Path(os.path.realpath(head)), files if len(files) > 1 else [p]
     except Exception:
-        return None
+        return None, [p]
 
 
-def ome_dataset_files(path: str | Path) -> list[Path]:
-    """The files a video is read from: ``[path]``, or for a multi-file OME-TIFF data set all its files in frame
-    order (what its checksum covers and what a batch watches for changes)."""
-    p = Path(path)
-    if p.is_file() and p.name.lower().endswith((".ome.tif", ".ome.tiff")):
-        try:
-            import tifffile
-
-            with _TiffLogCapture(), tifffile.TiffFile(p) as tif:
-                if re.search(r'FileName\s*=\s*"', tif.pages.first.description or ""):
-                    files = _series_files(tif)
-                    if len(files) > 1:
-                        return files
-        except Exception:
-            pass
-    return [p]
+def _series_parents(tif: Any) -> list[Any]:
+    """The ``TiffFile`` objects holding the pages of the first series of ``tif`` (``tif`` itself among them), in
+    frame order; ``[tif]`` when the series cannot be read."""
+    parents: list[Any] = []
+    try:
+        for page in tif.series[0].pages:
+            parent = getattr(page, "parent", None)
+            if page is not None and parent is not None and not any(parent is q for q in parents):
+                parents.append(parent)
+    except Exception:
+        return [tif]
+    return parents or [tif]
 
 
 def _series_files(tif: Any) -> list[Path]:
     """The files holding the pages of the first series of ``tif``, in frame order (the same list whichever of
     them was opened)."""
-    own = Path(tif.filehandle.path)
-    files: list[Path] = []
-    seen: set[str] = set()
-    try:
-        for page in tif.series[0].pages:
-            parent = getattr(page, "parent", None)
-            if page is None or parent is None:
-                continue
-            path = own if parent is tif else Path(parent.filehandle.path)
-            if os.path.realpath(path) not in seen:
-                seen.add(os.path.realpath(path))
-                files.append(path)
-    except Exception:
-        return [own]
-    return files or [own]
+    return [Path(parent.filehandle.path) for parent in _series_parents(tif)]
 
 
 def _binary_only_metadata_file(description: str) -> str | None:
@@ -913,16 +908,15 @@ def _open_other_files(tif: Any) -> list[Any]:
     from closed file") each time it opens one again for a frame; kept open, they are read like the first.
     """
     handles = []
-    try:
-        for page in tif.series[0].pages:
-            fh = getattr(getattr(page, "parent", None), "filehandle", None)
-            if page is None or fh is None or page.parent is tif or any(fh is h for h in handles):
-                continue
-            if fh.closed:
-                fh.open()
-                handles.append(fh)
-    except Exception:  # a handle that does not open: tifffile reports it when the frame is read
-        pass
+    for parent in _series_parents(tif):
+        fh = parent.filehandle
+        if parent is tif or not fh.closed:
+            continue
+        try:
+            fh.open()
+        except Exception:  # a file that does not open: tifffile reports it when the frame is read
+            continue
+        handles.append(fh)
     return handles
 
 
