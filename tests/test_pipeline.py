@@ -639,3 +639,25 @@ def test_a_12_bit_camera_in_16_bit_words_clips_at_4095_or_65520_left_aligned():
         assert b["counts"]["n_valid_tracks"] == pytest.approx(a["counts"]["n_valid_tracks"], abs=2)
         assert b["size_nm"]["d50"] == pytest.approx(a["size_nm"]["d50"], rel=0.01)
         assert b["concentration_per_ml"]["value"] == pytest.approx(a["concentration_per_ml"]["value"], rel=0.03)
+
+
+def test_a_pixel_size_off_by_ten_is_named_by_the_spots_and_their_motion():
+    """The bundled 100 nm sample (0.166 µm/px) with a slipped decimal: at 0.0166 µm/px it reads D50 ~10 µm
+    from spots of σ 34 nm, which no light microscope makes; at 1.66 µm/px the linking radius (1.7 px) is
+    shorter than the spots' motion between frames, no track reaches 10 positions, and the advice was to
+    record a longer video. Each gets the warning that names the pixel size; the right one gets neither."""
+    path = SAMPLE / "beads100.tif"
+
+    def pixel_warnings(px):
+        vid, cfg, _w, _s = pipeline.prepare(path, acquisition={"pixel_size_um": px})
+        res = pipeline.analyze(vid, cfg)
+        return res, [w for w in res.warnings if "pixel size is probably" in w]
+
+    res, w = pixel_warnings(0.0166)
+    assert res.distribution.stats["d50"] > 5000.0
+    assert len(w) == 1 and "narrower than a light microscope" in w[0] and "too small" in w[0]
+    res, w = pixel_warnings(1.66)
+    assert int(res.particles["valid"].sum()) == 0
+    assert len(w) == 1 and "the tracks break" in w[0] and "too large" in w[0]
+    res, w = pixel_warnings(0.166)
+    assert 90.0 < res.distribution.stats["d50"] < 115.0 and w == []

@@ -33,6 +33,7 @@ from .errors import ExontaCancelled, ExontaInputError
 from .io.results import SUMMARY_SCHEMA, config_to_toml, finite_or_none, result_name, write_result_dir
 
 if TYPE_CHECKING:
+    from .config import Acquisition
     from .detect.polarity import PolarityEstimate
 
 __all__ = ["Result", "analyze", "prepare", "ProgressCallback", "measure_polarity", "resolve_auto_invert",
@@ -457,6 +458,29 @@ def resolve_auto_invert(video: Any, cfg: AnalysisConfig,
                      f"(as with --invert; dark spots {est.dark_strength:.0f}, bright {est.bright_strength:.0f} "
                      f"noise sigmas); pass --no-invert to analyse bright particles")
     return out, warns
+
+
+def _linking_plausibility(features: pd.DataFrame, particles: pd.DataFrame, acq: Acquisition,
+                          config: AnalysisConfig, frame_shape: tuple[int, int]) -> list[str]:
+    """A warning when the links cannot form because the search radius is shorter than the spots' motion between
+    frames: a pixel size too large or a frame rate too high (:mod:`exonta.analysis.plausibility`)."""
+    from .analysis.plausibility import linking_radius_warnings
+    from .track.link import search_range_um
+
+    n_valid = int(particles["valid"].sum()) if "valid" in particles else 0
+    return linking_radius_warnings(features, search_range_um(acq, config.link) / acq.pixel_size_um,
+                                   acq.pixel_size_um, acq.fps, n_valid, config.sizing.min_track_length, frame_shape)
+
+
+def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:
+    """A warning when the spot width (measured when it was, else the one used) contradicts the pixel size: spots
+    narrower than optics allow, or far wider than the optics and the particles' sizes explain
+    (:mod:`exonta.analysis.plausibility`)."""
+    from .analysis.plausibility import spot_width_warnings
+
+    measured = (config._auto.get("psf_sigma_px") or {}).get("measured")
+    sigma_px = float(measured) if measured is not None else float(config.detect.psf_sigma_px)
+    return spot_width_warnings(sigma_px, acq.pixel_size_um, None if d50_nm is None else float(d50_nm))
 
 
 def resolve_auto_psf(video: Any, cfg: AnalysisConfig, sample: _FrameSample | None = None) -> AnalysisConfig:
@@ -1196,6 +1220,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t = time.perf_counter()
     particles = particle_table(tracks, acq, config.sizing)
     config = resolve_auto_size_range(particles, config)
+    warnings += _linking_plausibility(features, particles, acq, config, (h, w))
     prog(1, 1, "diffusion")
     timings["diffusion"] = time.perf_counter() - t
 
@@ -1208,6 +1233,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             warnings = [_exposure_warning(sensitivity) if x == EXPOSURE_ASSUMED_WARNING else x for x in warnings]
     if dist.stats.get("method") == "none" and n_frames >= config.sizing.min_track_length:
         warnings.append(dist.stats["note"])  # too few valid tracks for size statistics
+    warnings += _spot_plausibility(acq, config, dist.stats.get("d50"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])
     saturation = saturation_level_of(vid.dtype, config.detect.invert, config.detect.saturation_level)

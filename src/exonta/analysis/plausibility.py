@@ -1,0 +1,166 @@
+"""Plausibility of the acquisition parameters, judged from the video itself.
+
+A wrong pixel size is the commonest input error of a sizing run (the camera's pixel instead of
+the pixel at the sample, or a slipped decimal) and the costliest: a diffusion coefficient scales
+with the square of the pixel size, so a pixel size 10× too small reads sizes 100× too large, and
+nothing else in the result looks wrong. Two symptoms give it away:
+
+* **Spots narrower than optics allow, or far wider than optics and particles explain**
+  (:func:`spot_width_warnings`). A point source imaged by a
+  light microscope is a spot of Gaussian standard deviation ``σ ≈ 0.21·λ/NA`` at best (Zhang,
+  Zerubia & Olivo-Marin, Appl. Opt. 46:1819, 2007), at least 0.057 µm for 405 nm light through an
+  oil objective of NA 1.49. A video whose spots measure less than :data:`MIN_SPOT_SIGMA_UM` at its
+  pixel size has a pixel size that is too small (nanometres per pixel given as micrometres, or
+  the camera's pixel divided twice by the magnification). Conversely, a focused spot is at most
+  ~1.4 µm wide (σ; NA 0.1 in red light) or about the particle's own size: a spot far wider around
+  particles that read far smaller means a pixel size too large.
+* **Links that cannot form** (:func:`linking_radius_warnings`). The linker's search radius comes
+  from physics (the smallest diameter of interest at the frame interval; ``exonta.track.link``)
+  in µm, and reaches the frame in pixels through the pixel size. When the pixel size is too large
+  (or the frame rate given too high), the radius shrinks below the spots' real motion between
+  frames, the tracks break after a position or two and no track reaches the minimum length. The
+  nearest spot in the next frame is then, for most spots, farther than the radius.
+
+Both return warnings (strings) for :mod:`exonta.pipeline`; they change no number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO", "linking_radius_warnings", "nearest_next_frame_distances_px", "spot_width_warnings"]
+
+#: Smallest plausible Gaussian σ of a spot, µm: 0.21·λ/NA for λ = 405 nm and NA = 1.49 is 0.057 µm.
+MIN_SPOT_SIGMA_UM = 0.05
+#: Largest plausible Gaussian σ of a focused spot of a sub-resolution particle, µm: 0.21·λ/NA for λ = 0.65 µm
+#: and NA = 0.1 is 1.37 µm.
+MAX_FOCUSED_SIGMA_UM = 1.4
+#: A spot wider than the optics allow is implausible only when it is also this many times the median diameter
+#: (the image of a particle larger than the resolution is about its own size: σ = d/4 for a uniform disc).
+SPOT_SIZE_RATIO = 2.0
+#: Frame pairs sampled for the next-frame distances, at most.
+MAX_FRAME_PAIRS = 50
+#: Fewest next-frame distances for a judgement.
+MIN_DISTANCES = 50
+#: The spots persist when their next-frame distance is below this fraction of that of unrelated positions.
+PERSISTENCE_RATIO = 0.5
+
+_PIXEL_HINT = ("µm per pixel at the sample: the camera's pixel over the total magnification, e.g. 6.5 µm / 40 = "
+               "0.1625")
+
+
+def spot_width_warnings(spot_sigma_px: float | None, pixel_size_um: float, d50_nm: float | None = None) -> list[str]:
+    """A warning when the spots' width contradicts the pixel size (see the module docstring).
+
+    * narrower than :data:`MIN_SPOT_SIGMA_UM`: no light microscope images a point that sharply, the
+      pixel size is too small;
+    * wider than :data:`MAX_FOCUSED_SIGMA_UM` and more than :data:`SPOT_SIZE_RATIO` × the particles'
+      median diameter ``d50_nm``: the in-focus image of a particle smaller than the optics resolve is
+      the optics' spot (σ ≈ 0.21·λ/NA ≤ 1.4 µm for any objective of NA ≥ 0.1 in visible light), and
+      that of a larger one is about its own size (a disc of diameter d has σ = d/4); a spot this wide
+      around particles this small means the pixel size is too large (the sizes then read too small by
+      its square).
+
+    Parameters
+    ----------
+    spot_sigma_px : float or None
+        Gaussian σ of the video's in-focus spots, px (the measured spot width); None: not judged.
+    pixel_size_um : float
+    d50_nm : float, optional
+        Median diameter of the size distribution; None or NaN: the upper bound is not judged.
+
+    Returns
+    -------
+    list of str
+        Empty, or one warning naming the spot width in µm and the pixel size.
+    """
+    if spot_sigma_px is None or not math.isfinite(spot_sigma_px) or spot_sigma_px <= 0:
+        return []
+    sigma_um = float(spot_sigma_px) * float(pixel_size_um)
+    if sigma_um < MIN_SPOT_SIGMA_UM:
+        return [f"the spots are narrower than a light microscope can make them: σ {sigma_um * 1000:.0f} nm "
+                f"({spot_sigma_px:.2g} px at {pixel_size_um:g} µm/px), against at least ~57 nm (405 nm light at NA "
+                f"1.49; σ ≈ 0.21·λ/NA). The pixel size is probably too small, and the sizes scale with its square "
+                f"(they read too large): check --pixel-size-um ({_PIXEL_HINT})"]
+    d50_um = None if d50_nm is None or not math.isfinite(d50_nm) or d50_nm <= 0 else 1e-3 * float(d50_nm)
+    if d50_um is not None and sigma_um > MAX_FOCUSED_SIGMA_UM and sigma_um > SPOT_SIZE_RATIO * d50_um:
+        return [f"the spots are far wider than the particles and the optics explain: σ {sigma_um:.2g} µm "
+                f"({spot_sigma_px:.2g} px at {pixel_size_um:g} µm/px) around particles of median diameter "
+                f"{d50_nm:.0f} nm, where a focused spot is at most ~1.4 µm (NA 0.1) or about the particle's own size. "
+                f"The pixel size is probably too large, and the sizes scale with its square (they read too small): "
+                f"check --pixel-size-um ({_PIXEL_HINT})"]
+    return []
+
+
+def nearest_next_frame_distances_px(features: pd.DataFrame, max_pairs: int = MAX_FRAME_PAIRS) -> np.ndarray:
+    """Distance from each spot to the nearest spot of the next frame, px, over up to ``max_pairs`` pairs of
+    consecutive frames spread over the video (frames with spots in both)."""
+    from scipy.spatial import cKDTree
+
+    if len(features) == 0:
+        return np.zeros(0)
+    fr = features["frame"].to_numpy(np.int64)
+    order = np.argsort(fr, kind="stable")
+    fr = fr[order]
+    xy = features[["x", "y"]].to_numpy(float)[order]
+    frames = np.unique(fr)
+    firsts = frames[np.isin(frames + 1, frames)]
+    if firsts.size == 0:
+        return np.zeros(0)
+    pick = firsts[np.unique(np.linspace(0, firsts.size - 1, min(int(max_pairs), firsts.size)).round().astype(int))]
+    out = []
+    for f in pick:
+        a0, a1 = np.searchsorted(fr, [f, f + 1])
+        b1 = np.searchsorted(fr, f + 2)
+        out.append(cKDTree(xy[a1:b1]).query(xy[a0:a1])[0])
+    return np.concatenate(out)
+
+
+def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pixel_size_um: float,
+                            fps: float, n_valid_tracks: int, min_track_length: int,
+                            frame_shape: tuple[int, int]) -> list[str]:
+    """A warning when the linking radius is shorter than the spots' motion between frames (see the module docstring).
+
+    Judged only when fewer than 10 tracks reached the minimum length: then the median distance from
+    a spot to the nearest spot of the next frame is compared with the search radius. The spots must
+    also persist from frame to frame: that median must be below :data:`PERSISTENCE_RATIO` × the one
+    of unrelated positions, ``0.5·sqrt(area / spots per frame)`` (nearest neighbour of a uniform
+    random field; Clark & Evans, Ecology 35:445, 1954). Noise maxima (a buffer blank) are
+    unrelated from frame to frame and are not judged: no pixel size links them.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Detections with ``frame, x, y``.
+    search_radius_px : float
+        The linker's one-frame search radius, px.
+    pixel_size_um, fps : float
+        As used (named in the warning).
+    n_valid_tracks, min_track_length : int
+    frame_shape : (int, int)
+        Height and width of the frames, px.
+
+    Returns
+    -------
+    list of str
+    """
+    if n_valid_tracks >= 10:
+        return []
+    d = nearest_next_frame_distances_px(features)
+    if d.size < MIN_DISTANCES:
+        return []
+    median = float(np.median(d))
+    per_frame = len(features) / max(int(features["frame"].nunique()), 1)
+    unrelated = 0.5 * math.sqrt(float(frame_shape[0]) * float(frame_shape[1]) / max(per_frame, 1e-9))
+    if not (median > search_radius_px and median < PERSISTENCE_RATIO * unrelated):
+        return []
+    share = float(np.mean(d > search_radius_px))
+    return [f"the tracks break: {100 * share:.0f} % of the spots have no spot of the next frame within the linking "
+            f"radius of {search_radius_px:.1f} px ({search_radius_px * pixel_size_um:.2g} µm at {pixel_size_um:g} "
+            f"µm/px and {fps:g} frames/s; the nearest one is a median {median:.1f} px away), so {n_valid_tracks} "
+            f"track(s) reached {min_track_length} positions. The pixel size is probably too large or the frame rate "
+            f"too high: check --pixel-size-um ({_PIXEL_HINT}) and --fps; to link faster motion on purpose, set "
+            "[link] search_range_um"]

@@ -1,0 +1,96 @@
+"""Pixel-size plausibility from the spots' width and from the spots' motion between frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from exonta.analysis.plausibility import (
+    MAX_FOCUSED_SIGMA_UM,
+    MIN_SPOT_SIGMA_UM,
+    linking_radius_warnings,
+    nearest_next_frame_distances_px,
+    spot_width_warnings,
+)
+
+
+def test_spots_narrower_than_optics_allow_name_a_pixel_size_too_small():
+    # the bundled 100 nm sample's spots (σ ≈ 2 px) at 0.0166 instead of 0.166 µm/px
+    w = spot_width_warnings(2.04, 0.0166)
+    assert len(w) == 1 and "too small" in w[0] and "34 nm" in w[0]
+    assert spot_width_warnings(2.04, 0.166) == []
+    # the bound itself: just below / above MIN_SPOT_SIGMA_UM
+    assert len(spot_width_warnings(1.0, 0.99 * MIN_SPOT_SIGMA_UM)) == 1
+    assert spot_width_warnings(1.0, 1.01 * MIN_SPOT_SIGMA_UM) == []
+    assert spot_width_warnings(None, 0.01) == [] and spot_width_warnings(float("nan"), 0.01) == []
+
+
+def test_spots_far_wider_than_optics_and_particles_name_a_pixel_size_too_large():
+    # 1 µm beads (spots σ 2.7 px at 0.1 µm/px) analysed at 1 µm/px read D50 26 nm
+    w = spot_width_warnings(2.7, 1.0, d50_nm=26.0)
+    assert len(w) == 1 and "too large" in w[0]
+    assert spot_width_warnings(2.7, 0.1, d50_nm=1000.0) == []  # the right pixel size
+    # wide spots of large particles are their own images: 3 µm beads with σ 1.5 µm are plausible
+    assert spot_width_warnings(1.5 / 0.2, 0.2, d50_nm=3000.0) == []
+    # a spot below the optics' largest focused width is never judged too wide, whatever the sizes
+    assert spot_width_warnings(0.99 * MAX_FOCUSED_SIGMA_UM / 0.5, 0.5, d50_nm=10.0) == []
+    # no size statistics: the upper bound is not judged
+    assert spot_width_warnings(2.7, 1.0, d50_nm=None) == [] and spot_width_warnings(2.7, 1.0, float("nan")) == []
+
+
+def _brute_next_frame_distances(features):
+    out = []
+    for f in sorted(features["frame"].unique()):
+        a = features.loc[features["frame"] == f, ["x", "y"]].to_numpy(float)
+        b = features.loc[features["frame"] == f + 1, ["x", "y"]].to_numpy(float)
+        if len(a) and len(b):
+            out.append(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _walk(n_particles=40, n_frames=60, step_px=3.0, shape=(480, 640), seed=0, skip=()):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform([0, 0], [shape[1], shape[0]], (n_particles, 2))
+    rows = []
+    for f in range(n_frames):
+        if f not in skip:
+            rows += [(f, x, y) for x, y in xy]
+        xy = xy + rng.normal(0.0, step_px, xy.shape)
+    return pd.DataFrame(rows, columns=["frame", "x", "y"])
+
+
+def test_next_frame_distances_equal_a_brute_force_search():
+    feats = _walk(n_particles=15, n_frames=12, skip=(5,), seed=3)  # frame 5 missing: pairs 4-5 and 5-6 drop out
+    got = np.sort(nearest_next_frame_distances_px(feats, max_pairs=1000))
+    ref = np.sort(_brute_next_frame_distances(feats))
+    assert got.size == ref.size == 15 * 9
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    # sampling: at most max_pairs frame pairs
+    assert nearest_next_frame_distances_px(feats, max_pairs=2).size == 2 * 15
+    assert nearest_next_frame_distances_px(feats.iloc[:0]).size == 0
+
+
+def test_tracks_broken_by_a_radius_shorter_than_the_motion_are_explained():
+    feats = _walk(step_px=3.0)  # ~3.8 px median displacement between frames
+    w = linking_radius_warnings(feats, 1.5, 1.66, 30.0, n_valid_tracks=0, min_track_length=10, frame_shape=(480, 640))
+    assert len(w) == 1 and "too large" in w[0] and "1.5 px" in w[0]
+    # a radius that holds the motion, or tracks that did form: nothing to explain
+    assert linking_radius_warnings(feats, 15.0, 0.166, 30.0, 0, 10, (480, 640)) == []
+    assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 10, 10, (480, 640)) == []
+
+
+def test_spots_unrelated_from_frame_to_frame_are_not_blamed_on_the_pixel_size():
+    # a buffer blank: noise maxima at new random places in every frame
+    rng = np.random.default_rng(1)
+    rows = [(f, *rng.uniform([0, 0], [640, 480])) for f in range(60) for _ in range(20)]
+    feats = pd.DataFrame(rows, columns=["frame", "x", "y"])
+    assert np.median(nearest_next_frame_distances_px(feats)) > 20.0  # far beyond any radius below
+    assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 0, 10, (480, 640)) == []
+    # too few spots to judge
+    assert linking_radius_warnings(_walk(n_particles=1, n_frames=20), 0.5, 1.0, 30.0, 0, 10, (480, 640)) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.0])
+def test_a_spot_width_that_is_not_a_width_is_not_judged(bad):
+    assert spot_width_warnings(bad, 0.01, 10.0) == []
