@@ -661,3 +661,18 @@ def test_a_pixel_size_off_by_ten_is_named_by_the_spots_and_their_motion():
     assert len(w) == 1 and "the tracks break" in w[0] and "too large" in w[0]
     res, w = pixel_warnings(0.166)
     assert 90.0 < res.distribution.stats["d50"] < 115.0 and w == []
+
+
+def test_the_spot_width_is_judged_only_when_measured_or_given():
+    """A failed measurement leaves the default spot width (1.5 px), which says nothing about the video: no warning
+    from it at a fine pixel size; the same width measured, or given, is judged."""
+    from exonta.config import Acquisition, AnalysisConfig
+
+    acq = Acquisition(pixel_size_um=0.02, fps=30.0, exposure_s=0.01)
+    cfg = AnalysisConfig(acquisition=acq)
+    cfg._auto = {"psf_sigma_px": {"measured": None, "used": 1.5}}
+    assert pipeline._spot_plausibility(acq, cfg, 100.0) == []
+    cfg._auto = {"psf_sigma_px": {"measured": 1.5, "used": 1.5}}
+    assert len(pipeline._spot_plausibility(acq, cfg, 100.0)) == 1
+    given = AnalysisConfig(acquisition=acq, detect={"psf_sigma_px": 1.5})
+    assert len(pipeline._spot_plausibility(acq, given, 100.0)) == 1

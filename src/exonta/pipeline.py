@@ -473,14 +473,18 @@ def _linking_plausibility(features: pd.DataFrame, particles: pd.DataFrame, acq: 
 
 
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:
-    """A warning when the spot width (measured when it was, else the one used) contradicts the pixel size: spots
-    narrower than optics allow, or far wider than the optics and the particles' sizes explain
-    (:mod:`exonta.analysis.plausibility`)."""
+    """A warning when the spot width contradicts the pixel size: spots narrower than optics allow, or far wider than
+    the optics and the particles' sizes explain (:mod:`exonta.analysis.plausibility`). The width is the measured
+    one when the video's was measured (none when that failed: the default is no statement about the video), else
+    the one given."""
     from .analysis.plausibility import spot_width_warnings
 
-    measured = (config._auto.get("psf_sigma_px") or {}).get("measured")
-    sigma_px = float(measured) if measured is not None else float(config.detect.psf_sigma_px)
-    return spot_width_warnings(sigma_px, acq.pixel_size_um, None if d50_nm is None else float(d50_nm))
+    if "psf_sigma_px" in config._auto:
+        sigma_px = config._auto["psf_sigma_px"].get("measured")
+    else:
+        sigma_px = config.detect.psf_sigma_px
+    return spot_width_warnings(None if sigma_px is None else float(sigma_px), acq.pixel_size_um,
+                               None if d50_nm is None else float(d50_nm))
 
 
 def resolve_auto_psf(video: Any, cfg: AnalysisConfig, sample: _FrameSample | None = None) -> AnalysisConfig:

@@ -3,7 +3,7 @@
 A wrong pixel size is the commonest input error of a sizing run (the camera's pixel instead of
 the pixel at the sample, or a slipped decimal) and the costliest: a diffusion coefficient scales
 with the square of the pixel size, so a pixel size 10× too small reads sizes 100× too large, and
-nothing else in the result looks wrong. Two symptoms give it away:
+nothing else in the result looks wrong. The video itself gives it away:
 
 * **Spots narrower than optics allow, or far wider than optics and particles explain**
   (:func:`spot_width_warnings`). A point source imaged by a
@@ -31,7 +31,8 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO", "linking_radius_warnings", "nearest_next_frame_distances_px", "spot_width_warnings"]
+__all__ = ["MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO",
+           "linking_radius_warnings", "nearest_next_frame_distances_px", "spot_width_warnings"]
 
 #: Smallest plausible Gaussian σ of a spot, µm: 0.21·λ/NA for λ = 405 nm and NA = 1.49 is 0.057 µm.
 MIN_SPOT_SIGMA_UM = 0.05
