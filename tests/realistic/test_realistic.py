@@ -131,6 +131,7 @@ def test_bf_1um_jpeg_rgb_drift_median_within_10_percent(bf_1um_folder):
     assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
     assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)
     assert not [m for m in res.warnings if "dimmer than the" in m]  # one population, plausible brightness
+    assert not [m for m in res.warnings if "pixel size is probably" in m]  # 0.1 µm/px fits its spots and motion
     assert "threshold_snr" not in s["auto_parameters"] and res.config.detect.threshold_snr == 3.5
 
 
