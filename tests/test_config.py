@@ -97,3 +97,17 @@ def test_config_saved_by_the_first_depth_model_still_loads():
     assert ConcentrationParams(**old).min_linked_frames == 4
     with pytest.raises(ValidationError):
         ConcentrationParams(brightness_columns="signal")  # a typo is still an error
+
+
+def test_a_temperature_warmer_than_nta_cells_is_questioned_as_fahrenheit():
+    """72 °F given as °C is taken as hot water (viscosity 0.39 instead of 0.95 mPa·s: sizes 2.4× too small); it is
+    accepted (a heated cell is possible) with a warning that names the Fahrenheit reading."""
+    from exonta.config import resolve_acquisition
+
+    acq, warns, src = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": 72.0})
+    assert acq.temperature_c == 72.0 and acq.viscosity_mpas < 0.45
+    hot = [w for w in warns if "Fahrenheit" in w]
+    assert len(hot) == 1 and "72 °F = 22.2 °C" in hot[0] and "0.393 mPa·s" in hot[0]
+    for t in (22.0, 37.0, 55.0):
+        _, warns, _ = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": t})
+        assert not [w for w in warns if "Fahrenheit" in w]

@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 DEFAULT_TEMPERATURE_C = 22.0
+#: Warmest sample temperature taken without a question, °C: NTA instruments regulate their cells up to ~55 °C.
+#: Above it a room or body temperature given in Fahrenheit (64–99 °F) is the likelier reading.
+MAX_PLAUSIBLE_TEMPERATURE_C = 55.0
 
 
 class _Model(BaseModel):
@@ -553,6 +556,12 @@ def resolve_acquisition(
         acq = Acquisition(**merged)
     except ValidationError as exc:
         raise ExontaInputError(format_validation_error(exc, f"acquisition settings for {source_name}")) from None
+    if acq.temperature_c > MAX_PLAUSIBLE_TEMPERATURE_C:
+        warnings.append(f"temperature {acq.temperature_c:g} °C is warmer than NTA "
+                        f"instruments measure at (up to ~{MAX_PLAUSIBLE_TEMPERATURE_C:g} °C); the water viscosity used "
+                        f"is {acq.viscosity_mpas:.3g} mPa·s, and the sizes scale with it. If the value is in "
+                        f"Fahrenheit ({acq.temperature_c:g} °F = {(acq.temperature_c - 32.0) / 1.8:.1f} °C), give "
+                        "degrees Celsius (--temperature-c)")
     return acq, warnings, sources
 
 
