@@ -111,3 +111,16 @@ def test_a_temperature_warmer_than_nta_cells_is_questioned_as_fahrenheit():
     for t in (22.0, 37.0, 55.0):
         _, warns, _ = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": t})
         assert not [w for w in warns if "Fahrenheit" in w]
+
+
+def test_a_dilution_given_as_a_fraction_is_questioned():
+    """--dilution is the factor (1000 for 1:1000); a fraction multiplies the concentration by it instead."""
+    from exonta.config import resolve_acquisition
+
+    acq, warns, _ = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "dilution": 0.001})
+    assert acq.dilution == 0.001
+    frac = [w for w in warns if "dilution" in w]
+    assert len(frac) == 1 and "diluted 1:1000, give --dilution 1000 " in frac[0]
+    for d in (1.0, 1000.0):
+        assert not [w for w in resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "dilution": d})[1]
+                    if "dilution" in w]

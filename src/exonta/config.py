@@ -556,6 +556,11 @@ def resolve_acquisition(
         acq = Acquisition(**merged)
     except ValidationError as exc:
         raise ExontaInputError(format_validation_error(exc, f"acquisition settings for {source_name}")) from None
+    if acq.dilution < 1.0:
+        factor = f"{1.0 / acq.dilution:.4g}"
+        warnings.append(f"dilution {acq.dilution:g} is below 1: the sample would have been concentrated {factor}x "
+                        f"before measuring, and the concentration is multiplied by {acq.dilution:g}. For a sample "
+                        f"diluted 1:{factor}, give --dilution {factor} (the factor, not the fraction)")
     if acq.temperature_c > MAX_PLAUSIBLE_TEMPERATURE_C:
         warnings.append(f"temperature {acq.temperature_c:g} °C is warmer than NTA "
                         f"instruments measure at (up to ~{MAX_PLAUSIBLE_TEMPERATURE_C:g} °C); the water viscosity used "
