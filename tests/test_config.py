@@ -108,6 +108,10 @@ def test_a_temperature_warmer_than_nta_cells_is_questioned_as_fahrenheit():
     assert acq.temperature_c == 72.0 and acq.viscosity_mpas < 0.45
     hot = [w for w in warns if "Fahrenheit" in w]
     assert len(hot) == 1 and "72 °F = 22.2 °C" in hot[0] and "0.393 mPa·s" in hot[0]
+    _, warns, _ = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": 72.0,
+                                       "viscosity_mpas": 1.0})
+    hot = [w for w in warns if "Fahrenheit" in w]
+    assert len(hot) == 1 and "absolute temperature" in hot[0] and "water viscosity" not in hot[0]
     for t in (22.0, 37.0, 55.0):
         _, warns, _ = resolve_acquisition({"pixel_size_um": 0.166, "fps": 30.0, "temperature_c": t})
         assert not [w for w in warns if "Fahrenheit" in w]

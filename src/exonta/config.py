@@ -514,7 +514,8 @@ def resolve_acquisition(
     -------
     acquisition : Acquisition
     warnings : list of str
-        Defaults that were applied (temperature, exposure).
+        Defaults that were applied (temperature, exposure), and values to check: a dilution below 1 (a fraction
+        where the factor is meant), a temperature above :data:`MAX_PLAUSIBLE_TEMPERATURE_C` (Fahrenheit?).
     sources : dict
         Which source each field came from (``"cli"``, ``"config"``,
         ``"sidecar"``, ``"file"``, ``"default"``).
@@ -562,11 +563,12 @@ def resolve_acquisition(
                         f"before measuring, and the concentration is multiplied by {acq.dilution:g}. For a sample "
                         f"diluted 1:{factor}, give --dilution {factor} (the factor, not the fraction)")
     if acq.temperature_c > MAX_PLAUSIBLE_TEMPERATURE_C:
-        warnings.append(f"temperature {acq.temperature_c:g} °C is warmer than NTA "
-                        f"instruments measure at (up to ~{MAX_PLAUSIBLE_TEMPERATURE_C:g} °C); the water viscosity used "
-                        f"is {acq.viscosity_mpas:.3g} mPa·s, and the sizes scale with it. If the value is in "
-                        f"Fahrenheit ({acq.temperature_c:g} °F = {(acq.temperature_c - 32.0) / 1.8:.1f} °C), give "
-                        "degrees Celsius (--temperature-c)")
+        effect = (f"the water viscosity used is {acq.viscosity_mpas:.3g} mPa·s, and the sizes scale with it"
+                  if sources["viscosity_mpas"] == "default" else "the sizes scale with the absolute temperature")
+        warnings.append(f"temperature {acq.temperature_c:g} °C is warmer than NTA instruments measure at (up to "
+                        f"~{MAX_PLAUSIBLE_TEMPERATURE_C:g} °C); {effect}. If the value is in Fahrenheit "
+                        f"({acq.temperature_c:g} °F = {(acq.temperature_c - 32.0) / 1.8:.1f} °C), give degrees "
+                        "Celsius (--temperature-c)")
     return acq, warnings, sources
 
 
