@@ -10,12 +10,13 @@ import typer
 
 from ._common import EXIT_BAD_INPUT, RichProgress, acquisition_flags, handle_errors, one_line, stderr_is_tty
 
-OPT_PIXEL = typer.Option(None, "--pixel-size-um", help="Pixel size in the sample plane, µm/px.")
+OPT_PIXEL = typer.Option(None, "--pixel-size-um", help="Pixel size in the sample plane, µm/px: the camera's pixel "
+                         "over the total magnification (6.5 µm / 40 = 0.1625). Sizes scale with its square.")
 OPT_FPS = typer.Option(None, "--fps", help="Frame rate, frames/s.")
 OPT_EXPOSURE = typer.Option(None, "--exposure-s", help="Exposure time per frame, s (default: 1/fps).")
 OPT_TEMP = typer.Option(None, "--temperature-c", help="Sample temperature, °C (default 22).")
 OPT_VISC = typer.Option(None, "--viscosity-mpas", help="Viscosity, mPa·s (default: water at the temperature).")
-OPT_DIL = typer.Option(None, "--dilution", help="Dilution factor of the measured sample.")
+OPT_DIL = typer.Option(None, "--dilution", help="Dilution factor of the measured sample (1000 for 1:1000; default 1).")
 OPT_CONFIG = typer.Option(None, "--config", help="TOML file with [acquisition], [detect], [link], [sizing], "
                           "[concentration] tables.")
 OPT_INVERT = typer.Option(None, "--invert/--no-invert", help="Dark particles on a light background (bright-field) "
