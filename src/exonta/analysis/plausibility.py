@@ -31,6 +31,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .distribution import MIN_TRACKS_FOR_STATISTICS
+
 __all__ = ["MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO",
            "linking_radius_warnings", "nearest_next_frame_distances_px", "spot_width_warnings"]
 
@@ -125,7 +127,8 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
                             frame_shape: tuple[int, int]) -> list[str]:
     """A warning when the linking radius is shorter than the spots' motion between frames (see the module docstring).
 
-    Judged only when fewer than 10 tracks reached the minimum length: then the median distance from
+    Judged only when fewer tracks reached the minimum length than size statistics need
+    (:data:`exonta.analysis.distribution.MIN_TRACKS_FOR_STATISTICS`): then the median distance from
     a spot to the nearest spot of the next frame is compared with the search radius. The spots must
     also persist from frame to frame: that median must be below :data:`PERSISTENCE_RATIO` × the one
     of unrelated positions, ``0.5·sqrt(area / spots per frame)`` (nearest neighbour of a uniform
@@ -148,7 +151,7 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
     -------
     list of str
     """
-    if n_valid_tracks >= 10:
+    if n_valid_tracks >= MIN_TRACKS_FOR_STATISTICS:
         return []
     d = nearest_next_frame_distances_px(features)
     if d.size < MIN_DISTANCES:
