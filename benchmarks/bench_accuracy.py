@@ -14,22 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from exonta.validation import CASES, run_case
 
 
 def _peaks(size: dict) -> str:
     return ", ".join(f"{p['diameter_nm']:.0f} ({100 * p['number_fraction']:.0f}%)" for p in size.get("peaks") or [])
-
-
-def _sampled(track_truth) -> dict:
-    """D10/D50/D90 of the true diameters of the sized tracks (those matched to a simulated particle)."""
-    d = track_truth.loc[track_truth["fitted"], "true_diameter_nm"].to_numpy(float)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return {}
-    return dict(zip(("d10", "d50", "d90"), (float(v) for v in np.quantile(d, [0.1, 0.5, 0.9]))))
 
 
 def _parse_value(text: str):
@@ -63,28 +52,22 @@ def main() -> None:
             r = run_case(name, seed=seed, **overrides)
             wall = time.perf_counter() - t0
             truth, size, raw = r["truth"], r["size"], r["raw"] or {}
-            sampled = _sampled(r["track_truth"])
             for stat in ("mode", "d10", "d50", "d90"):
                 if stat not in truth:
                     continue
                 err = 100 * (size[stat] / truth[stat] - 1) if size.get(stat) else float("nan")
-                rows.append((name, seed, stat, truth[stat], sampled.get(stat), raw.get(stat, float("nan")),
-                             size.get(stat), err, ""))
+                rows.append((name, seed, stat, truth[stat], raw.get(stat, float("nan")), size.get(stat), err, ""))
             rows.append((name, seed, "peaks", "; ".join(f"{d:.0f}" for d in truth["peaks_nm"]), None, None, None,
-                         None, _peaks(size)))
-            rows.append((name, seed, "tracks", r["counts"]["n_valid_tracks"], None, None, None, None,
+                         _peaks(size)))
+            rows.append((name, seed, "tracks", r["counts"]["n_valid_tracks"], None, None, None,
                          f"{r['counts']['mean_particles_per_frame']:.0f}/frame, drift {r['drift_um_per_s'][0]:.2f} µm/s, "
                          f"{wall:.0f} s"))
-    print(f"{'case':<16}{'seed':>4}  {'stat':<7}{'truth':>10}{'sampled':>9}{'raw':>9}{'deconv':>9}{'err %':>8}  notes")
-    for name, seed, stat, truth, smp, raw, dec, err, note in rows:
+    print(f"{'case':<16}{'seed':>4}  {'stat':<7}{'truth':>10}{'raw':>9}{'deconv':>9}{'err %':>8}  notes")
+    for name, seed, stat, truth, raw, dec, err, note in rows:
         fmt = (lambda v: f"{v:>9.1f}" if isinstance(v, float) else f"{'' if v is None else v!s:>9}")
         tr = f"{truth:>10.1f}" if isinstance(truth, float) else f"{truth!s:>10}"
         e = f"{err:>+8.1f}" if isinstance(err, float) else f"{'':>8}"
-        print(f"{name:<16}{seed:>4}  {stat:<7}{tr}{fmt(smp)}{fmt(raw)}{fmt(dec)}{e}  {note}")
-    print("\nsampled: the statistic of the true diameters of the tracks that entered the size distribution (one per "
-          "track, exonta.validation.label_tracks): the population the detector and linker let through. truth − "
-          "sampled is the selection of what is seen (small dim particles are missed or tracked for fewer frames); "
-          "deconv − sampled the estimator's own error, including junk positions linked into tracks.")
+        print(f"{name:<16}{seed:>4}  {stat:<7}{tr}{fmt(raw)}{fmt(dec)}{e}  {note}")
 
 
 if __name__ == "__main__":
