@@ -465,11 +465,11 @@ def _linking_plausibility(features: pd.DataFrame, particles: pd.DataFrame, acq: 
     """A warning when the links cannot form because the search radius is shorter than the spots' motion between
     frames: a pixel size too large or a frame rate too high (:mod:`exonta.analysis.plausibility`)."""
     from .analysis.plausibility import linking_radius_warnings
-    from .track.link import search_range_um
+    from .track.link import search_range_px
 
     n_valid = int(particles["valid"].sum()) if "valid" in particles else 0
-    return linking_radius_warnings(features, search_range_um(acq, config.link) / acq.pixel_size_um,
-                                   acq.pixel_size_um, acq.fps, n_valid, config.sizing.min_track_length, frame_shape)
+    return linking_radius_warnings(features, search_range_px(acq, config.link), acq.pixel_size_um, acq.fps, n_valid,
+                                   config.sizing.min_track_length, frame_shape)
 
 
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:

@@ -10,7 +10,7 @@ from exonta.analysis.plausibility import (
     MAX_FOCUSED_SIGMA_UM,
     MIN_SPOT_SIGMA_UM,
     linking_radius_warnings,
-    nearest_next_frame_distances_px,
+    frame_to_frame_distances_px,
     spot_width_warnings,
 )
 
@@ -39,11 +39,11 @@ def test_spots_far_wider_than_optics_and_particles_name_a_pixel_size_too_large()
     assert spot_width_warnings(2.7, 1.0, d50_nm=None) == [] and spot_width_warnings(2.7, 1.0, float("nan")) == []
 
 
-def _brute_next_frame_distances(features):
+def _brute_frame_to_frame_distances(features):
     out = []
     for f in sorted(features["frame"].unique()):
         a = features.loc[features["frame"] == f, ["x", "y"]].to_numpy(float)
-        b = features.loc[features["frame"] == f + 1, ["x", "y"]].to_numpy(float)
+        b = features.loc[features["frame"] == f - 1, ["x", "y"]].to_numpy(float)
         if len(a) and len(b):
             out.append(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1))
     return np.concatenate(out) if out else np.zeros(0)
@@ -60,15 +60,15 @@ def _walk(n_particles=40, n_frames=60, step_px=3.0, shape=(480, 640), seed=0, sk
     return pd.DataFrame(rows, columns=["frame", "x", "y"])
 
 
-def test_next_frame_distances_equal_a_brute_force_search():
+def test_frame_to_frame_distances_equal_a_brute_force_search():
     feats = _walk(n_particles=15, n_frames=12, skip=(5,), seed=3)  # frame 5 missing: pairs 4-5 and 5-6 drop out
-    got = np.sort(nearest_next_frame_distances_px(feats, max_pairs=1000))
-    ref = np.sort(_brute_next_frame_distances(feats))
+    got = np.sort(frame_to_frame_distances_px(feats, max_pairs=1000))
+    ref = np.sort(_brute_frame_to_frame_distances(feats))
     assert got.size == ref.size == 15 * 9
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
     # sampling: at most max_pairs frame pairs
-    assert nearest_next_frame_distances_px(feats, max_pairs=2).size == 2 * 15
-    assert nearest_next_frame_distances_px(feats.iloc[:0]).size == 0
+    assert frame_to_frame_distances_px(feats, max_pairs=2).size == 2 * 15
+    assert frame_to_frame_distances_px(feats.iloc[:0]).size == 0
 
 
 def test_tracks_broken_by_a_radius_shorter_than_the_motion_are_explained():
@@ -85,7 +85,7 @@ def test_spots_unrelated_from_frame_to_frame_are_not_blamed_on_the_pixel_size():
     rng = np.random.default_rng(1)
     rows = [(f, *rng.uniform([0, 0], [640, 480])) for f in range(60) for _ in range(20)]
     feats = pd.DataFrame(rows, columns=["frame", "x", "y"])
-    assert np.median(nearest_next_frame_distances_px(feats)) > 20.0  # far beyond any radius below
+    assert np.median(frame_to_frame_distances_px(feats)) > 20.0  # far beyond any radius below
     assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 0, 10, (480, 640)) == []
     # too few spots to judge
     assert linking_radius_warnings(_walk(n_particles=1, n_frames=20), 0.5, 1.0, 30.0, 0, 10, (480, 640)) == []

@@ -19,7 +19,7 @@ nothing else in the result looks wrong. The video itself gives it away:
   in µm, and reaches the frame in pixels through the pixel size. When the pixel size is too large
   (or the frame rate given too high), the radius shrinks below the spots' real motion between
   frames, the tracks break after a position or two and no track reaches the minimum length. The
-  nearest spot in the next frame is then, for most spots, farther than the radius.
+  nearest spot of the frame before is then, for most spots, farther than the radius.
 
 Both return warnings (strings) for :mod:`exonta.pipeline`; they change no number.
 """
@@ -34,7 +34,7 @@ import pandas as pd
 from .distribution import MIN_TRACKS_FOR_STATISTICS
 
 __all__ = ["MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO",
-           "linking_radius_warnings", "nearest_next_frame_distances_px", "spot_width_warnings"]
+           "frame_to_frame_distances_px", "linking_radius_warnings", "spot_width_warnings"]
 
 #: Smallest plausible Gaussian σ of a spot, µm: 0.21·λ/NA for λ = 405 nm and NA = 1.49 is 0.057 µm.
 MIN_SPOT_SIGMA_UM = 0.05
@@ -44,11 +44,11 @@ MAX_FOCUSED_SIGMA_UM = 1.4
 #: A spot wider than the optics allow is implausible only when it is also this many times the median diameter
 #: (the image of a particle larger than the resolution is about its own size: σ = d/4 for a uniform disc).
 SPOT_SIZE_RATIO = 2.0
-#: Frame pairs sampled for the next-frame distances, at most.
+#: Frame pairs sampled for the frame-to-frame distances, at most.
 MAX_FRAME_PAIRS = 50
-#: Fewest next-frame distances for a judgement.
+#: Fewest frame-to-frame distances for a judgement.
 MIN_DISTANCES = 50
-#: The spots persist when their next-frame distance is below this fraction of that of unrelated positions.
+#: The spots persist when their frame-to-frame distance is below this fraction of that of unrelated positions.
 PERSISTENCE_RATIO = 0.5
 
 _PIXEL_HINT = ("µm per pixel at the sample: the camera's pixel over the total magnification, e.g. 6.5 µm / 40 = "
@@ -92,34 +92,27 @@ def spot_width_warnings(spot_sigma_px: float | None, pixel_size_um: float, d50_n
     if d50_um is not None and sigma_um > MAX_FOCUSED_SIGMA_UM and sigma_um > SPOT_SIZE_RATIO * d50_um:
         return [f"the spots are far wider than the particles and the optics explain: σ {sigma_um:.2g} µm "
                 f"({spot_sigma_px:.2g} px at {pixel_size_um:g} µm/px) around particles of median diameter "
-                f"{d50_nm:.0f} nm, where a focused spot is at most ~1.4 µm (NA 0.1) or about the particle's own size. "
+                f"{d50_nm:.0f} nm, where a focused spot is at most ~{MAX_FOCUSED_SIGMA_UM:g} µm (NA 0.1) or about the "
+                f"particle's own size. "
                 f"The pixel size is probably too large, and the sizes scale with its square (they read too small): "
                 f"check --pixel-size-um ({_PIXEL_HINT})"]
     return []
 
 
-def nearest_next_frame_distances_px(features: pd.DataFrame, max_pairs: int = MAX_FRAME_PAIRS) -> np.ndarray:
-    """Distance from each spot to the nearest spot of the next frame, px, over up to ``max_pairs`` pairs of
-    consecutive frames spread over the video (frames with spots in both)."""
-    from scipy.spatial import cKDTree
+def frame_to_frame_distances_px(features: pd.DataFrame, max_pairs: int = MAX_FRAME_PAIRS) -> np.ndarray:
+    """Distance from each spot to the nearest spot of the frame before, px, over up to ``max_pairs`` pairs of
+    consecutive frames spread over the video (frames with spots in both;
+    :func:`exonta.detect.repeats.nearest_previous_distances_px`)."""
+    from ..detect.repeats import nearest_previous_distances_px
 
     if len(features) == 0:
         return np.zeros(0)
-    fr = features["frame"].to_numpy(np.int64)
-    order = np.argsort(fr, kind="stable")
-    fr = fr[order]
-    xy = features[["x", "y"]].to_numpy(float)[order]
-    frames = np.unique(fr)
-    firsts = frames[np.isin(frames + 1, frames)]
-    if firsts.size == 0:
+    frames = np.unique(features["frame"].to_numpy(np.int64))
+    seconds = frames[np.isin(frames - 1, frames)]
+    if seconds.size == 0:
         return np.zeros(0)
-    pick = firsts[np.unique(np.linspace(0, firsts.size - 1, min(int(max_pairs), firsts.size)).round().astype(int))]
-    out = []
-    for f in pick:
-        a0, a1 = np.searchsorted(fr, [f, f + 1])
-        b1 = np.searchsorted(fr, f + 2)
-        out.append(cKDTree(xy[a1:b1]).query(xy[a0:a1])[0])
-    return np.concatenate(out)
+    pick = seconds[np.unique(np.linspace(0, seconds.size - 1, min(int(max_pairs), seconds.size)).round().astype(int))]
+    return np.concatenate(nearest_previous_distances_px(features, pick))
 
 
 def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pixel_size_um: float,
@@ -129,7 +122,7 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
 
     Judged only when fewer tracks reached the minimum length than size statistics need
     (:data:`exonta.analysis.distribution.MIN_TRACKS_FOR_STATISTICS`): then the median distance from
-    a spot to the nearest spot of the next frame is compared with the search radius. The spots must
+    a spot to the nearest spot of the frame before is compared with the search radius. The spots must
     also persist from frame to frame: that median must be below :data:`PERSISTENCE_RATIO` × the one
     of unrelated positions, ``0.5·sqrt(area / spots per frame)`` (nearest neighbour of a uniform
     random field; Clark & Evans, Ecology 35:445, 1954). Noise maxima (a buffer blank) are
@@ -153,7 +146,7 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
     """
     if n_valid_tracks >= MIN_TRACKS_FOR_STATISTICS:
         return []
-    d = nearest_next_frame_distances_px(features)
+    d = frame_to_frame_distances_px(features)
     if d.size < MIN_DISTANCES:
         return []
     median = float(np.median(d))
@@ -162,7 +155,7 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
     if not (median > search_radius_px and median < PERSISTENCE_RATIO * unrelated):
         return []
     share = float(np.mean(d > search_radius_px))
-    return [f"the tracks break: {100 * share:.0f} % of the spots have no spot of the next frame within the linking "
+    return [f"the tracks break: {100 * share:.0f} % of the spots have no spot of the frame before within the linking "
             f"radius of {search_radius_px:.1f} px ({search_radius_px * pixel_size_um:.2g} µm at {pixel_size_um:g} "
             f"µm/px and {fps:g} frames/s; the nearest one is a median {median:.1f} px away), so {n_valid_tracks} "
             f"track(s) reached {min_track_length} positions. The pixel size is probably too large or the frame rate "

@@ -51,7 +51,7 @@ __all__ = ["AMBIGUOUS_SHARE", "GAP_FACTOR", "IRREGULAR_FRAMES", "MAX_REPEAT_FRAC
            "REPEAT_FRACTION", "ROW_STEP", "FrameChanges", "RepeatedFrames",
            "analysed_frame_count", "frames_on_grid",
            "confirm_near_repeats", "drop_repeated", "find_repeated_frames", "frame_changes",
-           "spot_shifts_px"]
+           "nearest_previous_distances_px", "spot_shifts_px"]
 
 #: Every ROW_STEP-th row enters a frame's change (a spot of sigma ≥ 1 px has ≥ 1/3 of its peak on one).
 ROW_STEP = 4
@@ -264,6 +264,13 @@ def _timed(rep: np.ndarray, ref: float) -> RepeatedFrames:
 def spot_shifts_px(features: pd.DataFrame, frames: np.ndarray) -> np.ndarray:
     """Median distance (px) from the detections of each of ``frames`` to the nearest detection of the frame
     before; NaN where either frame has fewer than :data:`MIN_SPOTS` detections."""
+    return np.array([float(np.median(d)) if d.size else np.nan
+                     for d in nearest_previous_distances_px(features, frames, MIN_SPOTS)])
+
+
+def nearest_previous_distances_px(features: pd.DataFrame, frames: np.ndarray, min_spots: int = 1) -> list[np.ndarray]:
+    """For each of ``frames``: the distance (px) from each of its detections to the nearest detection of the frame
+    before; an empty array where either frame has fewer than ``min_spots`` detections (at least 1)."""
     from scipy.spatial import cKDTree
 
     f = features["frame"].to_numpy(np.int64)
@@ -275,11 +282,11 @@ def spot_shifts_px(features: pd.DataFrame, frames: np.ndarray) -> np.ndarray:
         lo, hi = np.searchsorted(f_sorted, [k, k + 1])
         return xy[lo:hi]
 
-    out = np.full(len(frames), np.nan)
-    for j, k in enumerate(np.asarray(frames, np.int64)):
+    need = max(int(min_spots), 1)
+    out = []
+    for k in np.asarray(frames, np.int64):
         a, b = spots(k), spots(k - 1)
-        if len(a) >= MIN_SPOTS and len(b) >= MIN_SPOTS:
-            out[j] = float(np.median(cKDTree(b).query(a)[0]))
+        out.append(cKDTree(b).query(a)[0] if len(a) >= need and len(b) >= need else np.zeros(0))
     return out
 
 
