@@ -242,7 +242,12 @@ class LinkParams(_Model):
                                    "(smaller values widen it and cause more wrong links in dense fields)")
     memory_frames: int = Field(default=2, ge=0, le=100, description="gap closing: frames a particle may vanish")
     drift_correction: bool = True
-    drift_smoothing_frames: int = Field(default=15, ge=1, le=10000)
+    drift_smoothing_frames: int = Field(default=15, ge=1, le=10000,
+                                        description="window of the moving average of the per-frame drift, frames")
+    drift_min_steps: int = Field(default=400, ge=0, le=10**7,
+                                 description="widen the drift window until it holds this many one-frame steps on "
+                                             "average (few particles: their own motion must not be taken for "
+                                             "drift); 0: the window as given")
     search_miss_probability: float = Field(
         default=1e-3, gt=0, lt=0.5,
         description="probability that a true one-frame step of the smallest particle exceeds the default search "

@@ -144,6 +144,7 @@ class Result:
             "drift_um_per_s": [float(drift_v[0]), float(drift_v[1])],
             "drift_se_um_per_s": [float(v) for v in
                                   getattr(self.drift, "velocity_se_um_per_s", (math.nan, math.nan))],
+            "drift_smoothing_frames": int(getattr(self.drift, "smoothing_frames", 1)),
             "auto_parameters": dict(self.auto_parameters),
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
@@ -464,12 +465,14 @@ def _linking_plausibility(features: pd.DataFrame, particles: pd.DataFrame, acq: 
                           config: AnalysisConfig, frame_shape: tuple[int, int]) -> list[str]:
     """A warning when the links cannot form because the search radius is shorter than the spots' motion between
     frames: a pixel size too large or a frame rate too high (:mod:`exonta.analysis.plausibility`)."""
+    from .analysis.distribution import enough_for_statistics
     from .analysis.plausibility import linking_radius_warnings
     from .track.link import search_range_px
 
-    n_valid = int(particles["valid"].sum()) if "valid" in particles else 0
-    return linking_radius_warnings(features, search_range_px(acq, config.link), acq.pixel_size_um, acq.fps, n_valid,
-                                   config.sizing.min_track_length, frame_shape)
+    valid = particles.loc[particles["valid"].to_numpy(bool)] if "valid" in particles else particles.iloc[:0]
+    return linking_radius_warnings(features, search_range_px(acq, config.link), acq.pixel_size_um, acq.fps,
+                                   len(valid), config.sizing.min_track_length, frame_shape,
+                                   enough_tracks=enough_for_statistics(valid))
 
 
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:
@@ -1085,6 +1088,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     from .analysis.diffusion import particle_table
     from .analysis.distribution import (
         brightness_warnings,
+        few_tracks_warning,
         linking_artefact_warnings,
         size_distribution,
         track_fraction_warnings,
@@ -1237,6 +1241,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             warnings = [_exposure_warning(sensitivity) if x == EXPOSURE_ASSUMED_WARNING else x for x in warnings]
     if dist.stats.get("method") == "none" and n_frames >= config.sizing.min_track_length:
         warnings.append(dist.stats["note"])  # too few valid tracks for size statistics
+    warnings += few_tracks_warning(dist.stats)
     warnings += _spot_plausibility(acq, config, dist.stats.get("d50"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])

@@ -21,6 +21,7 @@ from exonta.analysis.distribution import (
     diameter_grid,
     dst_log_likelihood,
     dst_log_likelihood_sigma_derivatives,
+    few_tracks_warning,
     fit_mixture_weights,
     gamma_log_likelihood,
     implausible_peaks,
@@ -648,6 +649,22 @@ def test_empty_and_single_track():
     assert (few.table["raw_density"] * few.table["bin_width_nm"]).sum() == pytest.approx(1.0)
     enough = size_distribution(parts, ACQ, SizingParams(bootstrap=5), tracks=tracks)
     assert np.isfinite(enough.stats["d50"]) and enough.stats["n_tracks_used"] == MIN_TRACKS_FOR_STATISTICS
+    # ... or a few long tracks: a sparse field filmed for long (MIN_LONG_TRACKS holding MIN_STEPS_FOR_STATISTICS steps)
+    from exonta.analysis.distribution import MIN_LONG_TRACKS, MIN_STEPS_FOR_STATISTICS, enough_for_statistics
+
+    n_long = MIN_LONG_TRACKS + 1
+    per = MIN_STEPS_FOR_STATISTICS // n_long + 2  # positions per track: just enough steps in all
+    tracks, parts = _data(np.full(n_long, 300.0), 22, min_positions=per, mean_extra_positions=0.0,
+                          max_positions=per)
+    assert enough_for_statistics(parts) and not enough_for_statistics(parts.iloc[:MIN_LONG_TRACKS - 1])
+    assert not enough_for_statistics(parts.assign(n_steps=parts["n_steps"] // 2))  # as many tracks, too few steps
+    long_ = size_distribution(parts, ACQ, SizingParams(bootstrap=5), tracks=tracks)
+    assert long_.stats["n_tracks_used"] == n_long and long_.stats["note"] == ""
+    assert long_.stats["d50"] == pytest.approx(300.0, rel=0.08)  # ~1000 steps: D to ~5 %
+    assert [w for w in few_tracks_warning(long_.stats) if f"only {n_long} tracks" in w]
+    assert few_tracks_warning(enough.stats) == [] and few_tracks_warning(few.stats) == []
+    short = size_distribution(parts.iloc[:MIN_LONG_TRACKS - 1], ACQ, SizingParams(bootstrap=5), tracks=tracks)
+    assert np.isnan(short.stats["d50"]) and "no size statistics" in short.stats["note"]
     too_short = parts.assign(n_positions=SizingParams().min_track_length - 1)
     dist = size_distribution(too_short, ACQ, SizingParams(), tracks=None)
     assert dist.stats["n_tracks_used"] == 0 and (dist.table["raw_density"] == 0).all()

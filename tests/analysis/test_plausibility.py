@@ -78,6 +78,9 @@ def test_tracks_broken_by_a_radius_shorter_than_the_motion_are_explained():
     # a radius that holds the motion, or tracks that did form: nothing to explain
     assert linking_radius_warnings(feats, 15.0, 0.166, 30.0, 0, 10, (480, 640)) == []
     assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 10, 10, (480, 640)) == []
+    # a few long tracks that suffice for size statistics (enough_for_statistics) are not judged either
+    assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 4, 10, (480, 640), enough_tracks=True) == []
+    assert linking_radius_warnings(feats, 1.5, 1.66, 30.0, 4, 10, (480, 640), enough_tracks=False) != []
 
 
 def test_spots_unrelated_from_frame_to_frame_are_not_blamed_on_the_pixel_size():

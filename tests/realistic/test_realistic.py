@@ -281,3 +281,27 @@ def test_bf_half_micron_mjpeg_converted_to_h264_its_lone_junk_peak_raises_the_th
     assert auto["tried"][0]["implausible_peak_fraction"] > 0.5 and auto["used"] >= 5.0, auto
     assert s["size_nm"]["d50"] == pytest.approx(500.0, rel=0.15), s["size_nm"]
     assert any("compressed with H.264" in m for m in res.warnings)
+
+
+@pytest.mark.slow
+def test_a_sparse_field_of_long_tracks_is_sized():
+    """Three 1 µm beads in view, settled in a thin layer (±0.3 µm) so that they stay in focus for most of the
+    20 s: 8 tracks reach the minimum length, ~2000 steps in all. Fewer than MIN_TRACKS_FOR_STATISTICS tracks used
+    to give no size at all (and a "tracks break" pixel-size warning from the noise maxima around them); long
+    tracks measure D to a few per cent each, so the size is given, with a warning that its spread describes
+    these few beads. The drift window widens to ~150 frames (drift_min_steps), so the beads' own motion is not
+    subtracted as drift (with the 15-frame window D50 read 4–10 % high on such fields)."""
+    from dataclasses import replace
+
+    from exonta.analysis.distribution import MIN_TRACKS_FOR_STATISTICS
+    from exonta.io.readers import ArrayVideo
+
+    rec = render(replace(CASES["bf_1um_0.1px"], n_particles=3, n_frames=500, seed=33, slab_half_um=0.3))
+    vid, cfg, w, src = prepare(ArrayVideo(rec.frames), acquisition={**ACQ_1UM, "exposure_s": 0.005})
+    res = analyze(vid, cfg, acquisition_sources=src, warnings=w)
+    s = res.summary()
+    assert 3 <= s["size_nm"]["n_tracks_used"] < MIN_TRACKS_FOR_STATISTICS
+    assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.08)
+    assert [m for m in res.warnings if "rest on only" in m]
+    assert not [m for m in res.warnings if "tracks break" in m or "no size statistics" in m]
+    assert s["drift_smoothing_frames"] > 100

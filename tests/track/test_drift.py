@@ -133,7 +133,7 @@ def test_fast_flow_relative_to_search_range_warns():
 def test_subtract_drift_columns_and_extrapolation():
     tracks = pd.DataFrame({"particle": [0, 0, 0, 1], "frame": [0, 1, 2, 7], "x": [1.0, 2.0, 3.0, 5.0],
                            "y": [0.0, 0.0, 0.0, 1.0]})
-    res = estimate_drift(tracks, ACQ, LinkParams(drift_smoothing_frames=1))
+    res = estimate_drift(tracks, ACQ, LinkParams(drift_smoothing_frames=1, drift_min_steps=0))
     np.testing.assert_allclose(res.drift_px["dx_px"].to_numpy()[:3], [0.0, 1.0, 2.0])
     out = subtract_drift(tracks, res)
     np.testing.assert_allclose(out["x_corrected"].to_numpy()[:3], [1.0, 1.0, 1.0])
@@ -147,3 +147,26 @@ def test_no_links_gives_warning_and_zero():
     res = estimate_drift(tracks, ACQ)
     assert res.velocity_um_per_s == (0.0, 0.0) and res.n_steps == 0 and res.warnings
     assert len(res.drift_px) == 4
+
+
+def test_a_sparse_field_widens_the_window_so_its_own_motion_is_not_removed():
+    """Three particles in view: a 15-frame window holds ~45 steps and the drift estimate takes ~1/45 of each
+    particle's own motion with it (D −4 %, sizes +4 %); widened to hold drift_min_steps steps, D is kept
+    (measured, 12 seeds: 0.961 ± 0.009 → 1.004 ± 0.008 of the truth)."""
+    sp = SizingParams(min_track_length=10)
+    ratios = {0: [], 400: []}
+    for seed in range(6):
+        tracks = brownian_tracks(np.random.default_rng(seed), n_particles=3, n_frames=601, life=600)
+        d_raw = particle_table(tracks, ACQ, sp)["D_um2_s"].mean()
+        for min_steps in ratios:
+            res = estimate_drift(tracks, ACQ, LinkParams(drift_min_steps=min_steps))
+            ratios[min_steps].append(particle_table(subtract_drift(tracks, res), ACQ, sp)["D_um2_s"].mean() / d_raw)
+            if min_steps:
+                assert res.smoothing_frames == 134  # ceil(400 / (3 · 599 / 600))
+            else:
+                assert res.smoothing_frames == LinkParams().drift_smoothing_frames
+    assert np.mean(ratios[0]) < 0.97  # the narrow window removes the particles' own motion
+    assert np.mean(ratios[400]) == pytest.approx(1.0, abs=0.012)
+    # many particles per frame: the window stays as given
+    tracks = brownian_tracks(np.random.default_rng(9), n_particles=400, n_frames=200, life=40)
+    assert estimate_drift(tracks, ACQ, LinkParams()).smoothing_frames == 15

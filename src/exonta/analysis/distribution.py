@@ -123,6 +123,8 @@ __all__ = [
     "linking_artefact_peaks",
     "linking_artefact_warnings",
     "load_kernels",
+    "enough_for_statistics",
+    "few_tracks_warning",
 ]
 
 _STAT_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
@@ -132,6 +134,41 @@ _TRACKS_PER_SIGMA_GROUP = 150
 #: (two noise links of a buffer blank gave "D50 20.4 nm, 95 % CI 20.4–20.4"); the raw per-track histogram is
 #: still written.
 MIN_TRACKS_FOR_STATISTICS = 10
+#: ... unless at least :data:`MIN_LONG_TRACKS` tracks hold :data:`MIN_STEPS_FOR_STATISTICS` steps between them: a
+#: sparse field filmed for long (three 1 µm beads in a 24 s video, each tracked over ~500 frames) measures their
+#: size to a few per cent (relative standard error of D ≈ √(2/N) for N steps; Michalet & Berglund 2012), while a
+#: blank's noise links are short. The spread of so few tracks describes those particles, not the sample (warned).
+MIN_LONG_TRACKS = 3
+MIN_STEPS_FOR_STATISTICS = 1000
+
+
+def _n_steps_of(particles: pd.DataFrame) -> np.ndarray:
+    """Steps of each track of a particles table (positions − 1 when the table does not count them)."""
+    if "n_steps" in particles:
+        return particles["n_steps"].to_numpy(dtype=float)
+    if "n_positions" in particles:
+        return particles["n_positions"].to_numpy(dtype=float) - 1
+    return np.zeros(len(particles))
+
+
+def enough_for_statistics(valid_particles: pd.DataFrame) -> bool:
+    """Whether the valid tracks (rows of a particles table) are enough for size statistics:
+    :data:`MIN_TRACKS_FOR_STATISTICS` tracks, or :data:`MIN_LONG_TRACKS` holding
+    :data:`MIN_STEPS_FOR_STATISTICS` steps between them."""
+    n = len(valid_particles)
+    if n >= MIN_TRACKS_FOR_STATISTICS:
+        return True
+    return n >= MIN_LONG_TRACKS and float(np.nansum(_n_steps_of(valid_particles))) >= MIN_STEPS_FOR_STATISTICS
+
+
+def few_tracks_warning(stats: dict) -> list[str]:
+    """A warning when size statistics rest on fewer than :data:`MIN_TRACKS_FOR_STATISTICS` (long) tracks."""
+    n = stats.get("n_tracks_used", 0)
+    if stats.get("method") == "none" or not np.isfinite(stats.get("d50", np.nan)) or n >= MIN_TRACKS_FOR_STATISTICS:
+        return []
+    return [f"the size statistics rest on only {n} tracks (long ones: at least {MIN_STEPS_FOR_STATISTICS} steps in "
+            f"all): the D50 and mean are measured, but the spread (SD, D10, D90) and the peaks describe these few "
+            "particles, not the sample; record more particles for a distribution"]
 
 
 # --------------------------------------------------------------------------- result
@@ -1231,10 +1268,11 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
 
     n_used = int(len(sub))
     method_base = "exact DST likelihood" if tracks is not None else "moment-matched Gamma likelihood (Walker 2012)"
-    if n_used < MIN_TRACKS_FOR_STATISTICS:
+    if not enough_for_statistics(sub):
         note = (f"only {n_used} track(s) of at least {params.min_track_length} positions, fewer than "
-                f"{MIN_TRACKS_FOR_STATISTICS}: no size statistics (a buffer blank has none); for a sample, record a "
-                "longer video or a more concentrated dilution, or lower min_track_length")
+                f"{MIN_TRACKS_FOR_STATISTICS} (or {MIN_LONG_TRACKS} with {MIN_STEPS_FOR_STATISTICS} steps in all): "
+                "no size statistics (a buffer blank has none); for a sample, record a longer video or a more "
+                "concentrated dilution, or lower min_track_length")
         return _empty_result(edges, centres, widths, raw_dens, raw, n_used, note, "none")
 
     if not params.deconvolve:

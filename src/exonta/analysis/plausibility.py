@@ -117,11 +117,11 @@ def frame_to_frame_distances_px(features: pd.DataFrame, max_pairs: int = MAX_FRA
 
 def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pixel_size_um: float,
                             fps: float, n_valid_tracks: int, min_track_length: int,
-                            frame_shape: tuple[int, int]) -> list[str]:
+                            frame_shape: tuple[int, int], enough_tracks: bool | None = None) -> list[str]:
     """A warning when the linking radius is shorter than the spots' motion between frames (see the module docstring).
 
-    Judged only when fewer tracks reached the minimum length than size statistics need
-    (:data:`exonta.analysis.distribution.MIN_TRACKS_FOR_STATISTICS`): then the median distance from
+    Judged only when the tracks that reached the minimum length are too few for size statistics
+    (:func:`exonta.analysis.distribution.enough_for_statistics`): then the median distance from
     a spot to the nearest spot of the frame before is compared with the search radius. The spots must
     also persist from frame to frame: that median must be below :data:`PERSISTENCE_RATIO` × the one
     of unrelated positions, ``0.5·sqrt(area / spots per frame)`` (nearest neighbour of a uniform
@@ -139,12 +139,18 @@ def linking_radius_warnings(features: pd.DataFrame, search_radius_px: float, pix
     n_valid_tracks, min_track_length : int
     frame_shape : (int, int)
         Height and width of the frames, px.
+    enough_tracks : bool, optional
+        Whether the valid tracks suffice for size statistics; by default whether there are
+        :data:`exonta.analysis.distribution.MIN_TRACKS_FOR_STATISTICS` of them (a few long tracks suffice
+        too: pass :func:`exonta.analysis.distribution.enough_for_statistics` of them).
 
     Returns
     -------
     list of str
     """
-    if n_valid_tracks >= MIN_TRACKS_FOR_STATISTICS:
+    if enough_tracks is None:
+        enough_tracks = n_valid_tracks >= MIN_TRACKS_FOR_STATISTICS
+    if enough_tracks:
         return []
     d = frame_to_frame_distances_px(features)
     if d.size < MIN_DISTANCES:

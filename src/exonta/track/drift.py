@@ -7,6 +7,16 @@ between the frame and the previous one), smoothed over
 ``LinkParams.drift_smoothing_frames`` frames and cumulated; subtracting it from
 the positions leaves the Brownian part.
 
+The estimate contains each particle's own steps: subtracting it removes a share
+of about ``1/m`` of the particle's Brownian motion, ``m`` the one-frame steps in
+the smoothing window, and biases ``D`` low by about as much (a sparse field: 3
+beads in view and a 15-frame window gave diameters 3–10 % too large). The window
+is therefore widened until it holds ``LinkParams.drift_min_steps`` steps on
+average (400: under ~0.5 %). A slow drift left in the positions costs only its
+square (``u²Δt²`` per step), so a wide window loses little: a stage wobble of
+0.45 µm/s amplitude left whole adds 0.2 % to the one-frame MSD of a 1 µm bead
+at 25 frames/s.
+
 A drift/flow that is *not* the same everywhere in the field (shear in a flow
 cell, convection rolls) cannot be removed by one common correction: the
 residual velocity adds ``0.75 |u|² Δt`` to the (2-D, pooled) CVE estimate of
@@ -28,7 +38,7 @@ from ..config import Acquisition, LinkParams
 from ..errors import ExontaInputError
 from .link import search_range_um
 
-__all__ = ["DriftResult", "estimate_drift", "subtract_drift"]
+__all__ = ["DriftResult", "estimate_drift", "smoothing_window", "subtract_drift"]
 
 #: Non-uniform flow warning: minimum significance of the difference between field halves.
 NONUNIFORM_Z = 5.0
@@ -66,6 +76,8 @@ class DriftResult:
     velocity_se_um_per_s : tuple of float
         Standard error of each component of ``velocity_um_per_s`` (from the spread of the one-frame
         displacements: robust, 1.2533·σ_MAD/√n), µm/s; NaN without displacements.
+    smoothing_frames : int
+        Window of the moving average actually used (:func:`smoothing_window`), frames.
     """
 
     drift_px: pd.DataFrame
@@ -74,6 +86,7 @@ class DriftResult:
     region_velocity_um_per_s: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_steps: int = 0
     velocity_se_um_per_s: tuple[float, float] = (math.nan, math.nan)
+    smoothing_frames: int = 1
 
 
 def _steps(tracks: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -120,6 +133,17 @@ def _smooth(values: np.ndarray, weights: np.ndarray, window: int, fallback: floa
     return np.where(den > 0, out, fallback)
 
 
+def smoothing_window(params: LinkParams, n_steps: int, n_frames: int) -> int:
+    """Frames of the drift's moving average: ``params.drift_smoothing_frames``, widened until the window holds
+    ``params.drift_min_steps`` one-frame steps at the video's mean rate of ``n_steps / n_frames`` (at most the
+    video's length)."""
+    win = int(params.drift_smoothing_frames)
+    if params.drift_min_steps > 0 and n_steps > 0 and n_frames > 0:
+        per_frame = n_steps / n_frames
+        win = max(win, int(math.ceil(params.drift_min_steps / per_frame)))
+    return max(1, min(win, max(n_frames, 1)))
+
+
 def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkParams | None = None) -> DriftResult:
     """Estimate the common drift/flow of all particles, frame by frame.
 
@@ -132,7 +156,8 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
         Pixel size and frame rate (velocities in µm/s).
     params : LinkParams, optional
         ``drift_smoothing_frames`` (window of the centred moving average of
-        the per-frame drift), ``flow_warning_um_per_s``; the search range is
+        the per-frame drift) and ``drift_min_steps`` (:func:`smoothing_window`),
+        ``flow_warning_um_per_s``; the search range is
         used to judge whether the flow threatens linking.
 
     Returns
@@ -144,10 +169,10 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
     The per-frame drift is the *median* of the one-frame displacements of the
     particles present in both frames (robust to mislinks and to a few fast
     particles), smoothed with a centred moving average weighted by the number
-    of displacements, then cumulated. Each particle contributes ~1/n of its
-    own step to the estimate it is corrected with (n displacements per window);
-    with the usual tens of particles per frame and a 15-frame window the
-    resulting bias on ``D`` is below 1 %.
+    of displacements, then cumulated. Each particle contributes ~1/m of its
+    own step to the estimate it is corrected with (m displacements per window),
+    and ``D`` is biased low by about as much: the window is widened to hold
+    ``drift_min_steps`` of them (module docstring).
     """
     params = params if params is not None else LinkParams()
     f_to, dx, dy, xm, ym, f0, f1 = _steps(tracks)
@@ -173,7 +198,7 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
     w[idx] = cnt
     mean_dx = float(np.sum(per_dx * w) / np.sum(w))
     mean_dy = float(np.sum(per_dy * w) / np.sum(w))
-    win = int(params.drift_smoothing_frames)
+    win = smoothing_window(params, int(dx.size), n_frames)
     sdx = _smooth(per_dx, w, win, mean_dx)
     sdy = _smooth(per_dy, w, win, mean_dy)
     # the step into the first frame does not exist: drift is relative to frame f0
@@ -234,7 +259,7 @@ def estimate_drift(tracks: pd.DataFrame, acquisition: Acquisition, params: LinkP
                 f"({ax * scale:.3g}, {ay * scale:.3g}) and ({bx * scale:.3g}, {by * scale:.3g}) µm/s; a common drift "
                 "correction cannot remove this and the sizes will be biased low: stop the flow or analyse a "
                 "smaller region")
-    return DriftResult(drift, (vx, vy), warnings, regions, int(dx.size), (se_x, se_y))
+    return DriftResult(drift, (vx, vy), warnings, regions, int(dx.size), (se_x, se_y), win)
 
 
 def subtract_drift(tracks: pd.DataFrame, drift: DriftResult) -> pd.DataFrame:
