@@ -187,6 +187,10 @@ def test_fl_1um_mjpeg_avi_automatic_threshold_removes_the_artefact_peaks(fl_1um_
     assert all(p["diameter_nm"] > 500.0 for p in s["size_nm"]["peaks"] if p["number_fraction"] >= 0.02)
     assert s["size_nm"]["d50"] == pytest.approx(1000.0, rel=0.10)
     assert s["size_nm"]["mode"] == pytest.approx(1000.0, rel=0.10)
+    # the wide, defocused fluorescent spots are mostly below the 12 σ counting threshold: said so, not silent
+    c = s["concentration_per_ml"]
+    assert c["mean_particles_per_frame"] < 0.25 * c["tracked_spots_per_frame"]
+    assert [m for m in res.warnings if "reach the counting threshold" in m and "far too low" in m]
 
 
 @pytest.mark.slow
