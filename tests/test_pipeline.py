@@ -665,6 +665,9 @@ def test_a_pixel_size_off_by_ten_is_named_by_the_spots_and_their_motion():
     res, w = pixel_warnings(1.66)
     assert int(res.particles["valid"].sum()) == 0
     assert len(w) == 1 and "the tracks break" in w[0] and "too large" in w[0]
+    # the missing statistics point at that warning, not at "record a longer video"
+    note = [m for m in res.warnings if "no size statistics" in m]
+    assert len(note) == 1 and "linking radius" in note[0] and "longer video" not in note[0]
     res, w = pixel_warnings(0.166)
     assert 90.0 < res.distribution.stats["d50"] < 115.0 and w == []
 

@@ -1228,7 +1228,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     t = time.perf_counter()
     particles = particle_table(tracks, acq, config.sizing)
     config = resolve_auto_size_range(particles, config)
-    warnings += _linking_plausibility(features, particles, acq, config, (h, w))
+    linking_warnings = _linking_plausibility(features, particles, acq, config, (h, w))
+    warnings += linking_warnings
     prog(1, 1, "diffusion")
     timings["diffusion"] = time.perf_counter() - t
 
@@ -1240,7 +1241,11 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
             dist.stats["exposure_assumed"] = sensitivity
             warnings = [_exposure_warning(sensitivity) if x == EXPOSURE_ASSUMED_WARNING else x for x in warnings]
     if dist.stats.get("method") == "none" and n_frames >= config.sizing.min_track_length:
-        warnings.append(dist.stats["note"])  # too few valid tracks for size statistics
+        note = dist.stats["note"]  # too few valid tracks for size statistics
+        if linking_warnings:  # the cause is named there: not "record a longer video"
+            note = note.split(": no size statistics")[0] + ": no size statistics (the tracks break: see the warning " \
+                "on the linking radius)"
+        warnings.append(note)
     warnings += few_tracks_warning(dist.stats)
     warnings += _spot_plausibility(acq, config, dist.stats.get("d50"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
