@@ -475,6 +475,18 @@ def _linking_plausibility(features: pd.DataFrame, particles: pd.DataFrame, acq: 
                                    enough_tracks=enough_for_statistics(valid))
 
 
+def _noise_track_plausibility(tracks: pd.DataFrame, particles: pd.DataFrame, config: AnalysisConfig,
+                              d50_nm: Any) -> list[str]:
+    """A warning when the sized tracks are chains of noise maxima (:func:`exonta.analysis.plausibility.noise_track_warnings`;
+    judged at an automatic threshold only)."""
+    from .analysis.plausibility import median_track_snr, noise_track_warnings
+
+    n_valid = int(particles["valid"].sum()) if "valid" in particles else 0
+    threshold = config.detect.threshold_snr if config.detect.threshold is None else None
+    return noise_track_warnings(median_track_snr(tracks, particles), threshold, n_valid,
+                                None if d50_nm is None else float(d50_nm))
+
+
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:
     """A warning when the spot width contradicts the pixel size: spots narrower than optics allow, or far wider than
     the optics and the particles' sizes explain (:mod:`exonta.analysis.plausibility`). The width is the measured
@@ -1080,6 +1092,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     import time
 
     from .analysis.concentration import (
+        COUNT_BELOW_THRESHOLD_WARNING,
         at_reference_threshold,
         estimate_concentration,
         load_calibration,
@@ -1247,6 +1260,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
                 "on the linking radius)"
         warnings.append(note)
     warnings += few_tracks_warning(dist.stats)
+    noise_tracks = _noise_track_plausibility(tracks, particles, config, dist.stats.get("d50"))
+    warnings += noise_tracks
     warnings += _spot_plausibility(acq, config, dist.stats.get("d50"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])
@@ -1268,7 +1283,10 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         features=features, tracks=tracks, particles=particles, distribution=dist, acquisition=acq,
         params=config.concentration, detect_params=config.detect, frame_shape=(h, w), n_frames=n_frames,
         calibration=cal, frames_present=frames_present, reference=reference)
-    warnings += list(getattr(conc, "warnings", []) or [])
+    conc_warnings = list(getattr(conc, "warnings", []) or [])
+    if noise_tracks:  # the tracked "spots" are noise: not particles fainter than the counting threshold
+        conc_warnings = [x for x in conc_warnings if not x.startswith(COUNT_BELOW_THRESHOLD_WARNING)]
+    warnings += conc_warnings
     if not ((getattr(conc, "details", None) or {}).get("size_nm") or {}).get("peaks"):
         warnings += track_fraction_warnings(dist.stats.get("peaks") or [])
     prog(1, 1, "concentration")

@@ -97,3 +97,26 @@ def test_spots_unrelated_from_frame_to_frame_are_not_blamed_on_the_pixel_size():
 @pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.0])
 def test_a_spot_width_that_is_not_a_width_is_not_judged(bad):
     assert spot_width_warnings(bad, 0.01, 10.0) == []
+
+
+def test_noise_track_warning_from_the_spots_of_the_sized_tracks():
+    import math
+
+    from exonta.analysis.plausibility import NOISE_TRACK_SNR_RATIO, median_track_snr, noise_track_warnings
+
+    # the median over valid tracks of each track's median snr; invalid tracks and short ones left out
+    tracks = pd.DataFrame({"particle": [0, 0, 0, 1, 1, 2, 2, 2], "snr": [3.6, 3.8, 9.0, 4.0, 4.2, 20.0, 30.0, 40.0]})
+    parts = pd.DataFrame({"particle": [0, 1, 2], "valid": [True, True, False]})
+    assert median_track_snr(tracks, parts) == pytest.approx(np.median([3.8, 4.1]))
+    assert math.isnan(median_track_snr(tracks.drop(columns="snr"), parts))
+    assert math.isnan(median_track_snr(tracks, parts.assign(valid=False)))
+    # at the threshold: noise; from NOISE_TRACK_SNR_RATIO × it (60 nm beads: 1.30×): particles
+    edge = NOISE_TRACK_SNR_RATIO * 3.5
+    w = noise_track_warnings(3.7, 3.5, 47, 28.4)
+    assert len(w) == 1 and "47 sized tracks" in w[0] and "D50 28.4 nm" in w[0] and "noise maxima" in w[0]
+    assert noise_track_warnings(edge * 0.99, 3.5, 47, 28.4) != []
+    assert noise_track_warnings(edge, 3.5, 47, 28.4) == [] and noise_track_warnings(4.54, 3.5, 91, 55.1) == []
+    # not judged: a threshold given in filtered intensity, no sizes, no tracks, no snr
+    assert noise_track_warnings(3.7, None, 47, 28.4) == []
+    assert noise_track_warnings(3.7, 3.5, 4, float("nan")) == [] and noise_track_warnings(3.7, 3.5, 0, 28.4) == []
+    assert noise_track_warnings(float("nan"), 3.5, 47, 28.4) == []

@@ -1377,11 +1377,11 @@ def estimate_concentration(
     details["tracked_spots_per_frame"] = tracked
     if threshold is not None and tracked > 0 and mean_n < MIN_COUNTED_TO_TRACKED * tracked:
         warnings.append(
-            f"only {mean_n:.2g} spots per frame reach the counting threshold"
-            f"{f' ({threshold / noise:.0f}× the noise)' if noise else ''} "
-            f"against {tracked:.1f} spots per frame in the sized tracks: most particles are fainter than the "
-            f"threshold that defines the detection volume (wide or defocused spots, dim fluorescence), so the "
-            f"concentration counts only the brightest and is far too low; the sizes are not affected")
+            f"{COUNT_BELOW_THRESHOLD_WARNING}: {mean_n:.2g} spots per frame reach it"
+            f"{f' ({threshold / noise:.0f}× the noise)' if noise else ''} against {tracked:.1f} per frame in the "
+            f"sized tracks (wide or defocused spots, dim fluorescence). The threshold defines the detection "
+            f"volume, so the concentration counts only the brightest particles and is far too low; the sizes are "
+            f"not affected")
 
     # ----- who decides what is counted: clipping and the detector's own threshold
     used = cnt.table[cnt.keep]
@@ -1558,6 +1558,8 @@ def _particle_size_stats(per_bin: np.ndarray, distribution: Any) -> dict[str, An
 #: Warn when the counted spots per frame are fewer than this share of the spots of valid tracks (bundled NTA
 #: samples 0.68–0.86; generated 1 µm fluorescent and 3 µm bright-field beads 0.01).
 MIN_COUNTED_TO_TRACKED = 0.25
+#: Start of that warning (the pipeline drops it when the tracked spots are noise maxima).
+COUNT_BELOW_THRESHOLD_WARNING = "most spots of the sized tracks are fainter than the counting threshold"
 
 
 def _tracked_spots_per_frame(tracks: pd.DataFrame, particles: pd.DataFrame, n_frames: int) -> float:
