@@ -1564,10 +1564,9 @@ COUNT_BELOW_THRESHOLD_WARNING = "most spots of the sized tracks are fainter than
 
 def _tracked_spots_per_frame(tracks: pd.DataFrame, particles: pd.DataFrame, n_frames: int) -> float:
     """Mean number of positions of valid tracks per analysed frame."""
-    if not len(tracks) or not len(particles) or n_frames <= 0 or "particle" not in tracks:
-        return 0.0
-    ids = particles["particle"][particles["valid"].astype(bool)] if "valid" in particles else particles["particle"]
-    return float(np.isin(tracks["particle"].to_numpy(), ids.to_numpy()).sum()) / n_frames
+    from .diffusion import valid_track_rows
+
+    return float(valid_track_rows(tracks, particles).sum()) / n_frames if n_frames > 0 else 0.0
 
 
 def _count_warnings(mean_n, area_um2, pixel_size_um, detect_params: DetectParams, n_valid, params):

@@ -48,7 +48,8 @@ from ..errors import ExontaInputError
 from ..physics import diameter_from_diffusion
 from . import _diffusion_kernels as _k
 
-__all__ = ["particle_table", "cve_variance", "cramer_rao_D_rel_se", "PARTICLE_COLUMNS", "MSD_MAX_LAG"]
+__all__ = ["particle_table", "cve_variance", "cramer_rao_D_rel_se", "valid_track_rows", "PARTICLE_COLUMNS",
+           "MSD_MAX_LAG"]
 
 #: Largest lag (frames) used by the MSD fit.
 MSD_MAX_LAG = 10
@@ -171,6 +172,15 @@ def _optimal_msd_points(x_reduced: np.ndarray, n_steps: np.ndarray) -> np.ndarra
     p = np.rint(2.0 + 2.7 * np.sqrt(x)).astype(np.int64)
     cap = np.maximum(np.minimum(n_steps // 2, MSD_MAX_LAG), 2)
     return np.clip(p, 2, cap)
+
+
+def valid_track_rows(tracks: pd.DataFrame, particles: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows (positions) of ``tracks`` that belong to a valid track of ``particles``
+    (every track when the table has no ``valid`` column; none without ``particle`` columns)."""
+    if not len(tracks) or not len(particles) or "particle" not in tracks or "particle" not in particles:
+        return np.zeros(len(tracks), bool)
+    ids = particles["particle"][particles["valid"].astype(bool)] if "valid" in particles else particles["particle"]
+    return np.isin(tracks["particle"].to_numpy(), ids.to_numpy())
 
 
 def particle_table(tracks: pd.DataFrame, acquisition: Acquisition, params: SizingParams | None = None) -> pd.DataFrame:

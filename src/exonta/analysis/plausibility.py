@@ -191,10 +191,11 @@ def median_track_snr(tracks: pd.DataFrame, particles: pd.DataFrame) -> float:
 
     NaN without an ``snr`` column or without valid tracks (``particles["valid"]``).
     """
-    if not len(tracks) or not len(particles) or "snr" not in tracks or "particle" not in tracks:
+    from .diffusion import valid_track_rows
+
+    if "snr" not in tracks:
         return math.nan
-    ids = particles["particle"][particles["valid"].astype(bool)] if "valid" in particles else particles["particle"]
-    sub = tracks.loc[np.isin(tracks["particle"].to_numpy(), ids.to_numpy()), ["particle", "snr"]]
+    sub = tracks.loc[valid_track_rows(tracks, particles), ["particle", "snr"]]
     if not len(sub):
         return math.nan
     return float(sub.groupby("particle")["snr"].median().median())
