@@ -182,3 +182,7 @@ def test_summary_table_shows_a_dash_for_missing_statistics_and_the_drift_error(c
     out = capsys.readouterr().out
     assert "nan" not in out and "D50 (nm)" in out and "—" in out
     assert "-0.81, -5.79" in out and "± 2.7, 2.6 (SE)" in out
+    assert "in sized tracks" not in out  # an older summary without the tracked spots: nothing invented
+    summary["concentration_per_ml"]["tracked_spots_per_frame"] = 20.34
+    print_summary(summary, None)
+    assert "counted; 20.3 in sized tracks" in capsys.readouterr().out

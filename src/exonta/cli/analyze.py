@@ -106,7 +106,9 @@ def print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
         t.add_row("D10 / D50 / D90 in the sample (nm)",
                   f"{_fmt(cs.get('d10'), '.0f')} / {_fmt(cs.get('d50'), '.0f')} / {_fmt(cs.get('d90'), '.0f')}",
                   "per calibrated depth")
-    t.add_row("particles per frame", _fmt(n.get("mean_particles_per_frame")), "")
+    tracked = finite_or_none(c.get("tracked_spots_per_frame"))
+    t.add_row("particles per frame", _fmt(n.get("mean_particles_per_frame")),
+              f"counted; {_fmt(tracked)} in sized tracks" if tracked is not None else "")
     t.add_row("valid tracks / tracks", f"{n.get('n_valid_tracks')} / {n.get('n_tracks')}", "")
     dv = summary.get("drift_um_per_s") or [0, 0]
     se = summary.get("drift_se_um_per_s") or [None, None]
