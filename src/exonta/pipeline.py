@@ -1103,6 +1103,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
         brightness_warnings,
         few_tracks_warning,
         linking_artefact_warnings,
+        no_statistics_note,
         size_distribution,
         track_fraction_warnings,
     )
@@ -1256,8 +1257,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     if dist.stats.get("method") == "none" and n_frames >= config.sizing.min_track_length:
         note = dist.stats["note"]  # too few valid tracks for size statistics
         if linking_warnings:  # the cause is named there: not "record a longer video"
-            note = note.split(": no size statistics")[0] + ": no size statistics (the tracks break: see the warning " \
-                "on the linking radius)"
+            note = no_statistics_note(dist.stats["n_tracks_used"], config.sizing.min_track_length,
+                                      "the tracks break: see the warning on the linking radius")
         warnings.append(note)
     warnings += few_tracks_warning(dist.stats)
     noise_tracks = _noise_track_plausibility(tracks, particles, config, dist.stats.get("d50"))

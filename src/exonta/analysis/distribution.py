@@ -125,6 +125,7 @@ __all__ = [
     "load_kernels",
     "enough_for_statistics",
     "few_tracks_warning",
+    "no_statistics_note",
 ]
 
 _STAT_KEYS = ("mean", "mode", "sd", "d10", "d50", "d90")
@@ -146,9 +147,19 @@ def _n_steps_of(particles: pd.DataFrame) -> np.ndarray:
     """Steps of each track of a particles table (positions − 1 when the table does not count them)."""
     if "n_steps" in particles:
         return particles["n_steps"].to_numpy(dtype=float)
-    if "n_positions" in particles:
-        return particles["n_positions"].to_numpy(dtype=float) - 1
-    return np.zeros(len(particles))
+    return particles["n_positions"].to_numpy(dtype=float) - 1
+
+
+def no_statistics_note(n_used: int, min_track_length: int, reason: str | None = None) -> str:
+    """The note (and warning) of a result without size statistics: too few valid tracks
+    (:func:`enough_for_statistics`), with ``reason`` in parentheses, or by default the advice for a sample."""
+    head = (f"only {n_used} track(s) of at least {min_track_length} positions, fewer than "
+            f"{MIN_TRACKS_FOR_STATISTICS} (or {MIN_LONG_TRACKS} with {MIN_STEPS_FOR_STATISTICS} steps in all): "
+            "no size statistics")
+    if reason:
+        return f"{head} ({reason})"
+    return (f"{head} (a buffer blank has none); for a sample, record a longer video or a more concentrated "
+            "dilution, or lower min_track_length")
 
 
 def enough_for_statistics(valid_particles: pd.DataFrame) -> bool:
@@ -158,6 +169,8 @@ def enough_for_statistics(valid_particles: pd.DataFrame) -> bool:
     n = len(valid_particles)
     if n >= MIN_TRACKS_FOR_STATISTICS:
         return True
+    if "n_steps" not in valid_particles and "n_positions" not in valid_particles:  # no step counts: the count alone
+        return False
     return n >= MIN_LONG_TRACKS and float(np.nansum(_n_steps_of(valid_particles))) >= MIN_STEPS_FOR_STATISTICS
 
 
@@ -1269,11 +1282,8 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
     n_used = int(len(sub))
     method_base = "exact DST likelihood" if tracks is not None else "moment-matched Gamma likelihood (Walker 2012)"
     if not enough_for_statistics(sub):
-        note = (f"only {n_used} track(s) of at least {params.min_track_length} positions, fewer than "
-                f"{MIN_TRACKS_FOR_STATISTICS} (or {MIN_LONG_TRACKS} with {MIN_STEPS_FOR_STATISTICS} steps in all): "
-                "no size statistics (a buffer blank has none); for a sample, record a longer video or a more "
-                "concentrated dilution, or lower min_track_length")
-        return _empty_result(edges, centres, widths, raw_dens, raw, n_used, note, "none")
+        return _empty_result(edges, centres, widths, raw_dens, raw, n_used,
+                             no_statistics_note(n_used, params.min_track_length), "none")
 
     if not params.deconvolve:
         w = counts_raw / n_in if n_in > 0 else np.zeros_like(centres)
@@ -1303,8 +1313,7 @@ def size_distribution(particles: pd.DataFrame, acquisition: Acquisition, params:
         msd1, cov1 = td.msd1_um2[has], td.cov1_um2[has]
         n_steps, n_pairs = td.n_steps[has].astype(float), td.n_pairs[has].astype(float)
     else:
-        n_steps = (sub["n_steps"].to_numpy(dtype=float) if "n_steps" in sub
-                   else sub["n_positions"].to_numpy(dtype=float) - 1)
+        n_steps = _n_steps_of(sub)
         if "msd1_um2" in sub:
             msd1 = sub["msd1_um2"].to_numpy(dtype=float)
             cov1 = sub["cov1_um2"].to_numpy(dtype=float) if "cov1_um2" in sub else np.full(len(sub), np.nan)
