@@ -139,6 +139,33 @@ def _taps_row(dst, src, off, coef, ntap, w):
         k += 1
 
 
+# Radius (taps each side) up to which the Gaussian along x is one pass (:func:`_sym11_row`).
+_SYM_R = 5
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _sym11_row(dst, src, off, half, w):
+    """``dst[x] = half[0]·v[x+5] + Σ_{1≤j≤5} half[j]·(v[x+5−j] + v[x+5+j])``, ``v = src[off:]``, for x < w.
+
+    A symmetric filter of up to 11 taps (``half`` float32 (6,): centre, then each side; zeros for a
+    shorter one) in a single pass over ``dst``, pairs summed before the multiply. Every load is an
+    offset of one slice, with a 0-based loop: LLVM vectorises it (0.43 against 0.59 ms per 1024²
+    frame for 11 taps four to a pass, :func:`_taps_row`; an index ``off + x`` with a run-time ``off``
+    is not vectorised, since its sign is unknown).
+    """
+    c0 = half[0]
+    c1 = half[1]
+    c2 = half[2]
+    c3 = half[3]
+    c4 = half[4]
+    c5 = half[5]
+    v = src[off:off + w + 10]
+    for x in range(w):
+        dst[x] = (((c5 * (v[x] + v[x + 10]) + c4 * (v[x + 1] + v[x + 9]))
+                   + (c3 * (v[x + 2] + v[x + 8]) + c2 * (v[x + 3] + v[x + 7])))
+                  + (c1 * (v[x + 4] + v[x + 6]) + c0 * v[x + 5]))
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _box_row(dst, src, off, nb, w, quad):
     """``dst[x] = Σ_{k<nb} src[off + k + x]`` for x < w, by sums of four
@@ -205,9 +232,10 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     rows, and each output row is formed from the ring as soon as the rows it
     needs are in (Gaussian taps along y; box by a running float32 sum along
     y, summed afresh every ``_BOX_REFRESH`` rows). The whole working set stays
-    in cache. Every loop runs over contiguous rows (vectorised), four taps
-    per pass (:func:`_taps_row`), the box along x from sums of four
-    (:func:`_box_row`).
+    in cache. Every loop runs over contiguous rows (vectorised): the Gaussian
+    along x in one pass up to 11 taps (:func:`_sym11_row`), otherwise and
+    along y four taps per pass (:func:`_taps_row`), the box along x from sums
+    of four (:func:`_box_row`).
 
     Parameters
     ----------
@@ -226,12 +254,17 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
     ntap = 2 * r + 1
     b = box_half
     nb = 2 * b + 1
-    pad = max(r, b)
+    pad = max(r, b)  # rows above and below
     n_ring = 2 * pad + 2
+    sym = r <= _SYM_R
+    half = np.zeros(_SYM_R + 1, np.float32)
+    if sym:
+        half[:r + 1] = gauss[r:]
+    xpad = max(pad, _SYM_R) if sym else pad  # columns left and right
     ring_g = np.empty((n_ring, w), np.float32)
     ring_b = np.empty((n_ring, w), np.float32)
-    row = np.empty(w + 2 * pad, np.float32)
-    quad = np.empty(w + 2 * pad, np.float32)
+    row = np.empty(w + 2 * xpad, np.float32)
+    quad = np.empty(w + 2 * xpad, np.float32)
     acc = np.zeros(w, np.float32)
     has_bg = bg.shape[0] > 0
     s = np.float32(sign)
@@ -245,12 +278,15 @@ def _filter_frame(raw, bg, sign, gauss, box_half, work, filt):
             _working_row(raw, bg, nxt, has_bg, s, wr)
             v0 = wr[0]
             v1 = wr[w - 1]
-            for x in range(pad):
+            for x in range(xpad):
                 row[x] = v0
-                row[pad + w + x] = v1
-            row[pad:pad + w] = wr
-            _taps_row(ring_g[nxt % n_ring], row, pad - r, gauss, ntap, w)
-            _box_row(ring_b[nxt % n_ring], row, pad - b, nb, w, quad)
+                row[xpad + w + x] = v1
+            row[xpad:xpad + w] = wr
+            if sym:
+                _sym11_row(ring_g[nxt % n_ring], row, xpad - _SYM_R, half, w)
+            else:
+                _taps_row(ring_g[nxt % n_ring], row, xpad - r, gauss, ntap, w)
+            _box_row(ring_b[nxt % n_ring], row, xpad - b, nb, w, quad)
             nxt += 1
         # ---- output row y
         if y % _BOX_REFRESH == 0:  # sum afresh now and then: a float32 running sum drifts
