@@ -487,6 +487,20 @@ def _noise_track_plausibility(tracks: pd.DataFrame, particles: pd.DataFrame, con
                                 None if d50_nm is None else float(d50_nm))
 
 
+def _linking_limit_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any, noise_tracks: bool,
+                                detections_per_frame: float, frame_area_px: float) -> list[str]:
+    """A warning when the D50 sits at the smallest diameter the linking radius used follows, or when the detections
+    are too dense for that radius (:func:`exonta.analysis.plausibility.linking_limit_warnings`)."""
+    from .analysis.plausibility import clutter_index, linking_limit_diameter_nm, linking_limit_warnings
+    from .track.link import search_range_um
+
+    radius_um = search_range_um(acq, config.link)
+    limit = linking_limit_diameter_nm(radius_um, acq.frame_interval_s, config.link.search_miss_probability,
+                                      acq.temperature_c, acq.viscosity_mpas)
+    clutter = clutter_index(detections_per_frame, frame_area_px, radius_um / acq.pixel_size_um)
+    return linking_limit_warnings(None if d50_nm is None else float(d50_nm), limit, noise_tracks, clutter, radius_um)
+
+
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:
     """A warning when the spot width contradicts the pixel size: spots narrower than optics allow, or far wider than
     the optics and the particles' sizes explain (:mod:`exonta.analysis.plausibility`). The width is the measured
@@ -1109,7 +1123,7 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     )
     from .analysis.visibility import detection_limit_summary, detection_limit_warnings
     from .detect import locate_frames
-    from .detect.repeats import FrameChanges, frames_on_grid
+    from .detect.repeats import FrameChanges, analysed_frame_count, frames_on_grid
     from .track import link_features
     from .track.drift import DriftResult, estimate_drift, subtract_drift
 
@@ -1263,6 +1277,8 @@ def _analyze_once(video: Any, config: AnalysisConfig, progress: ProgressCallback
     warnings += few_tracks_warning(dist.stats)
     noise_tracks = _noise_track_plausibility(tracks, particles, config, dist.stats.get("d50"))
     warnings += noise_tracks
+    warnings += _linking_limit_plausibility(acq, config, dist.stats.get("d50"), bool(noise_tracks),
+                                            len(features) / max(analysed_frame_count(input_info), 1), h * w)
     warnings += _spot_plausibility(acq, config, dist.stats.get("d50"))
     warnings += brightness_warnings(dist.stats.get("peaks") or [])
     warnings += linking_artefact_warnings(dist.stats.get("peaks") or [])

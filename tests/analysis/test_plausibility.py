@@ -7,8 +7,13 @@ import pandas as pd
 import pytest
 
 from exonta.analysis.plausibility import (
+    CLUTTER_INDEX,
+    LINKING_LIMIT_RATIO,
+    clutter_index,
     MAX_FOCUSED_SIGMA_UM,
     MIN_SPOT_SIGMA_UM,
+    linking_limit_diameter_nm,
+    linking_limit_warnings,
     linking_radius_warnings,
     frame_to_frame_distances_px,
     spot_width_warnings,
@@ -120,3 +125,72 @@ def test_noise_track_warning_from_the_spots_of_the_sized_tracks():
     assert noise_track_warnings(3.7, None, 47, 28.4) == []
     assert noise_track_warnings(3.7, 3.5, 4, float("nan")) == [] and noise_track_warnings(3.7, 3.5, 0, 28.4) == []
     assert noise_track_warnings(float("nan"), 3.5, 47, 28.4) == []
+
+
+@pytest.mark.parametrize("temperature_c, viscosity_mpas, fps", [(22.0, None, 30.0), (37.0, None, 25.0),
+                                                                (25.0, 1.5, 100.0)])
+def test_linking_limit_is_the_diameter_the_search_radius_was_made_for(temperature_c, viscosity_mpas, fps):
+    from exonta.config import Acquisition, LinkParams
+    from exonta.physics import diffusion_from_diameter
+    from exonta.track.link import search_range_um
+
+    extra = {} if viscosity_mpas is None else {"viscosity_mpas": viscosity_mpas}
+    acq = Acquisition(pixel_size_um=0.1, fps=fps, exposure_s=0.5 / fps, temperature_c=temperature_c, **extra)
+    for d_nm in (50.0, 150.0):
+        link = LinkParams(min_diameter_nm=d_nm)
+        rho = search_range_um(acq, link)
+        got = linking_limit_diameter_nm(rho, acq.frame_interval_s, link.search_miss_probability, temperature_c,
+                                        acq.viscosity_mpas)
+        assert got == pytest.approx(d_nm, rel=1e-9)
+        # independently: the step of that diameter exceeds the radius with the miss probability
+        d_um2_s = diffusion_from_diameter(got, temperature_c, acq.viscosity_mpas)
+        assert np.exp(-rho ** 2 / (4 * d_um2_s * acq.frame_interval_s)) == pytest.approx(
+            link.search_miss_probability, rel=1e-9)
+    # a radius narrowed to the sample's own (half of it) follows only particles 4x as large
+    rho = search_range_um(acq, LinkParams())
+    assert linking_limit_diameter_nm(0.5 * rho, acq.frame_interval_s, 1e-3, temperature_c,
+                                     acq.viscosity_mpas) == pytest.approx(200.0, rel=1e-9)
+
+
+def test_sizes_at_the_linking_limit_are_warned_about():
+    # the generated 100x fluorescence MJPEG video of 200 nm beads: D50 52 nm at the default 50 nm limit
+    w = linking_limit_warnings(52.0, 50.0)
+    assert len(w) == 1 and "D50 52 nm" in w[0] and "down to 50 nm" in w[0] and "min_diameter_nm" in w[0]
+    assert len(linking_limit_warnings(30.0, 50.0)) == 1  # below the limit as well
+    assert len(linking_limit_warnings(0.999 * LINKING_LIMIT_RATIO * 50.0, 50.0)) == 1
+    # simulated 60 nm beads read D50 61-63 nm: not at the limit
+    assert linking_limit_warnings(1.001 * LINKING_LIMIT_RATIO * 50.0, 50.0) == []
+    assert linking_limit_warnings(61.0, 50.0) == []
+    # not judged: no sizes, or the noise-track warning already says what the sizes are
+    assert linking_limit_warnings(None, 50.0) == [] and linking_limit_warnings(float("nan"), 50.0) == []
+    assert linking_limit_warnings(43.0, 50.0, noise_tracks=True) == []
+
+
+def test_clutter_index_counts_the_detections_within_the_radius():
+    # brute force: uniform random detections, the mean count within the radius of random points (away from edges)
+    rng = np.random.default_rng(5)
+    w, h, n, r = 400.0, 300.0, 47, 44.4
+    counts = []
+    for _ in range(400):
+        pts = rng.uniform((0, 0), (w, h), (n, 2))
+        q = rng.uniform((r, r), (w - r, h - r), 2)
+        counts.append(int((np.hypot(*(pts - q).T) <= r).sum()))
+    assert clutter_index(n, w * h, r) == pytest.approx(np.mean(counts), rel=0.06)
+    assert clutter_index(n, w * h, r) == pytest.approx(47 / 120000 * np.pi * 44.4 ** 2)
+    assert np.isnan(clutter_index(10, 0, 5)) and np.isnan(clutter_index(10, 100, 0))
+
+
+def test_ambiguous_links_are_warned_about_when_the_sizes_are_above_the_limit():
+    # a small scene of the 100x fluorescence video: D50 62 nm (1.24x the limit), 3.4 detections within the radius
+    w = linking_limit_warnings(62.0, 50.0, clutter=3.36, search_radius_um=2.89)
+    assert len(w) == 1 and "ambiguous" in w[0] and "3.4 detections" in w[0] and "2.9 µm" in w[0]
+    assert "memory_frames" in w[0] and "D50 62 nm" in w[0]
+    # the simulated NTA cases: at most 0.57
+    assert linking_limit_warnings(96.6, 50.0, clutter=0.57, search_radius_um=1.3) == []
+    assert linking_limit_warnings(200.0, 50.0, clutter=1.001 * CLUTTER_INDEX, search_radius_um=1.0) != []
+    assert linking_limit_warnings(200.0, 50.0, clutter=0.999 * CLUTTER_INDEX, search_radius_um=1.0) == []
+    assert linking_limit_warnings(200.0, 50.0) == []  # not judged without an index
+    # at the limit, one warning (the limit's), however crowded
+    both = linking_limit_warnings(52.0, 50.0, clutter=2.4, search_radius_um=2.89)
+    assert len(both) == 1 and "smallest diameter" in both[0]
+    assert linking_limit_warnings(52.0, 50.0, noise_tracks=True, clutter=2.4, search_radius_um=2.89) == []
