@@ -21,7 +21,7 @@ nothing else in the result looks wrong. The video itself gives it away:
   frames, the tracks break after a position or two and no track reaches the minimum length. The
   nearest spot of the frame before is then, for most spots, farther than the radius.
 
-And one check of the sample rather than the parameters:
+And checks of the sample and its tracks rather than the parameters:
 
 * **Tracks made of noise** (:func:`noise_track_warnings`). At the automatic threshold (3.5 noise
   sigmas) a video of noise alone has noise maxima in every frame, and the linker's radius, set for
@@ -32,6 +32,12 @@ And one check of the sample rather than the parameters:
   Real particles are tracked because they are seen: 1.30× for simulated 60 nm beads, the dimmest
   population simulated, 2.3–3.6× for the bundled NTA samples and the generated micron beads. Below
   :data:`NOISE_TRACK_SNR_RATIO` × the threshold the sizes are said to describe noise.
+* **Sizes at the linking limit, ambiguous links** (:func:`linking_limit_warnings`). The search radius
+  follows particles down to a diameter (:func:`linking_limit_diameter_nm`); a D50 at that diameter is
+  set by the linker, not the sample: smaller particles' tracks break there, and tracks that join noise
+  or another particle read just as small. Independently, when more than :data:`CLUTTER_INDEX`
+  detections lie on average within the radius (:func:`clutter_index`), a particle missed for a frame
+  is likely to be continued with another spot and the sizes read too small.
 
 They return warnings (strings) for :mod:`exonta.pipeline`; they change no number.
 """
@@ -45,10 +51,10 @@ import pandas as pd
 
 from .distribution import MIN_TRACKS_FOR_STATISTICS
 
-__all__ = ["CLUTTER_INDEX", "LINKING_LIMIT_RATIO", "MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO",
-           "NOISE_TRACK_SNR_RATIO", "frame_to_frame_distances_px", "linking_limit_diameter_nm",
-           "linking_limit_warnings", "linking_radius_warnings", "median_track_snr", "noise_track_warnings",
-           "clutter_index", "spot_width_warnings"]
+__all__ = ["CLUTTER_INDEX", "LINKING_LIMIT_RATIO", "MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "NOISE_TRACK_SNR_RATIO",
+           "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO", "clutter_index", "frame_to_frame_distances_px",
+           "linking_limit_diameter_nm", "linking_limit_warnings", "linking_radius_warnings", "median_track_snr",
+           "noise_track_warnings", "spot_width_warnings"]
 
 #: Smallest plausible Gaussian σ of a spot, µm: 0.21·λ/NA for λ = 405 nm and NA = 1.49 is 0.057 µm.
 MIN_SPOT_SIGMA_UM = 0.05
