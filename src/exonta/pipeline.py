@@ -491,14 +491,12 @@ def _linking_limit_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm
                                 detections_per_frame: float, frame_area_px: float) -> list[str]:
     """A warning when the D50 sits at the smallest diameter the linking radius used follows, or when the detections
     are too dense for that radius (:func:`exonta.analysis.plausibility.linking_limit_warnings`)."""
-    from .analysis.plausibility import clutter_index, linking_limit_diameter_nm, linking_limit_warnings
-    from .track.link import search_range_um
+    from .analysis.plausibility import clutter_index, linking_limit_warnings
+    from .track.link import followed_diameter_nm, search_range_px, search_range_um
 
-    radius_um = search_range_um(acq, config.link)
-    limit = linking_limit_diameter_nm(radius_um, acq.frame_interval_s, config.link.search_miss_probability,
-                                      acq.temperature_c, acq.viscosity_mpas)
-    clutter = clutter_index(detections_per_frame, frame_area_px, radius_um / acq.pixel_size_um)
-    return linking_limit_warnings(None if d50_nm is None else float(d50_nm), limit, noise_tracks, clutter, radius_um)
+    clutter = clutter_index(detections_per_frame, frame_area_px, search_range_px(acq, config.link))
+    return linking_limit_warnings(None if d50_nm is None else float(d50_nm), followed_diameter_nm(acq, config.link),
+                                  noise_tracks, clutter, search_range_um(acq, config.link))
 
 
 def _spot_plausibility(acq: Acquisition, config: AnalysisConfig, d50_nm: Any) -> list[str]:

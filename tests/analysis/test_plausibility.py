@@ -12,7 +12,6 @@ from exonta.analysis.plausibility import (
     clutter_index,
     MAX_FOCUSED_SIGMA_UM,
     MIN_SPOT_SIGMA_UM,
-    linking_limit_diameter_nm,
     linking_limit_warnings,
     linking_radius_warnings,
     frame_to_frame_distances_px,
@@ -125,31 +124,6 @@ def test_noise_track_warning_from_the_spots_of_the_sized_tracks():
     assert noise_track_warnings(3.7, None, 47, 28.4) == []
     assert noise_track_warnings(3.7, 3.5, 4, float("nan")) == [] and noise_track_warnings(3.7, 3.5, 0, 28.4) == []
     assert noise_track_warnings(float("nan"), 3.5, 47, 28.4) == []
-
-
-@pytest.mark.parametrize("temperature_c, viscosity_mpas, fps", [(22.0, None, 30.0), (37.0, None, 25.0),
-                                                                (25.0, 1.5, 100.0)])
-def test_linking_limit_is_the_diameter_the_search_radius_was_made_for(temperature_c, viscosity_mpas, fps):
-    from exonta.config import Acquisition, LinkParams
-    from exonta.physics import diffusion_from_diameter
-    from exonta.track.link import search_range_um
-
-    extra = {} if viscosity_mpas is None else {"viscosity_mpas": viscosity_mpas}
-    acq = Acquisition(pixel_size_um=0.1, fps=fps, exposure_s=0.5 / fps, temperature_c=temperature_c, **extra)
-    for d_nm in (50.0, 150.0):
-        link = LinkParams(min_diameter_nm=d_nm)
-        rho = search_range_um(acq, link)
-        got = linking_limit_diameter_nm(rho, acq.frame_interval_s, link.search_miss_probability, temperature_c,
-                                        acq.viscosity_mpas)
-        assert got == pytest.approx(d_nm, rel=1e-9)
-        # independently: the step of that diameter exceeds the radius with the miss probability
-        d_um2_s = diffusion_from_diameter(got, temperature_c, acq.viscosity_mpas)
-        assert np.exp(-rho ** 2 / (4 * d_um2_s * acq.frame_interval_s)) == pytest.approx(
-            link.search_miss_probability, rel=1e-9)
-    # a radius narrowed to the sample's own (half of it) follows only particles 4x as large
-    rho = search_range_um(acq, LinkParams())
-    assert linking_limit_diameter_nm(0.5 * rho, acq.frame_interval_s, 1e-3, temperature_c,
-                                     acq.viscosity_mpas) == pytest.approx(200.0, rel=1e-9)
 
 
 def test_sizes_at_the_linking_limit_are_warned_about():

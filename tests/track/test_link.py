@@ -15,7 +15,7 @@ from exonta.errors import ExontaCancelled, ExontaInputError
 from exonta.physics import diffusion_from_diameter
 from exonta.track._linkkernels import assignment_kernel, frame_edges_kernel
 from exonta.track import link_features, search_range_px, search_range_um
-from exonta.track.link import adaptive_radius2
+from exonta.track.link import adaptive_radius2, followed_diameter_nm
 
 ACQ = Acquisition(pixel_size_um=0.2, fps=30.0, exposure_s=0.02, temperature_c=22.0)
 
@@ -350,3 +350,23 @@ def test_brightness_term_keeps_crossing_particles_apart():
     true_msd = 2 * step * step
     assert mean_sq_step(plain) < 0.97 * true_msd  # distance alone: too short
     assert abs(mean_sq_step(bright) / true_msd - 1) < abs(mean_sq_step(plain) / true_msd - 1)
+
+
+@pytest.mark.parametrize("temperature_c, viscosity_mpas, fps", [(22.0, None, 30.0), (37.0, None, 25.0),
+                                                                (25.0, 1.5, 100.0)])
+def test_followed_diameter_is_the_diameter_the_search_radius_was_made_for(temperature_c, viscosity_mpas, fps):
+    """followed_diameter_nm inverts search_range_um (the linking-limit warning of exonta.analysis.plausibility)."""
+    extra = {} if viscosity_mpas is None else {"viscosity_mpas": viscosity_mpas}
+    acq = Acquisition(pixel_size_um=0.1, fps=fps, exposure_s=0.5 / fps, temperature_c=temperature_c, **extra)
+    for d_nm in (50.0, 150.0):
+        link = LinkParams(min_diameter_nm=d_nm)
+        rho = search_range_um(acq, link)
+        got = followed_diameter_nm(acq, link)
+        assert got == pytest.approx(d_nm, rel=1e-9)
+        # independently: the step of that diameter exceeds the radius with the miss probability
+        d_um2_s = diffusion_from_diameter(got, temperature_c, acq.viscosity_mpas)
+        assert np.exp(-rho ** 2 / (4 * d_um2_s * acq.frame_interval_s)) == pytest.approx(
+            link.search_miss_probability, rel=1e-9)
+    # a radius narrowed to the sample's own or given (half of it) follows only particles 4x as large
+    rho = search_range_um(acq, LinkParams())
+    assert followed_diameter_nm(acq, LinkParams(search_range_um=0.5 * rho)) == pytest.approx(200.0, rel=1e-9)

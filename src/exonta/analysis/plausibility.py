@@ -33,7 +33,7 @@ And checks of the sample and its tracks rather than the parameters:
   population simulated, 2.3–3.6× for the bundled NTA samples and the generated micron beads. Below
   :data:`NOISE_TRACK_SNR_RATIO` × the threshold the sizes are said to describe noise.
 * **Sizes at the linking limit, ambiguous links** (:func:`linking_limit_warnings`). The search radius
-  follows particles down to a diameter (:func:`linking_limit_diameter_nm`); a D50 at that diameter is
+  follows particles down to a diameter (:func:`exonta.track.link.followed_diameter_nm`); a D50 at that diameter is
   set by the linker, not the sample: smaller particles' tracks break there, and tracks that join noise
   or another particle read just as small. Independently, when more than :data:`CLUTTER_INDEX`
   detections lie on average within the radius (:func:`clutter_index`), a particle missed for a frame
@@ -53,8 +53,8 @@ from .distribution import MIN_TRACKS_FOR_STATISTICS
 
 __all__ = ["CLUTTER_INDEX", "LINKING_LIMIT_RATIO", "MAX_FOCUSED_SIGMA_UM", "MIN_SPOT_SIGMA_UM", "NOISE_TRACK_SNR_RATIO",
            "PERSISTENCE_RATIO", "SPOT_SIZE_RATIO", "clutter_index", "frame_to_frame_distances_px",
-           "linking_limit_diameter_nm", "linking_limit_warnings", "linking_radius_warnings", "median_track_snr",
-           "noise_track_warnings", "spot_width_warnings"]
+           "linking_limit_warnings", "linking_radius_warnings", "median_track_snr", "noise_track_warnings",
+           "spot_width_warnings"]
 
 #: Smallest plausible Gaussian σ of a spot, µm: 0.21·λ/NA for λ = 405 nm and NA = 1.49 is 0.057 µm.
 MIN_SPOT_SIGMA_UM = 0.05
@@ -76,7 +76,7 @@ PERSISTENCE_RATIO = 0.5
 NOISE_TRACK_SNR_RATIO = 1.15
 
 #: A D50 at most this multiple of the smallest diameter the search radius follows
-#: (:func:`linking_limit_diameter_nm`) sits at the linking limit (:func:`linking_limit_warnings`). The simulated
+#: (:func:`exonta.track.link.followed_diameter_nm`) sits at the linking limit (:func:`linking_limit_warnings`). The simulated
 #: 60 nm beads, the smallest simulated sample, read D50 1.2–1.3× the default 50 nm.
 LINKING_LIMIT_RATIO = 1.1
 #: More detections than this, on average, within the search radius of a detection (:func:`clutter_index`) make
@@ -251,22 +251,6 @@ def noise_track_warnings(track_snr: float, threshold_snr: float | None, n_valid_
             "raise the laser power or camera gain"]
 
 
-def linking_limit_diameter_nm(search_range_um: float, frame_interval_s: float, miss_probability: float,
-                              temperature_c: float, viscosity_mpas: float) -> float:
-    """The smallest diameter whose steps the linking radius follows, nm.
-
-    Inverse of :func:`exonta.track.link.search_range_um`: the diameter whose one-frame displacement exceeds
-    ``search_range_um`` with probability ``miss_probability`` (2-D Brownian steps, ``P(r > ρ) = exp(−ρ²/4DΔt)``),
-    by Stokes–Einstein at the acquisition's temperature and viscosity. With the radius derived from
-    ``[link] min_diameter_nm`` this is that diameter; a radius narrowed to the sample's own
-    (``auto_parameters.search_range_um``) or given by the user follows only larger particles.
-    """
-    from ..physics import diameter_from_diffusion
-
-    d_um2_s = search_range_um ** 2 / (4.0 * frame_interval_s * math.log(1.0 / miss_probability))
-    return float(diameter_from_diffusion(d_um2_s, temperature_c, viscosity_mpas))
-
-
 def clutter_index(detections_per_frame: float, frame_area_px: float, search_radius_px: float) -> float:
     """Mean number of detections within the linking radius of a point of the frame: detections per frame per
     pixel × π·radius². Above about 1 a particle missed for a frame (or gone) is likely to be continued with
@@ -297,7 +281,7 @@ def linking_limit_warnings(d50_nm: float | None, limit_nm: float, noise_tracks: 
     d50_nm : float or None
         The reported D50; None/NaN when there are no size statistics (not judged).
     limit_nm : float
-        :func:`linking_limit_diameter_nm` of the radius used.
+        :func:`exonta.track.link.followed_diameter_nm` of the radius used.
     noise_tracks : bool
         The noise-track warning (:func:`noise_track_warnings`) was given: this one is then left out.
     clutter : float

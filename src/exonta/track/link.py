@@ -80,9 +80,9 @@ import pandas as pd
 
 from ..config import Acquisition, LinkParams
 from ..errors import ExontaCancelled, ExontaInputError
-from ..physics import diffusion_from_diameter
+from ..physics import diameter_from_diffusion, diffusion_from_diameter
 
-__all__ = ["adaptive_radius2", "link_features", "search_range_px", "search_range_um"]
+__all__ = ["adaptive_radius2", "followed_diameter_nm", "link_features", "search_range_px", "search_range_um"]
 
 _REQUIRED = ("frame", "x", "y")
 _ADAPTIVE_FLOOR_PX = 1.0  # smallest per-track search radius, px
@@ -111,6 +111,19 @@ def search_range_um(acquisition: Acquisition, params: LinkParams) -> float:
         return float(params.search_range_um)
     d_max = diffusion_from_diameter(params.min_diameter_nm, acquisition.temperature_c, acquisition.viscosity_mpas)
     return math.sqrt(4.0 * d_max * acquisition.frame_interval_s * math.log(1.0 / params.search_miss_probability))
+
+
+def followed_diameter_nm(acquisition: Acquisition, params: LinkParams) -> float:
+    """The smallest diameter whose steps the search radius follows, nm: the inverse of :func:`search_range_um`.
+
+    The diameter whose one-frame displacement exceeds the radius with probability
+    ``params.search_miss_probability`` (2-D Brownian steps, ``P(r > ρ) = exp(−ρ²/4DΔt)``), by Stokes–Einstein
+    at the acquisition's temperature and viscosity: ``params.min_diameter_nm`` for the radius derived from it;
+    larger for a radius narrowed to the sample's own (``auto_parameters.search_range_um``) or given by the user.
+    """
+    rho = search_range_um(acquisition, params)
+    d_um2_s = rho * rho / (4.0 * acquisition.frame_interval_s * math.log(1.0 / params.search_miss_probability))
+    return float(diameter_from_diffusion(d_um2_s, acquisition.temperature_c, acquisition.viscosity_mpas))
 
 
 def search_range_px(acquisition: Acquisition, params: LinkParams) -> float:
